@@ -1,0 +1,1 @@
+"""Command lines. Each module only parses its arguments (docopt) and calls in."""

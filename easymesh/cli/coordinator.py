@@ -1,0 +1,65 @@
+"""easymesh — run the coordinator.
+
+Usage:
+  easymesh [--host=HOST] [--port=PORT] [--authkey=KEY] [--heartbeat-interval=S] [--log-heartbeats] [-v]
+  easymesh (-h | --help)
+  easymesh --version
+
+Options:
+  --host=HOST              Address to listen on; "" = all interfaces [default: ].
+  --port=PORT              TCP port; 0 picks a free one [default: 6374].
+  --authkey=KEY            Shared secret every node must know [default: $EASYMESH_AUTHKEY or none].
+  --heartbeat-interval=S   Seconds between node heartbeats; a node silent for four is dropped [default: 1.0].
+  --log-heartbeats         Log every heartbeat.
+  -v                       Verbose (debug) logging.
+  -h --help                Show this screen.
+  --version                Show the version.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from docopt import docopt
+
+import easymesh
+from easymesh.cli.options import run_main, setup_logging
+from easymesh.coordinator import Coordinator
+from easymesh.errors import MeshError
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = docopt(__doc__, argv=argv, version=f"easymesh {easymesh.__version__}")
+    setup_logging(args["-v"])
+    try:
+        port = int(args["--port"])
+        interval = float(args["--heartbeat-interval"])
+    except ValueError:
+        print("easymesh: --port must be an integer and --heartbeat-interval a number", file=sys.stderr)
+        return 2
+    key = args["--authkey"]
+    coordinator = Coordinator(
+        host=args["--host"] or "",
+        port=port,
+        authkey=None if key.startswith("$") else key,
+        heartbeat_interval=interval,
+        log_heartbeats=args["--log-heartbeats"],
+    )
+    try:
+        coordinator.start()
+    except MeshError as exc:
+        print(f"easymesh: {exc}", file=sys.stderr)
+        return 1
+    auth = "with authentication" if coordinator.authkey else "without authentication"
+    print(f"easymesh coordinator listening on {coordinator.address} ({auth}); Ctrl-C to stop", flush=True)
+    coordinator.serve_forever()
+    print("easymesh coordinator stopped", flush=True)
+    return 0
+
+
+def entry() -> None:
+    run_main(main)
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,291 @@
+"""The coordinator: keeps the mesh topology and tells every node where the others are.
+
+Data never passes through it: nodes register (name, id, endpoints, topics,
+services), the coordinator broadcasts every change as a diff, and nodes then
+talk to each other directly.
+
+Design notes:
+
+* One I/O thread does everything (accept, handshake, register, broadcast,
+  heartbeats); there is no user code to protect it from.
+* Changes made during one burst (many nodes joining at once) are merged into
+  one diff per loop turn and encoded once for all receivers.
+* Liveness: nodes send PING every heartbeat interval and the coordinator
+  answers PONG. A connection silent for ``heartbeat_timeout`` (default four
+  intervals) is closed and its node removed: that catches half-open peers
+  (a frozen process, a cut cable) that a socket alone never reports.
+* A node that re-registers with the same id (after a reconnect) replaces its
+  old connection and record.
+* Control messages are msgpack, never pickle: the coordinator decodes nothing
+  that can run code, and with an authkey it decodes nothing at all from a
+  peer that has not authenticated.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from typing import Any
+
+from easymesh.config import (
+    DEFAULT_HEARTBEAT_INTERVAL,
+    DEFAULT_PORT,
+    HEARTBEAT_TIMEOUT_FACTOR,
+    authkey_bytes,
+    format_address,
+)
+from easymesh.errors import ProtocolError
+from easymesh.protocol.frames import CONTROL, PING, PONG, Frame, encode_frame
+from easymesh.protocol.messages import (
+    MAX_CONTROL_BODY,
+    Bye,
+    Diff,
+    Register,
+    Update,
+    decode_control,
+    encode_control,
+)
+from easymesh.protocol.topology import Topology, merge_diffs
+from easymesh.transport.connection import OPEN, Connection
+from easymesh.transport.listener import Listener, tcp_server_socket
+from easymesh.transport.loop import IOLoop
+
+log = logging.getLogger("easymesh.coordinator")
+
+_PONG = encode_frame(PONG)
+_PONG_LEN = len(_PONG[0])
+
+
+class Coordinator:
+    """The mesh coordinator. ``start()`` it (or use it as a context manager), or call
+    :meth:`serve_forever`.
+
+    ``host``: bind address ('' = all interfaces); ``port``: TCP port (0 = pick a
+    free one, see :attr:`port`); ``authkey``: shared secret (bytes/str; default
+    ``$EASYMESH_AUTHKEY``; None = no authentication).
+
+    Raises MeshError from ``start()`` if it cannot listen.
+    """
+
+    def __init__(
+        self,
+        host: str = "",
+        port: int = DEFAULT_PORT,
+        authkey: bytes | str | None = None,
+        *,
+        heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
+        heartbeat_timeout: float | None = None,
+        log_heartbeats: bool = False,
+        max_pending_bytes: int = 64 * 1024 * 1024,
+    ) -> None:
+        self.host = host
+        self.requested_port = port
+        self.authkey = authkey_bytes(authkey)
+        self.heartbeat_interval = heartbeat_interval
+        self.heartbeat_timeout = heartbeat_timeout or heartbeat_interval * HEARTBEAT_TIMEOUT_FACTOR
+        self.log_heartbeats = log_heartbeats
+        self.max_pending_bytes = max_pending_bytes
+        self.topology = Topology()
+        self._loop = IOLoop("coordinator")
+        self._listener: Listener | None = None
+        self._conns: set[Connection] = set()
+        self._node_of: dict[Connection, str] = {}
+        self._conn_of: dict[str, Connection] = {}
+        self._diffs: list[Diff] = []
+        self._closed = threading.Event()
+        self._started = False
+        self.port = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> Coordinator:
+        if self._started:
+            return self
+        sock = tcp_server_socket(self.host, self.requested_port)
+        self.port = sock.getsockname()[1]
+        self._listener = Listener(self._loop, sock, self._on_accept)
+        self._started = True
+        self._loop.call_soon(self._listener.start)
+        self._loop.call_later(self.heartbeat_interval / 2, self._sweep)
+        self._loop.start()
+        log.info("easymesh coordinator listening on %s", self.address)
+        return self
+
+    @property
+    def address(self) -> str:
+        return format_address(self.host or "0.0.0.0", self.port)
+
+    def close(self) -> None:
+        """Stop serving (idempotent, bounded, any thread)."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        if self._started:
+            self._loop.stop(timeout=5.0)
+
+    def serve_forever(self) -> None:
+        """Start (if needed) and serve until :meth:`close`, SIGINT or SIGTERM."""
+        self.start()
+        restore = _install_signal_handlers(self.close)
+        try:
+            while not self._closed.wait(3600):
+                pass
+        except KeyboardInterrupt:
+            pass
+        finally:
+            restore()
+            self.close()
+
+    def __enter__(self) -> Coordinator:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- connections (I/O thread) ------------------------------------------------------------
+
+    def _on_accept(self, sock: Any, addr: Any) -> None:
+        conn = Connection(
+            self._loop,
+            authkey=self.authkey,
+            is_client=False,
+            max_body=MAX_CONTROL_BODY,
+            max_pending=self.max_pending_bytes,
+            on_frames=self._on_frames,
+            on_close=self._on_close,
+            label="node",
+        )
+        self._conns.add(conn)
+        conn.start_server(sock, addr)
+
+    def _on_close(self, conn: Connection, exc: BaseException | None) -> None:
+        self._conns.discard(conn)
+        node_id = self._node_of.pop(conn, None)
+        if node_id is None:
+            return
+        if self._conn_of.get(node_id) is conn:
+            del self._conn_of[node_id]
+            node = self.topology.nodes.get(node_id)
+            self._change(self.topology.remove(node_id))
+            if node is not None and not self._closed.is_set():
+                log.info(
+                    "node %r (%s, pid %s on %s) left: %s",
+                    node.name, node_id, node.pid, node.hostname, exc or "closed",
+                )
+
+    def _on_frames(self, conn: Connection, frames: list[Frame]) -> None:
+        for frame in frames:
+            ftype = frame.type
+            if ftype == PING:
+                if self.log_heartbeats:
+                    log.info("heartbeat from %s", self._who(conn))
+                conn.send(_PONG, _PONG_LEN, droppable=False)
+            elif ftype == CONTROL:
+                try:
+                    msg = decode_control(frame.name, frame.body)
+                    self._on_control(conn, msg)
+                except ProtocolError as exc:
+                    log.warning("%s: bad control message, closing: %s", conn.peer_address, exc)
+                    conn.close(exc)
+                    return
+            elif ftype == PONG:
+                pass
+            else:
+                log.warning(
+                    "%s: unexpected frame type %d on the coordinator link, closing", conn.peer_address, ftype
+                )
+                conn.close(ProtocolError(f"unexpected frame type {ftype}"))
+                return
+
+    def _on_control(self, conn: Connection, msg: Any) -> None:
+        if isinstance(msg, Register) and not isinstance(msg, Update):
+            node = msg.node
+            old = self._conn_of.get(node.id)
+            if old is not None and old is not conn:
+                self._node_of.pop(old, None)
+                old.close()
+            self._conn_of[node.id] = conn
+            self._node_of[conn] = node.id
+            self._change(self.topology.upsert(node))
+            name, body = encode_control(self.topology.welcome())
+            conn.send(encode_frame(CONTROL, name, body), 16 + len(name) + len(body), droppable=False)
+            log.info(
+                "node %r (%s, pid %s on %s) registered from %s",
+                node.name, node.id, node.pid, node.hostname, conn.peer_address,
+            )
+        elif isinstance(msg, Update):
+            if self._node_of.get(conn) != msg.node.id:
+                raise ProtocolError("update for a node this connection did not register")
+            self._change(self.topology.upsert(msg.node))
+        elif isinstance(msg, Bye):
+            conn.close()  # on_close removes the node and broadcasts
+        else:
+            raise ProtocolError(f"unexpected control message {type(msg).__name__}")
+
+    def _who(self, conn: Connection) -> str:
+        node_id = self._node_of.get(conn)
+        node = self.topology.nodes.get(node_id) if node_id else None
+        return f"{node.name} ({node_id})" if node else conn.peer_address
+
+    # -- broadcasting ------------------------------------------------------------------------
+
+    def _change(self, diff: Diff | None) -> None:
+        if diff is None:
+            return
+        if not self._diffs:
+            self._loop.call_soon(self._broadcast)
+        self._diffs.append(diff)
+
+    def _broadcast(self) -> None:
+        diff = merge_diffs(self._diffs)
+        self._diffs = []
+        if diff is None:
+            return
+        name, body = encode_control(diff)
+        bufs = encode_frame(CONTROL, name, body)
+        nbytes = 16 + len(name) + len(body)
+        for conn in list(self._conn_of.values()):
+            if conn.state == OPEN:
+                conn.send(bufs, nbytes, droppable=False)
+
+    # -- heartbeats --------------------------------------------------------------------------
+
+    def _sweep(self) -> None:
+        now = time.monotonic()
+        for conn in list(self._conns):
+            silent = now - conn.last_received
+            if silent > self.heartbeat_timeout:
+                log.warning(
+                    "dropping %s: nothing heard for %.1f s (heartbeat timeout)", self._who(conn), silent
+                )
+                conn.close()
+        if not self._closed.is_set():
+            self._loop.call_later(self.heartbeat_interval / 2, self._sweep)
+
+    # -- introspection -----------------------------------------------------------------------
+
+    def nodes(self) -> list[Any]:
+        """A snapshot of the registered nodes (NodeInfo records)."""
+        return list(self.topology.nodes.values())
+
+
+def _install_signal_handlers(stop: Any) -> Any:
+    """Make SIGINT and SIGTERM raise KeyboardInterrupt in the main thread (even where the
+    parent shell started us with SIGINT ignored). Returns a function that restores."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    old = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def on_signal(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    for sig in old:
+        signal.signal(sig, on_signal)
+
+    def restore() -> None:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+    return restore

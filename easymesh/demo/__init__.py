@@ -1,0 +1,1 @@
+"""Demo programs: ``python -m easymesh.demo.receiver``, ``.sender``, ``.speedtest``."""

@@ -1,0 +1,174 @@
+"""Per-listener worker pools with bounded queues.
+
+Every topic listener and every service owns a :class:`Dispatcher`: a queue the
+I/O thread fills and the dispatcher's own worker threads drain, running the
+user's callback or handler. So a slow callback delays only its own topic;
+other topics, services, heartbeats and the coordinator link go on.
+
+* Bounded: at most ``queue_size`` items and ``queue_bytes`` bytes wait. Past
+  either bound the *oldest* waiting item is dropped and counted (the newest
+  data is usually what a robot wants). ``drop='newest'`` refuses the new
+  item instead.
+* Ordered: with one worker (the default for topics) items are handled in the
+  order they arrived, so messages from one sender reach the callback in the
+  order sent. With more workers they run concurrently, without order.
+* Threads are named ``easymesh-<node>-<topic>-<n>``; exceptions from user code
+  are logged with the topic and never kill a worker.
+* ``stop()`` lets the workers finish what is queued (bounded by ``timeout``),
+  stops them with a flag, and never joins the calling thread (a callback may
+  close its own node).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger("easymesh.dispatch")
+
+_BATCH = 64
+
+
+class Dispatcher:
+    """A bounded queue plus ``workers`` threads calling ``run(item)`` for each item."""
+
+    def __init__(
+        self,
+        thread_name: str,
+        run: Callable[[Any], None],
+        *,
+        workers: int = 1,
+        queue_size: int = 1000,
+        queue_bytes: int = 64 * 1024 * 1024,
+        drop: str = "oldest",
+        describe: str = "",
+    ) -> None:
+        if workers < 1:
+            raise ValueError("workers must be at least 1")
+        if queue_size < 1:
+            raise ValueError("queue_size must be at least 1")
+        if drop not in ("oldest", "newest"):
+            raise ValueError("drop must be 'oldest' or 'newest'")
+        self.run = run
+        self.describe = describe or thread_name
+        self.queue_size = queue_size
+        self.queue_bytes = queue_bytes
+        self.drop_newest = drop == "newest"
+        self._q: deque[tuple[Any, int]] = deque()
+        self._bytes = 0
+        self._cond = threading.Condition(threading.Lock())
+        self._stopping = False
+        self._abandon = False
+        self.received = 0
+        self.dropped = 0
+        self.handled = 0
+        self.errors = 0
+        self._threads = [
+            threading.Thread(target=self._work, name=f"{thread_name}-{i + 1}", daemon=True)
+            for i in range(workers)
+        ]
+        for t in self._threads:
+            t.start()
+
+    # -- producers ---------------------------------------------------------------------------
+
+    def put(self, item: Any, nbytes: int) -> None:
+        self.put_many(((item, nbytes),))
+
+    def put_many(self, items: Any) -> None:
+        """Queue ``(item, nbytes)`` pairs, dropping per the policy; wakes the workers once."""
+        q = self._q
+        with self._cond:
+            if self._stopping:
+                return
+            for entry in items:
+                self.received += 1
+                if len(q) >= self.queue_size or self._bytes + entry[1] > self.queue_bytes:
+                    if self.drop_newest:
+                        self.dropped += 1
+                        continue
+                    while q and (len(q) >= self.queue_size or self._bytes + entry[1] > self.queue_bytes):
+                        self._bytes -= q.popleft()[1]
+                        self.dropped += 1
+                q.append(entry)
+                self._bytes += entry[1]
+            self._cond.notify(len(self._threads) if len(q) > 1 else 1)
+
+    @property
+    def queued(self) -> int:
+        return len(self._q)
+
+    # -- workers -----------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        q = self._q
+        cond = self._cond
+        run = self.run
+        batch: list[Any] = []
+        single = len(self._threads) == 1
+        while True:
+            with cond:
+                while not q:
+                    if self._stopping:
+                        return
+                    cond.wait()
+                if self._abandon:
+                    return
+                n = min(len(q), _BATCH if single else 1)
+                for _ in range(n):
+                    item, nbytes = q.popleft()
+                    self._bytes -= nbytes
+                    batch.append(item)
+            for item in batch:
+                if self._abandon:
+                    return
+                try:
+                    run(item)
+                except Exception:
+                    self.errors += 1
+                    log.exception("easymesh: %s raised", self.describe)
+                self.handled += 1
+            batch.clear()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def stop(self, timeout: float = 2.0, drain: bool = True) -> bool:
+        """Stop the workers; with ``drain`` they first finish the queue, up to ``timeout``
+        seconds. Returns True if all workers ended. Safe to call from a worker."""
+        with self._cond:
+            self._stopping = True
+            if not drain:
+                self._abandon = True
+                self._q.clear()
+                self._bytes = 0
+            self._cond.notify_all()
+        deadline = time.monotonic() + timeout
+        me = threading.current_thread()
+        ended = True
+        for t in self._threads:
+            if t is me:
+                continue
+            t.join(max(0.0, deadline - time.monotonic()))
+            ended = ended and not t.is_alive()
+        if not ended:
+            with self._cond:
+                self._abandon = True  # stop after the current item
+                self._q.clear()
+                self._bytes = 0
+        return ended
+
+    def owns_current_thread(self) -> bool:
+        return threading.current_thread() in self._threads
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "received": self.received,
+            "handled": self.handled,
+            "dropped": self.dropped,
+            "errors": self.errors,
+            "queued": len(self._q),
+        }

@@ -1,0 +1,328 @@
+"""Frames: the byte layout of everything easymesh sends, and an incremental decoder.
+
+This module is sans-IO: it never touches a socket, a thread or a clock. The
+transport feeds it bytes and asks it for frames, and asks it for bytes to send.
+
+Wire format
+===========
+
+A connection is a byte stream of frames. Every frame is a 16-byte header,
+then ``name_len`` bytes of name, then ``body_len`` bytes of body::
+
+    offset size  field        meaning
+    0      1     type         frame type (table below)
+    1      1     codec        codec id of the body (TOPIC, REQUEST, REPLY); 0 otherwise
+    2      2     name_len     little-endian u16: length of the name (UTF-8)
+    4      4     body_len     little-endian u32: length of the body
+    8      8     request_id   little-endian u64: matches a REPLY to its REQUEST; 0 otherwise
+    16     ...   name         topic / service / control-operation name
+    16+n   ...   body         payload
+
+Frame types::
+
+    1  HELLO        handshake: magic, version, flags, nonce (see protocol/auth.py)
+    2  AUTH         handshake: the client's HMAC proof
+    3  ERROR        UTF-8 reason; the sender closes the connection after it
+    4  PING         heartbeat (empty)
+    5  PONG         heartbeat answer (empty)
+    16 CONTROL      name = operation, body = msgpack map (see protocol/messages.py)
+    32 TOPIC        name = topic, body = data encoded with `codec`
+    33 REQUEST      name = service, body = data encoded with `codec`, request_id set
+    34 REPLY        body = result encoded with `codec`, request_id of the request
+    35 REPLY_ERROR  body = msgpack [kind, type name, message, traceback]
+
+Limits are checked on the header, before any buffer for the body is allocated:
+a body longer than ``max_body`` or a type outside ``allowed_types`` raises
+:class:`~easymesh.errors.ProtocolError` and the connection is closed. Before
+the handshake completes only HELLO, AUTH and ERROR frames of at most
+``HANDSHAKE_MAX_BODY`` bytes are allowed, so nothing from an unauthenticated
+peer is decoded beyond those fixed-layout handshake fields.
+
+Large bodies are received without extra copies: the decoder hands out a
+buffer (:meth:`FrameDecoder.get_buffer`) that is the body's own storage once a
+header announcing a large body has been read, so ``recv_into`` writes the
+payload straight into the object given to the codec. Body storage is
+allocated in pieces of at most ``BODY_CHUNK`` bytes, so a peer that announces
+a large body and then stalls costs at most one piece of memory.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import NamedTuple
+
+from easymesh.errors import FrameTooLarge, ProtocolError
+
+HEADER = struct.Struct("<BBHIQ")
+HEADER_SIZE = HEADER.size  # 16
+
+HELLO = 1
+AUTH = 2
+ERROR = 3
+PING = 4
+PONG = 5
+CONTROL = 16
+TOPIC = 32
+REQUEST = 33
+REPLY = 34
+REPLY_ERROR = 35
+
+TYPE_NAMES = {
+    HELLO: "HELLO",
+    AUTH: "AUTH",
+    ERROR: "ERROR",
+    PING: "PING",
+    PONG: "PONG",
+    CONTROL: "CONTROL",
+    TOPIC: "TOPIC",
+    REQUEST: "REQUEST",
+    REPLY: "REPLY",
+    REPLY_ERROR: "REPLY_ERROR",
+}
+ALL_TYPES = frozenset(TYPE_NAMES)
+HANDSHAKE_TYPES = frozenset({HELLO, AUTH, ERROR})
+HANDSHAKE_MAX_BODY = 256
+MAX_NAME = 0xFFFF
+MAX_BODY_LIMIT = 0xFFFFFFFF
+
+#: Size of the decoder's reusable read buffer; frames up to this size are parsed in place.
+READ_BUFFER_SIZE = 256 * 1024
+#: Largest piece of body storage allocated at once for a large frame.
+BODY_CHUNK = 16 * 1024 * 1024
+#: Bodies at least this large are sent as a separate buffer (scatter/gather), not joined.
+JOIN_LIMIT = 16 * 1024
+
+
+class Frame(NamedTuple):
+    type: int
+    codec: int
+    name: bytes
+    request_id: int
+    body: bytes | bytearray
+
+
+_pack = HEADER.pack
+_unpack_from = HEADER.unpack_from
+_new_frame = tuple.__new__
+
+
+def encode_frame(
+    ftype: int, name: bytes = b"", body: bytes | bytearray | memoryview = b"", codec: int = 0,
+    request_id: int = 0,
+) -> list[bytes | bytearray | memoryview]:
+    """The buffers to write for one frame: ``[head]`` or ``[head, body]``.
+
+    Small bodies are joined with the header (one buffer); large ones stay a
+    separate buffer so that ``sendmsg`` writes them without a copy.
+    Raises ProtocolError if the name or body is too long for the header fields.
+    """
+    nlen = len(name)
+    blen = len(body) if not isinstance(body, memoryview) else body.nbytes
+    if nlen > MAX_NAME:
+        raise ProtocolError(f"name of {nlen} bytes is longer than {MAX_NAME}")
+    if blen > MAX_BODY_LIMIT:
+        raise FrameTooLarge(f"body of {blen} bytes is longer than {MAX_BODY_LIMIT}")
+    head = _pack(ftype, codec, nlen, blen, request_id)
+    if blen < JOIN_LIMIT:
+        return [head + name + body] if (name or body) else [head]
+    return [head + name, body]
+
+
+def frame_bytes(
+    ftype: int, name: bytes = b"", body: bytes | bytearray = b"", codec: int = 0, request_id: int = 0
+) -> bytes:
+    """One frame as a single bytes object (for tests and small control frames)."""
+    return b"".join(encode_frame(ftype, name, body, codec, request_id))
+
+
+class FrameDecoder:
+    """Incremental frame decoder: feed bytes, take complete frames.
+
+    Two ways to give it bytes:
+
+    * ``feed(data)`` copies ``data`` in (convenient, used by tests);
+    * ``buf = get_buffer(); n = sock.recv_into(buf); buffer_updated(n)`` lets the
+      caller read straight into the decoder's storage (no extra copy).
+
+    ``frames()`` returns every complete frame received so far, oldest first.
+    It raises ProtocolError (or FrameTooLarge) on a header that breaks the
+    rules; the decoder is then unusable and the connection must be closed.
+    """
+
+    __slots__ = (
+        "max_body", "allowed_types", "_buf", "_mv", "_start", "_end",
+        "_big_head", "_big_name", "_big_chunks", "_big_cur", "_big_filled", "_big_left",
+        "_failed", "_pending",
+    )
+
+    def __init__(
+        self,
+        max_body: int = 256 * 1024 * 1024,
+        allowed_types: frozenset[int] = ALL_TYPES,
+        buffer_size: int = READ_BUFFER_SIZE,
+    ) -> None:
+        if buffer_size < HEADER_SIZE + MAX_NAME + 1:
+            raise ValueError("buffer_size too small to hold a header and the longest name")
+        self.max_body = min(max_body, MAX_BODY_LIMIT)
+        self.allowed_types = allowed_types
+        self._buf = bytearray(buffer_size)
+        self._mv = memoryview(self._buf)
+        self._start = 0
+        self._end = 0
+        self._big_head: tuple[int, int, int] | None = None  # (type, codec, request_id)
+        self._big_name = b""
+        self._big_chunks: list[bytearray] = []
+        self._big_cur: bytearray | None = None
+        self._big_filled = 0
+        self._big_left = 0
+        self._failed: ProtocolError | None = None
+        self._pending: list[Frame] = []
+
+    def set_limits(self, max_body: int, allowed_types: frozenset[int]) -> None:
+        """Change the limits (after a handshake). Applies to headers not yet parsed."""
+        self.max_body = min(max_body, MAX_BODY_LIMIT)
+        self.allowed_types = allowed_types
+
+    # -- input -------------------------------------------------------------------------------
+
+    def get_buffer(self) -> memoryview:
+        """Writable storage for the next bytes (never empty)."""
+        if self._big_cur is not None:
+            return memoryview(self._big_cur)[self._big_filled :]
+        if self._end == len(self._buf):
+            self._compact()
+            if self._end == len(self._buf):
+                # Full of complete frames: parse them out to make room.
+                self._pending.extend(self._parse())
+                if self._big_cur is not None:
+                    return memoryview(self._big_cur)[self._big_filled :]
+        return self._mv[self._end :]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        """Record that ``nbytes`` were written into the last :meth:`get_buffer` storage."""
+        if self._big_cur is not None:
+            self._big_filled += nbytes
+            self._big_left -= nbytes
+            if self._big_filled == len(self._big_cur):
+                self._big_chunks.append(self._big_cur)
+                self._big_cur = None
+                if self._big_left > 0:
+                    self._new_chunk()
+        else:
+            self._end += nbytes
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Copy ``data`` into the decoder (it may hold any number of partial frames)."""
+        view = memoryview(data).cast("B")
+        while view.nbytes:
+            buf = self.get_buffer()
+            n = min(buf.nbytes, view.nbytes)
+            buf[:n] = view[:n]
+            self.buffer_updated(n)
+            view = view[n:]
+
+    # -- output ------------------------------------------------------------------------------
+
+    def next_frame(self) -> Frame | None:
+        """The oldest complete frame, or None (parses at most one frame)."""
+        if self._pending:
+            return self._pending.pop(0)
+        out = self._parse(1)
+        return out[0] if out else None
+
+    def frames(self) -> list[Frame]:
+        """All complete frames received so far (possibly none)."""
+        out = self._parse()
+        if self._pending:
+            out = self._pending + out
+            self._pending = []
+        return out
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet returned as frames."""
+        big = self._big_filled + sum(len(c) for c in self._big_chunks) if self._big_head else 0
+        return self._end - self._start + big
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _fail(self, exc: ProtocolError) -> ProtocolError:
+        self._failed = exc
+        return exc
+
+    def _new_chunk(self) -> None:
+        size = min(self._big_left, BODY_CHUNK)
+        self._big_cur = bytearray(size)
+        self._big_filled = 0
+
+    def _finish_big(self) -> Frame:
+        chunks = self._big_chunks
+        body: bytes | bytearray = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        ftype, codec, rid = self._big_head  # type: ignore[misc]
+        frame = _new_frame(Frame, (ftype, codec, self._big_name, rid, body))
+        self._big_head = None
+        self._big_name = b""
+        self._big_chunks = []
+        return frame
+
+    def _compact(self) -> None:
+        start, end = self._start, self._end
+        if start:
+            n = end - start
+            self._buf[0:n] = self._buf[start:end]
+            self._start, self._end = 0, n
+
+    def _parse(self, limit: int = -1) -> list[Frame]:
+        if self._failed is not None:
+            raise self._failed
+        out: list[Frame] = []
+        if self._big_head is not None:
+            if self._big_left or self._big_cur is not None:
+                return out
+            out.append(self._finish_big())
+        buf = self._buf
+        start, end = self._start, self._end
+        allowed = self.allowed_types
+        max_body = self.max_body
+        append = out.append
+        while end - start >= HEADER_SIZE and len(out) != limit:
+            ftype, codec, nlen, blen, rid = _unpack_from(buf, start)
+            if ftype not in allowed:
+                self._start = start
+                raise self._fail(
+                    ProtocolError(f"unexpected frame type {ftype} ({TYPE_NAMES.get(ftype, 'unknown')})")
+                )
+            if blen > max_body:
+                self._start = start
+                raise self._fail(
+                    FrameTooLarge(f"frame body of {blen} bytes exceeds the limit of {max_body}")
+                )
+            total = HEADER_SIZE + nlen + blen
+            if end - start < total:
+                if total > len(buf) and end - start >= HEADER_SIZE + nlen:
+                    # Large frame: move its body into dedicated storage.
+                    p = start + HEADER_SIZE
+                    self._big_head = (ftype, codec, rid)
+                    self._big_name = bytes(buf[p : p + nlen])
+                    self._big_chunks = []
+                    self._big_left = blen
+                    self._new_chunk()
+                    have = end - p - nlen
+                    if have:
+                        cur = self._big_cur
+                        cur[0:have] = buf[p + nlen : end]  # type: ignore[index]
+                        self.buffer_updated(have)
+                    self._start = self._end = 0
+                    return out
+                break
+            p = start + HEADER_SIZE
+            q = p + nlen
+            start += total
+            append(_new_frame(Frame, (ftype, codec, bytes(buf[p:q]) if nlen else b"", rid, bytes(buf[q:start]))))
+        if start == end:
+            self._start = self._end = 0
+        else:
+            self._start = start
+            if len(buf) - end < HEADER_SIZE + MAX_NAME or start > len(buf) // 2:
+                self._compact()
+        return out

@@ -1,0 +1,1 @@
+"""The only code that touches sockets: the I/O loop, connections and listeners."""

@@ -1,0 +1,177 @@
+"""TCP and Unix-socket servers, address selection, and where a peer can be reached.
+
+Unix sockets: on Linux a node's socket lives in the *abstract* namespace by
+default (``@easymesh-<id>``): nothing on disk, so nothing is left behind when
+a process is killed, and it is private to the network namespace, which is
+exactly the scope in which "same host" is true. With ``socket_dir`` (or
+``$EASYMESH_SOCKET_DIR``) the socket is a file in that folder instead, removed
+on close.
+
+"Same host" is decided by :func:`host_key`: hostname, kernel boot id and
+network-namespace inode. Two nodes with equal keys talk over the Unix socket;
+all others over TCP.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import socket
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from easymesh.errors import MeshError
+from easymesh.transport.loop import READ, IOLoop
+
+log = logging.getLogger("easymesh.transport")
+
+ABSTRACT_OK = sys.platform.startswith("linux")
+
+
+def host_key() -> str:
+    """An identity of this host *and* network namespace."""
+    parts = [socket.gethostname()]
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            parts.append(f.read().strip())
+    except OSError:
+        pass
+    try:
+        parts.append(str(os.stat("/proc/self/ns/net").st_ino))
+    except OSError:
+        pass
+    return "/".join(parts)
+
+
+def unix_address(endpoint: str) -> str | bytes:
+    """The socket address for a ``unix`` endpoint string (``@name`` = abstract)."""
+    if endpoint.startswith("@"):
+        return "\0" + endpoint[1:]
+    return endpoint
+
+
+def tcp_address(endpoint: str) -> tuple[int, tuple[Any, ...]]:
+    """(family, sockaddr) for a ``host:port`` endpoint."""
+    from easymesh.config import parse_address
+
+    host, port = parse_address(endpoint)
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    family, _, _, _, sockaddr = infos[0]
+    return family, sockaddr
+
+
+class Listener:
+    """A listening socket whose accepted connections go to ``on_accept(sock, addr)``
+    on the I/O thread."""
+
+    def __init__(
+        self,
+        loop: IOLoop,
+        sock: socket.socket,
+        on_accept: Callable[[socket.socket, Any], None],
+        path: str | None = None,
+    ) -> None:
+        self.loop = loop
+        self.sock = sock
+        self.on_accept = on_accept
+        self.path = path  # a Unix socket file to remove on close
+        self.closed = False
+        sock.setblocking(False)
+
+    @property
+    def address(self) -> Any:
+        return self.sock.getsockname()
+
+    def start(self) -> None:
+        """(I/O thread) Begin accepting."""
+        self.loop.register(self.sock, READ, self._on_ready)
+
+    def _on_ready(self, _mask: int) -> None:
+        for _ in range(64):
+            try:
+                sock, addr = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    log.error("easymesh: cannot accept a connection: %s", exc)
+                    return
+                if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
+                    continue
+                raise
+            try:
+                self.on_accept(sock, addr)
+            except Exception:
+                log.exception("easymesh: accepting a connection failed")
+                sock.close()
+
+    def abort(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """(I/O thread, or after the loop stopped) Stop listening and remove the socket file."""
+        if self.closed:
+            return
+        self.closed = True
+        self.loop.unregister(self.sock)
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        if self.path:
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
+
+
+def tcp_server_socket(host: str, port: int, backlog: int = 512) -> socket.socket:
+    """A bound, listening TCP socket. ``host`` '' means all interfaces (IPv4 and IPv6
+    where the system allows). Raises MeshError with the address on failure."""
+    try:
+        if host in ("", "::") and socket.has_dualstack_ipv6():
+            sock = socket.create_server(("", port), family=socket.AF_INET6, dualstack_ipv6=True, backlog=backlog)
+        else:
+            host = host or "0.0.0.0"
+            infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+            family, _, _, _, sockaddr = infos[0]
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind(sockaddr)
+                sock.listen(backlog)
+            except BaseException:
+                sock.close()
+                raise
+    except OSError as exc:
+        raise MeshError(f"cannot listen on {host or '*'}:{port}: {exc.strerror or exc}") from exc
+    return sock
+
+
+def unix_server_socket(node_id: str, socket_dir: str | None, backlog: int = 512) -> tuple[socket.socket, str, str | None]:
+    """A listening Unix socket for node ``node_id``: (socket, endpoint string, file path or None)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        if socket_dir is None and ABSTRACT_OK:
+            name = f"easymesh-{node_id}"
+            sock.bind("\0" + name)
+            endpoint, path = "@" + name, None
+        else:
+            folder = socket_dir or os.path.join(
+                os.environ.get("XDG_RUNTIME_DIR") or "/tmp", f"easymesh-{os.getuid()}"
+            )
+            os.makedirs(folder, mode=0o700, exist_ok=True)
+            path = os.path.join(folder, f"{node_id}.sock")
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            sock.bind(path)
+            endpoint = path
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        raise MeshError(f"cannot create the node's Unix socket: {exc}") from exc
+    return sock, endpoint, path
