@@ -110,7 +110,7 @@ class Coordinator:
         self._loop.call_soon(self._listener.start)
         self._loop.call_later(self.heartbeat_interval / 2, self._sweep)
         self._loop.start()
-        log.info("easymesh coordinator listening on %s", self.address)
+        log.debug("easymesh coordinator listening on %s", self.address)
         return self
 
     @property
