@@ -181,7 +181,8 @@ class Coordinator:
             if ftype == PING:
                 if self.log_heartbeats:
                     log.info("heartbeat from %s", self._who(conn))
-                conn.send(_PONG, _PONG_LEN, droppable=False)
+                pong = encode_frame(PONG, request_id=frame.request_id) if frame.request_id else _PONG
+                conn.send(pong, _PONG_LEN, droppable=False)
             elif ftype == CONTROL:
                 try:
                     msg = decode_control(frame.name, frame.body)

@@ -212,6 +212,8 @@ class Node:
     ``host``: IP to bind and advertise for TCP; default: the address this
     machine uses to reach the coordinator.
     ``socket_dir``: folder for the Unix socket (default: Linux abstract namespace).
+    ``transport``: ``'auto'`` (Unix socket to peers on this host, TCP to others) or
+    ``'tcp'`` (always TCP; for testing and benchmarks).
 
     Raises CoordinatorUnavailable (not reachable within ``connect_timeout``),
     AuthenticationError (wrong or missing key), ValueError/TypeError (bad arguments).
@@ -234,6 +236,7 @@ class Node:
         queue_size: int = config.DEFAULT_QUEUE_SIZE,
         host: str | None = None,
         socket_dir: str | None = None,
+        transport: str = "auto",
     ) -> None:
         if not isinstance(name, str) or not name or len(name) > 256:
             raise ValueError("a node name must be a non-empty string of at most 256 characters")
@@ -253,6 +256,9 @@ class Node:
         self.max_pending_bytes = max_pending_bytes
         self.queue_size = queue_size
         self._bind_host = host
+        if transport not in ("auto", "tcp"):
+            raise ValueError("transport must be 'auto' or 'tcp'")
+        self._use_unix = transport == "auto"
         self._host_key = host_key()
         self._hostname = socket.gethostname()
 
@@ -266,6 +272,8 @@ class Node:
         self._peers: dict[str, Connection] = {}  # node id -> connection used to reach it
         self._conns: set[Connection] = set()
         self._retry_after: dict[str, float] = {}
+        self._latched: dict[str, list[Any]] = {}  # topic -> [codec id, body, ids already served]
+        self._latch_lock = threading.Lock()
         self._pending: dict[int, _Pending] = {}
         self._rid = itertools.count(1)
         self._closing = False
@@ -381,15 +389,21 @@ class Node:
 
     # -- public: topics ------------------------------------------------------------------------
 
-    def send(self, topic: str, data: Any) -> None:
+    def send(self, topic: str, data: Any, *, latch: bool = False) -> None:
         """Send ``data`` to the listeners of ``topic`` (at most once, never blocks).
 
         Encodes once; one member of each listening group gets it (see load
-        balancing). Does nothing when nobody listens. Raises NodeClosed after
-        close(), CodecError if ``data`` cannot be encoded.
+        balancing). Does nothing when nobody listens. With ``latch=True`` this node
+        also keeps the value and gives it, at once, to every node that starts
+        listening to ``topic`` later (like rospy's ``latch=True``); the value lives
+        as long as this node does (see :meth:`clear_latch`).
+        Raises NodeClosed after close(), CodecError if ``data`` cannot be encoded.
         """
         if self._closing:
             raise NodeClosed(f"node {self.name!r} is closed")
+        if latch:
+            self._send_latched(topic, data)
+            return
         nodes = self._topology.listeners(topic)
         if not nodes:
             self._counters["no_listener"] += 1
@@ -411,18 +425,61 @@ class Node:
         name = topic.encode("utf-8")
         bufs = encode_frame(TOPIC, name, body, codec_id)
         nbytes = 16 + len(name) + len(body)
-        chosen = self._balancer.choose_nodes(topic, nodes)
         peers = self._peers
-        for node in chosen:
+        for node in self._balancer.choose_nodes(topic, nodes):
             if node.id == self.id:
-                entry = self._topics.get(name)
-                if entry is not None:
-                    entry.deliver(((_new_frame(Frame, (TOPIC, codec_id, name, 0, body)), len(body)),))
+                self._deliver_local(name, codec_id, body)
                 continue
             conn = peers.get(node.id) or self._peer_conn(node)
             if conn is None or not conn.send(bufs, nbytes, True):
                 self._counters["dropped_outbound"] += 1
         self._counters["sent"] += 1
+
+    def _deliver_local(self, name: bytes, codec_id: int, body: Any) -> None:
+        entry = self._topics.get(name)
+        if entry is not None:
+            entry.deliver(((_new_frame(Frame, (TOPIC, codec_id, name, 0, body)), len(body)),))
+
+    # -- latched topics ------------------------------------------------------------------------
+
+    def _send_latched(self, topic: str, data: Any) -> None:
+        try:
+            body = self._codec.encode(data)
+        except Exception as exc:
+            raise CodecError(f"cannot encode data for topic {topic!r}: {exc}") from exc
+        with self._latch_lock:
+            nodes = self._topology.listeners(topic)
+            self._latched[topic] = [self._codec_id, body, {n.id for n in nodes}]
+        if nodes:
+            self._send_encoded(topic, nodes, self._codec_id, body)
+        else:
+            self._counters["no_listener"] += 1
+
+    def clear_latch(self, topic: str) -> None:
+        """Forget the latched value of ``topic`` (late listeners no longer get it)."""
+        with self._latch_lock:
+            self._latched.pop(topic, None)
+
+    def _check_latched(self) -> None:
+        """After a topology change: give latched values to listeners that are new.
+        Never called while holding self._lock (lock order: _latch_lock, then _lock)."""
+        if not self._latched or self._closing:
+            return
+        todo = []
+        with self._latch_lock:
+            for topic, entry in self._latched.items():
+                listeners = self._topology.listeners(topic)
+                served = entry[2]
+                todo.extend((topic, n, entry[0], entry[1]) for n in listeners if n.id not in served)
+                entry[2] = {n.id for n in listeners}
+        for topic, node, codec_id, body in todo:
+            name = topic.encode("utf-8")
+            if node.id == self.id:
+                self._deliver_local(name, codec_id, body)
+                continue
+            conn = self._peers.get(node.id) or self._peer_conn(node)
+            if conn is not None:
+                conn.send(encode_frame(TOPIC, name, body, codec_id), 16 + len(name) + len(body), True)
 
     def listen(
         self,
@@ -490,10 +547,10 @@ class Node:
         self._wait_topology(lambda: self._topology.listeners(topic), timeout,
                             f"no listener for topic {topic!r}")
 
-    def topic(self, name: str) -> Topic:
-        """A handle for sending to one topic often."""
+    def topic(self, name: str, *, latch: bool = False) -> Topic:
+        """A handle for sending to one topic often; ``latch=True`` latches every send."""
         _check_name(name, "topic")
-        return Topic(self, name)
+        return Topic(self, name, latch)
 
     # -- public: services ----------------------------------------------------------------------
 
@@ -618,6 +675,37 @@ class Node:
 
     # -- public: introspection -----------------------------------------------------------------
 
+    def ping(self, node: str, timeout: float = 5.0) -> float:
+        """Round-trip time in seconds to ``node`` (a node id, or a name: one member of
+        that group) over the mesh link, as the data would travel.
+
+        Raises NoProviderError (no such node), RequestTimeout (no answer within
+        ``timeout``), ConnectionLost, NodeClosed.
+        """
+        self._check_open()
+        nodes = self._topology.nodes
+        target = nodes.get(node) or next(
+            (n for n in sorted(nodes.values(), key=lambda n: n.id) if n.name == node), None)
+        if target is None:
+            raise NoProviderError(f"no node named or with id {node!r}")
+        start = time.perf_counter()
+        if target.id == self.id:
+            return time.perf_counter() - start
+        conn = self._peers.get(target.id) or self._peer_conn(target)
+        if conn is None:
+            raise ConnectionLost(f"cannot reach node {target.name!r} ({target.id})")
+        rid = next(self._rid)
+        future: Future = Future()
+        self._pending[rid] = _Pending(future, conn, "<ping>", target.id)
+        start = time.perf_counter()
+        conn.send(encode_frame(PING, request_id=rid), 16, droppable=False)
+        try:
+            future.result(timeout)
+        except FutureTimeout:
+            self._pending.pop(rid, None)
+            raise RequestTimeout(f"node {target.name!r} did not answer a ping within {timeout:g} s") from None
+        return time.perf_counter() - start
+
     def nodes(self) -> list[NodeInfo]:
         """The mesh as this node knows it (NodeInfo records, this node included)."""
         return sorted(self._topology.nodes.values(), key=lambda n: (n.name, n.id))
@@ -669,6 +757,8 @@ class Node:
             self._topology.set_local(info)
             self._topo_cond.notify_all()
         self._loop.call_soon(self._send_update)
+        if self._latched:
+            self._loop.call_soon(self._check_latched)
 
     def _wait_topology(self, found: Callable[[], Any], timeout: float | None, what: str) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -685,6 +775,7 @@ class Node:
         with self._topo_cond:
             self._topology.apply(msg)  # keeps our own record as set by _publish_self
             self._topo_cond.notify_all()
+        self._check_latched()
         if isinstance(msg, Diff):
             for node_id in msg.remove:
                 self._retry_after.pop(node_id, None)
@@ -836,7 +927,7 @@ class Node:
             if retry is not None and time.monotonic() < retry:
                 return None
             try:
-                if node.unix and node.host_key == self._host_key:
+                if node.unix and node.host_key == self._host_key and self._use_unix:
                     family, addr = socket.AF_UNIX, unix_address(node.unix)
                 elif node.tcp:
                     family, addr = tcp_address(node.tcp)
@@ -906,7 +997,11 @@ class Node:
             elif ftype == CONTROL:
                 self._on_peer_control(conn, f)
             elif ftype == PING:
-                conn.send(_PONG, 16, droppable=False)
+                pong = encode_frame(PONG, request_id=f[3]) if f[3] else _PONG
+                conn.send(pong, 16, droppable=False)
+            elif ftype == PONG:
+                if f[3]:
+                    self._complete(f[3], PONG, 0, b"")
             elif ftype == ERROR:
                 reason = bytes(f.body[:200]).decode("utf-8", "replace")
                 log.warning("node %r: %s closed the link: %s", self.name, conn.label, reason)
@@ -993,6 +1088,12 @@ class Node:
         p = self._pending.pop(rid, None)
         if p is None or p.future.done():
             return  # timed out, cancelled, or a reply we never asked for
+        if ftype == PONG:
+            try:
+                p.future.set_result(None)
+            except Exception:
+                pass
+            return
         if ftype == REPLY:
             try:
                 codec = self._codec if codec_id == self._codec_id else codec_for_id(codec_id)
@@ -1044,12 +1145,13 @@ def _check_name(name: Any, what: str) -> None:
 class Topic:
     """A handle on one topic of one node: ``send``, ``has_listeners``, ``wait_for_listener``."""
 
-    def __init__(self, node: Node, name: str) -> None:
+    def __init__(self, node: Node, name: str, latch: bool = False) -> None:
         self.node = node
         self.name = name
+        self.latch = latch
 
     def send(self, data: Any) -> None:
-        self.node.send(self.name, data)
+        self.node.send(self.name, data, latch=self.latch)
 
     def has_listeners(self) -> bool:
         return self.node.has_listeners(self.name)
