@@ -1,14 +1,63 @@
-"""meshservice — not yet implemented (see issue 7)."""
+"""meshservice — list the services of an easymesh mesh and call one.
+
+Usage:
+  meshservice list [-v] [options]
+  meshservice call NAME DATA [--timeout=S] [--wait=S] [--raw] [options]
+  meshservice (-h | --help)
+
+Commands:
+  list    Services and the nodes providing them.
+  call    Call service NAME with DATA, a Python literal such as "(2, 2)" or "'text'",
+          and print the result. Exit status 1 if there is no provider, the call
+          times out, or the handler raised (its traceback is printed).
+
+Options:
+  -v --verbose             list: one row per providing node, with its id, host and pid.
+  --timeout=S              call: seconds to wait for the reply [default: 10].
+  --wait=S                 call: seconds to wait for a provider to appear [default: 0].
+  --raw                    call: print repr(result) instead of the pretty one-line form.
+  --name=NAME              Node name (default: meshservice-PID, unique).
+  --coordinator=HOST:PORT  Coordinator address [default: $EASYMESH_COORDINATOR or localhost:6374].
+  --authkey=KEY            Shared secret [default: $EASYMESH_AUTHKEY or none].
+  -h --help                Show this screen.
+"""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+
+from docopt import docopt
+
+from easymesh.cli.options import node_kwargs, run_main
+from easymesh.node import Node
+from easymesh.tools import services
+from easymesh.tools.session import UsageError, literal, number, run_tool
 
 
 def main(argv: list[str] | None = None) -> int:
-    print("meshservice: not yet implemented (issue 7)", file=sys.stderr)
-    return 1
+    args = docopt(__doc__, argv=argv)
+    try:
+        action = _action(args)
+    except UsageError as exc:
+        print(f"meshservice: {exc}", file=sys.stderr)
+        return 2
+    return run_tool("meshservice", args["--name"], node_kwargs(args), action)
+
+
+def _action(args: dict) -> Callable[[Node], int]:
+    """The call to make once the node is open; raises UsageError on bad values."""
+    if args["list"]:
+        return lambda node: services.list_services(node, args["--verbose"])
+    data = literal(args["DATA"])
+    timeout = number(args["--timeout"], float, "--timeout", 0)
+    wait = number(args["--wait"], float, "--wait", 0)
+    return lambda node: services.call(node, args["NAME"], data, timeout, wait, args["--raw"])
 
 
 def entry() -> None:
-    sys.exit(main())
+    run_main(main)
+
+
+if __name__ == "__main__":
+    entry()
