@@ -20,7 +20,7 @@ DEFAULT_MAX_MESSAGE_SIZE = 256 * 1024 * 1024
 #: unsent topic messages to that peer are dropped (and counted).
 DEFAULT_MAX_PENDING_BYTES = 32 * 1024 * 1024
 #: Default bound on a listener's queue, in messages (drop-oldest past it).
-DEFAULT_QUEUE_SIZE = 1000
+DEFAULT_QUEUE_SIZE = 10_000
 #: Default bound on a listener's queue, in bytes of encoded messages.
 DEFAULT_QUEUE_BYTES = 64 * 1024 * 1024
 #: Seconds between heartbeats on the coordinator link.

@@ -208,7 +208,7 @@ class Node:
     ``linger``: seconds ``close()`` waits for queued messages to leave (2).
     ``max_message_size``: largest frame body accepted from a peer (256 MiB).
     ``max_pending_bytes``: bound on bytes queued towards one peer (32 MiB).
-    ``queue_size``: default bound of each listener's queue (1000 messages).
+    ``queue_size``: default bound of each listener's queue (10,000 messages).
     ``host``: IP to bind and advertise for TCP; default: the address this
     machine uses to reach the coordinator.
     ``socket_dir``: folder for the Unix socket (default: Linux abstract namespace).

@@ -392,14 +392,14 @@ class Connection:
             self._want_write()
 
     def _reject(self, exc: BaseException) -> None:
-        """Close after a protocol or auth failure; tell the peer why if it can hear it."""
+        """Close after a protocol or auth failure; tell the peer why (one ERROR frame)."""
         if isinstance(exc, AuthenticationError):
             log.warning("easymesh: %s: authentication failed: %s", self.peer_address, exc)
-            reason = f"authentication failed: {exc}" if not self.is_client else ""
+            reason = f"authentication failed: {exc}"
         else:
             log.warning("easymesh: %s: protocol error, closing: %s", self.peer_address, exc)
             reason = f"protocol error: {exc}"
-        if reason and self.sock is not None:
+        if self.sock is not None:
             try:
                 self.sock.send(error_frame(reason))
             except OSError:
