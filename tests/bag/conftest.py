@@ -1,0 +1,113 @@
+"""Fixtures for meshbag tests: ``meshbag`` runs the real command as a subprocess on the
+test's coordinator; ``make_bag`` writes a bag with exact timestamps, no mesh needed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from easymesh.bag import BagWriter
+
+COMMAND = [sys.executable, "-m", "easymesh.cli.bag"]
+
+
+class BagProcess:
+    """One ``meshbag ...`` process; stdout lines are collected by a reader thread."""
+
+    def __init__(self, args: list[str], cwd: str, coordinator: str) -> None:
+        env = dict(os.environ, PYTHONUNBUFFERED="1", EASYMESH_COORDINATOR=coordinator)
+        env.pop("EASYMESH_AUTHKEY", None)
+        self.proc = subprocess.Popen(COMMAND + args, cwd=cwd, env=env, text=True,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     start_new_session=True)
+        self.lines: list[str] = []
+        self._cond = threading.Condition()
+        self._reader = threading.Thread(target=self._read, name="test-meshbag-stdout", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self._cond:
+                self.lines.append(line)
+                self._cond.notify_all()
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(self, text: str, timeout: float = 20.0) -> str:
+        """The first stdout line containing ``text``; AssertionError after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for line in self.lines:
+                    if text in line:
+                        return line
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
+                    raise AssertionError(f"meshbag never printed {text!r}; stdout: {self.output!r}; "
+                                         f"stderr: {self.stderr()[-2000:]!r}")
+                self._cond.wait(min(left, 0.5))
+
+    def send_signal(self, sig: int) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, sig)
+
+    def wait(self, timeout: float = 20.0) -> int:
+        rc = self.proc.wait(timeout)
+        self._reader.join(5.0)
+        return rc
+
+    def stderr(self) -> str:
+        if self.proc.poll() is None or self.proc.stderr is None:
+            return ""
+        return self.proc.stderr.read()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5.0)
+        for f in (self.proc.stdout, self.proc.stderr):
+            if f:
+                f.close()
+
+
+@pytest.fixture
+def meshbag(coordinator: Any, tmp_path: Any) -> Iterator[Any]:
+    """``meshbag('record', 'a', ...)`` starts the command in ``tmp_path`` on the test's coordinator."""
+    started: list[BagProcess] = []
+
+    def start(*args: str) -> BagProcess:
+        p = BagProcess(list(args), str(tmp_path), coordinator.address)
+        started.append(p)
+        return p
+
+    yield start
+    for p in started:
+        p.kill()
+
+
+@pytest.fixture
+def make_bag(tmp_path: Any) -> Any:
+    """``make_bag(messages, name='in.bag')`` writes ``(seconds from start, topic, codec id,
+    body)`` messages into ``tmp_path/name`` and returns the path."""
+
+    def make(messages: list[tuple[float, str, int, bytes]], name: str = "in.bag") -> str:
+        path = str(tmp_path / name)
+        writer = BagWriter(path)
+        base = time.time_ns()
+        for offset, topic, codec, body in messages:
+            writer.write(topic, codec, body, base + int(offset * 1e9))
+        assert writer.close() == path
+        return path
+
+    return make
