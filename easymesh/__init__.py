@@ -25,6 +25,7 @@ from easymesh.errors import (
     ProtocolError,
     RequestTimeout,
     ServiceError,
+    SubscriptionClosed,
 )
 from easymesh.loadbalancing import (
     BroadcastLoadBalancer,
@@ -35,6 +36,7 @@ from easymesh.loadbalancing import (
 from easymesh.node import Node, RawMessage, Service, Topic, build_mesh_node, build_node
 from easymesh.protocol.codecs import register_codec
 from easymesh.protocol.messages import NodeInfo
+from easymesh.subscription import Subscription
 
 __version__ = "0.1.0"
 
@@ -58,6 +60,8 @@ __all__ = [
     "RoundRobinLoadBalancer",
     "Service",
     "ServiceError",
+    "Subscription",
+    "SubscriptionClosed",
     "Topic",
     "__version__",
     "build_mesh_node",

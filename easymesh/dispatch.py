@@ -17,6 +17,9 @@ other topics, services, heartbeats and the coordinator link go on.
 * ``stop()`` lets the workers finish what is queued (bounded by ``timeout``),
   stops them with a flag, and never joins the calling thread (a callback may
   close its own node).
+* ``workers=0`` makes a thread-less dispatcher: items wait (bounded, the same
+  drop policy) until the owner calls :meth:`Dispatcher.run_queued` from its own
+  thread (``Node.spin_once``); ``on_put`` tells the owner something arrived.
 """
 
 from __future__ import annotations
@@ -46,9 +49,10 @@ class Dispatcher:
         queue_bytes: int = 64 * 1024 * 1024,
         drop: str = "oldest",
         describe: str = "",
+        on_put: Callable[[], None] | None = None,
     ) -> None:
-        if workers < 1:
-            raise ValueError("workers must be at least 1")
+        if workers < 0:
+            raise ValueError("workers must be at least 0")
         if queue_size < 1:
             raise ValueError("queue_size must be at least 1")
         if drop not in ("oldest", "newest"):
@@ -58,6 +62,7 @@ class Dispatcher:
         self.queue_size = queue_size
         self.queue_bytes = queue_bytes
         self.drop_newest = drop == "newest"
+        self.on_put = on_put
         self._q: deque[tuple[Any, int]] = deque()
         self._bytes = 0
         self._cond = threading.Condition(threading.Lock())
@@ -96,7 +101,10 @@ class Dispatcher:
                         self.dropped += 1
                 q.append(entry)
                 self._bytes += entry[1]
-            self._cond.notify(len(self._threads) if len(q) > 1 else 1)
+            if self._threads:
+                self._cond.notify(len(self._threads) if len(q) > 1 else 1)
+        if self.on_put is not None:
+            self.on_put()
 
     @property
     def queued(self) -> int:
@@ -133,6 +141,27 @@ class Dispatcher:
                     log.exception("easymesh: %s raised", self.describe)
                 self.handled += 1
             batch.clear()
+
+    def run_queued(self, limit: int | None = None) -> int:
+        """(thread-less mode) Run up to ``limit`` queued items (default: those queued now)
+        in the calling thread; returns how many ran. Exceptions are logged and counted."""
+        q = self._q
+        n = len(q) if limit is None else min(limit, len(q))
+        ran = 0
+        for _ in range(n):
+            with self._cond:
+                if not q or self._abandon:
+                    break
+                item, nbytes = q.popleft()
+                self._bytes -= nbytes
+            try:
+                self.run(item)
+            except Exception:
+                self.errors += 1
+                log.exception("easymesh: %s raised", self.describe)
+            self.handled += 1
+            ran += 1
+        return ran
 
     # -- lifecycle ---------------------------------------------------------------------------
 

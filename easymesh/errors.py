@@ -56,6 +56,10 @@ class NodeClosed(MeshError, RuntimeError):
     """The node was closed; it cannot send, listen or request any more."""
 
 
+class SubscriptionClosed(MeshError, EOFError):
+    """The subscription (or its node) was closed; no more messages will come."""
+
+
 class RequestTimeout(MeshError, TimeoutError):
     """A request, or a wait for a listener or provider, ran out of time."""
 

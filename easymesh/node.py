@@ -81,6 +81,7 @@ from easymesh.protocol.messages import (
     encode_control,
 )
 from easymesh.protocol.topology import Topology
+from easymesh.subscription import Subscription
 from easymesh.transport.connection import CLOSED, OPEN, Connection
 from easymesh.transport.listener import (
     Listener,
@@ -130,15 +131,16 @@ class _Pending:
 class _TopicEntry:
     """Everything this node does with one topic: a listener and/or subscriptions."""
 
-    __slots__ = ("topic", "listener", "sinks")
+    __slots__ = ("topic", "listener", "subs", "sinks")
 
     def __init__(self, topic: str) -> None:
         self.topic = topic
         self.listener: _Listener | None = None
+        self.subs: tuple[Subscription, ...] = ()
         self.sinks: tuple[Any, ...] = ()
 
-    def refresh(self, extra: tuple[Any, ...] = ()) -> None:
-        self.sinks = ((self.listener.dispatcher,) if self.listener else ()) + extra
+    def refresh(self) -> None:
+        self.sinks = ((self.listener.dispatcher,) if self.listener else ()) + self.subs
 
     def deliver(self, items: Any) -> None:
         for sink in self.sinks:
@@ -157,6 +159,7 @@ class _Listener:
         self.dispatcher = Dispatcher(
             f"easymesh-{node.name}-{topic}", self.run, workers=workers, queue_size=queue_size,
             queue_bytes=queue_bytes, describe=f"callback for topic {topic!r}",
+            on_put=None if workers else node._spin_wake,
         )
 
     def run(self, frame: Frame) -> None:
@@ -179,6 +182,7 @@ class _Service:
         self.dispatcher = Dispatcher(
             f"easymesh-{node.name}-{name}", self.run, workers=workers, queue_size=queue_size,
             queue_bytes=1 << 62, drop="newest", describe=f"handler of service {name!r}",
+            on_put=None if workers else node._spin_wake,
         )
 
     def run(self, item: Any) -> None:
@@ -274,6 +278,8 @@ class Node:
         self._retry_after: dict[str, float] = {}
         self._latched: dict[str, list[Any]] = {}  # topic -> [codec id, body, ids already served]
         self._latch_lock = threading.Lock()
+        self._spinnable: list[Dispatcher] = []  # thread-less listeners and services
+        self._spin_cond = threading.Condition(threading.Lock())
         self._pending: dict[int, _Pending] = {}
         self._rid = itertools.count(1)
         self._closing = False
@@ -355,6 +361,7 @@ class Node:
         self._shutdown_loop()
         with self._topo_cond:
             self._topo_cond.notify_all()
+        self._spin_wake()
         self._closed.set()
 
     def _shutdown_loop(self) -> None:
@@ -490,9 +497,14 @@ class Node:
         queue_bytes: int = config.DEFAULT_QUEUE_BYTES,
         workers: int = 1,
         raw: bool = False,
+        threaded: bool = True,
     ) -> None:
         """Call ``callback(topic, data)`` for each message on ``topic``, in a worker thread
         owned by this listener (``easymesh-<node>-<topic>-1``).
+
+        With ``threaded=False`` no thread is started: calls wait in the listener's
+        queue until the owner runs them with :meth:`spin_once` / :meth:`spin`, in the
+        owner's thread.
 
         ``queue_size``/``queue_bytes`` bound the messages waiting for the callback;
         past them the oldest are dropped and counted (``stats()``). With the default
@@ -505,7 +517,7 @@ class Node:
         _check_name(topic, "topic")
         if not callable(callback):
             raise TypeError("callback must be callable as callback(topic, data)")
-        listener = _Listener(self, topic, callback, raw, workers,
+        listener = _Listener(self, topic, callback, raw, workers if threaded else 0,
                              queue_size or self.queue_size, queue_bytes)
         name = topic.encode("utf-8")
         with self._lock:
@@ -513,7 +525,11 @@ class Node:
             if entry is None:
                 entry = self._topics[name] = _TopicEntry(topic)
             old, entry.listener = entry.listener, listener
-            entry.refresh(entry.sinks[1:] if old else entry.sinks)
+            entry.refresh()
+            if not threaded:
+                self._spinnable.append(listener.dispatcher)
+            if old is not None and old.dispatcher in self._spinnable:
+                self._spinnable.remove(old.dispatcher)
             self._publish_self()
         if old is not None:
             old.dispatcher.stop(timeout=1.0)
@@ -527,9 +543,11 @@ class Node:
             if entry is None or entry.listener is None:
                 return
             old, entry.listener = entry.listener, None
-            entry.refresh(entry.sinks[1:])
+            entry.refresh()
             if not entry.sinks:
                 del self._topics[name]
+            if old.dispatcher in self._spinnable:
+                self._spinnable.remove(old.dispatcher)
             self._publish_self()
         old.dispatcher.stop(timeout=1.0)
 
@@ -552,6 +570,73 @@ class Node:
         _check_name(name, "topic")
         return Topic(self, name, latch)
 
+    # -- public: control loops ---------------------------------------------------------------
+
+    def subscribe(self, topic: str, queue_size: int = 1) -> Subscription:
+        """Buffer the newest ``queue_size`` messages of ``topic`` for the caller to take
+        (``latest()``, ``get()``, ``drain()``, iteration); never calls user code.
+        Close it (or use ``with``) to stop. Raises NodeClosed, ValueError."""
+        self._check_open()
+        _check_name(topic, "topic")
+        sub = Subscription(topic, queue_size, self._decode_or_raise, self._unsubscribe)
+        name = topic.encode("utf-8")
+        with self._lock:
+            entry = self._topics.get(name)
+            if entry is None:
+                entry = self._topics[name] = _TopicEntry(topic)
+            entry.subs += (sub,)
+            entry.refresh()
+            self._publish_self()
+        return sub
+
+    def _unsubscribe(self, sub: Subscription) -> None:
+        name = sub.topic.encode("utf-8")
+        with self._lock:
+            entry = self._topics.get(name)
+            if entry is None or sub not in entry.subs:
+                return
+            entry.subs = tuple(s for s in entry.subs if s is not sub)
+            entry.refresh()
+            if not entry.sinks:
+                del self._topics[name]
+            if not self._closing:
+                self._publish_self()
+
+    def wait_for_message(self, topic: str, timeout: float | None = None) -> Any:
+        """The next message on ``topic`` (like rospy's ``wait_for_message``).
+        Raises RequestTimeout (a TimeoutError) after ``timeout`` seconds (None: forever),
+        NodeClosed / SubscriptionClosed if the node closes meanwhile."""
+        with self.subscribe(topic, queue_size=1) as sub:
+            return sub.get(timeout)
+
+    def spin_once(self, timeout: float | None = 0.0) -> int:
+        """Run the queued calls of ``threaded=False`` listeners and services in this
+        thread; return how many ran. If none is queued, wait up to ``timeout`` seconds
+        for one (0: do not wait; None: until one arrives or the node closes).
+        Per listener, calls run in arrival order."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            ran = 0
+            for d in list(self._spinnable):
+                ran += d.run_queued()
+            if ran or self._closing:
+                return ran
+            with self._spin_cond:
+                while not any(d.queued for d in self._spinnable) and not self._closing:
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        return 0
+                    self._spin_cond.wait(left)
+
+    def spin(self) -> None:
+        """Run queued ``threaded=False`` calls in this thread until :meth:`close`."""
+        while not self._closing:
+            self.spin_once(timeout=None)
+
+    def _spin_wake(self) -> None:
+        with self._spin_cond:
+            self._spin_cond.notify_all()
+
     # -- public: services ----------------------------------------------------------------------
 
     def add_service(
@@ -561,21 +646,28 @@ class Node:
         *,
         workers: int = 4,
         queue_size: int = 1000,
+        threaded: bool = True,
     ) -> None:
         """Serve requests for ``name``: ``handler(data) -> result`` runs in this service's
         own worker threads (``workers`` at once; a request made from inside a handler
         works). When ``queue_size`` requests wait, new ones are refused with a
         ServiceError ("overloaded"). Adding the same name again replaces the handler.
+        With ``threaded=False`` requests wait until the owner calls :meth:`spin_once`
+        / :meth:`spin`, and the handler runs in the owner's thread.
         Raises NodeClosed, ValueError/TypeError on bad arguments.
         """
         self._check_open()
         _check_name(name, "service")
         if not callable(handler):
             raise TypeError("handler must be callable as handler(data)")
-        svc = _Service(self, name, handler, workers, queue_size)
+        svc = _Service(self, name, handler, workers if threaded else 0, queue_size)
         with self._lock:
             old = self._services.get(name.encode("utf-8"))
             self._services[name.encode("utf-8")] = svc
+            if not threaded:
+                self._spinnable.append(svc.dispatcher)
+            if old is not None and old.dispatcher in self._spinnable:
+                self._spinnable.remove(old.dispatcher)
             self._publish_self()
         if old is not None:
             old.dispatcher.stop(timeout=1.0)
@@ -586,6 +678,8 @@ class Node:
             svc = self._services.pop(name.encode("utf-8"), None)
             if svc is None:
                 return
+            if svc.dispatcher in self._spinnable:
+                self._spinnable.remove(svc.dispatcher)
             self._publish_self()
         svc.dispatcher.stop(timeout=1.0)
 
@@ -1117,6 +1211,14 @@ class Node:
         else:
             exc = ServiceError(str(etype), str(message), str(tb), p.service)
         _set_exception(p.future, exc)
+
+    def _decode_or_raise(self, codec_id: int, body: Any) -> Any:
+        try:
+            codec = self._codec if codec_id == self._codec_id else codec_for_id(codec_id)
+            return codec.decode(body)
+        except Exception as exc:
+            self._counters["decode_errors"] += 1
+            raise CodecError(f"cannot decode a message (codec {codec_id}): {exc}") from exc
 
     def _decode(self, codec_id: int, body: Any, where: str) -> Any:
         try:
