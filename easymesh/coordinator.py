@@ -177,6 +177,8 @@ class Coordinator:
 
     def _on_frames(self, conn: Connection, frames: list[Frame]) -> None:
         for frame in frames:
+            if conn.state != OPEN:
+                return  # closed by an earlier frame of this batch (bye, or an error)
             ftype = frame.type
             if ftype == PING:
                 if self.log_heartbeats:

@@ -950,7 +950,7 @@ class Node:
 
     def _send_update(self) -> None:
         conn = self._coord
-        if conn is not None and self._coord_ready and conn.state == OPEN:
+        if conn is not None and self._coord_ready and conn.state == OPEN and not self._closing:
             with self._lock:
                 bufs, n = _control_frame(Update(self._self_info()))
             conn.send(bufs, n, droppable=False)
