@@ -23,15 +23,21 @@ def list_nodes(node: Node, verbose: bool = False, out: TextIO | None = None) -> 
         return 0
     if not verbose:
         rows = [(i.name, i.id, i.hostname, i.pid, len(i.topics), len(i.services)) for i in infos]
-        print(format_table(("NAME", "ID", "HOST", "PID", "TOPICS", "SERVICES"), rows),
-              file=out, flush=True)
+        print(
+            format_table(("NAME", "ID", "HOST", "PID", "TOPICS", "SERVICES"), rows),
+            file=out,
+            flush=True,
+        )
         return 0
     blocks = []
     for i in infos:
         fields: list[tuple[str, Any]] = [
-            ("id", i.id), ("host", f"{i.hostname} (pid {i.pid})"),
-            ("tcp", i.tcp or "-"), ("unix", i.unix or "-"),
-            ("topics", join_or(sorted(i.topics))), ("services", join_or(sorted(i.services))),
+            ("id", i.id),
+            ("host", f"{i.hostname} (pid {i.pid})"),
+            ("tcp", i.tcp or "-"),
+            ("unix", i.unix or "-"),
+            ("topics", join_or(sorted(i.topics))),
+            ("services", join_or(sorted(i.services))),
         ]
         blocks.append(i.name + "\n" + "\n".join(f"  {k + ':':<10}{v}" for k, v in fields))
     print("\n\n".join(blocks), file=out, flush=True)
@@ -73,9 +79,16 @@ def ping(
                 print(f"{t.name} ({t.id}): {exc}", file=out, flush=True)
                 continue
             times.append(rtt)
-            print(f"reply from {t.name} ({t.id}, {t.hostname}): time={rtt * 1000:.3f} ms",
-                  file=out, flush=True)
+            print(
+                f"reply from {t.name} ({t.id}, {t.hostname}): time={rtt * 1000:.3f} ms",
+                file=out,
+                flush=True,
+            )
     if len(times) > 1:
-        print(f"{len(times)} replies: min/avg/max = {min(times) * 1000:.3f}/"
-              f"{sum(times) / len(times) * 1000:.3f}/{max(times) * 1000:.3f} ms", file=out, flush=True)
+        print(
+            f"{len(times)} replies: min/avg/max = {min(times) * 1000:.3f}/"
+            f"{sum(times) / len(times) * 1000:.3f}/{max(times) * 1000:.3f} ms",
+            file=out,
+            flush=True,
+        )
     return 0 if ok else 1

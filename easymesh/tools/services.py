@@ -37,8 +37,12 @@ def list_services(node: Node, verbose: bool = False, out: TextIO | None = None) 
         groups: dict[str, int] = defaultdict(int)
         for info in by_service[name]:
             groups[info.name] += 1
-        rows2.append((name, ", ".join(g if n == 1 else f"{g} ({n} nodes)"
-                                      for g, n in sorted(groups.items()))))
+        rows2.append(
+            (
+                name,
+                ", ".join(g if n == 1 else f"{g} ({n} nodes)" for g, n in sorted(groups.items())),
+            )
+        )
     print(format_table(("SERVICE", "PROVIDERS"), rows2), file=out, flush=True)
     return 0
 

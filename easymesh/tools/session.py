@@ -59,7 +59,11 @@ def _sigterm_as_interrupt() -> Callable[[], None]:
         raise KeyboardInterrupt
 
     old = signal.signal(signal.SIGTERM, on_term)
-    return lambda: signal.signal(signal.SIGTERM, old)
+
+    def restore() -> None:
+        signal.signal(signal.SIGTERM, old)
+
+    return restore
 
 
 def others(node: Node) -> list[Any]:
@@ -79,7 +83,9 @@ def number(text: str | None, kind: type, what: str, minimum: float | None = None
     try:
         value = kind(text)
     except ValueError:
-        raise UsageError(f"{what} must be {'an integer' if kind is int else 'a number'}, not {text!r}") from None
+        raise UsageError(
+            f"{what} must be {'an integer' if kind is int else 'a number'}, not {text!r}"
+        ) from None
     if minimum is not None and value < minimum:
         raise UsageError(f"{what} must be at least {minimum:g}, not {text}")
     return value

@@ -51,8 +51,9 @@ def list_topics(node: Node, verbose: bool = False, out: TextIO | None = None) ->
         groups: dict[str, int] = defaultdict(int)
         for info in by_topic[topic]:
             groups[info.name] += 1
-        listeners = ", ".join(name if n == 1 else f"{name} ({n} nodes)"
-                              for name, n in sorted(groups.items()))
+        listeners = ", ".join(
+            name if n == 1 else f"{name} ({n} nodes)" for name, n in sorted(groups.items())
+        )
         rows2.append((topic, listeners))
     print(format_table(("TOPIC", "LISTENERS"), rows2), file=out, flush=True)
     return 0
@@ -112,9 +113,11 @@ def hz(
     out = out or sys.stdout
 
     def report(s: Snapshot) -> str:
-        return (f"average rate: {s.rate:.3f} Hz\n"
-                f"\tmin: {s.min_interval:.4f} s  max: {s.max_interval:.4f} s  "
-                f"std dev: {s.std_interval:.5f} s  window: {s.window}")
+        return (
+            f"average rate: {s.rate:.3f} Hz\n"
+            f"\tmin: {s.min_interval:.4f} s  max: {s.max_interval:.4f} s  "
+            f"std dev: {s.std_interval:.5f} s  window: {s.window}"
+        )
 
     return _measure(node, topic, Window(window), duration, out, stop, every, report)
 
@@ -134,16 +137,25 @@ def bw(
     out = out or sys.stdout
 
     def report(s: Snapshot) -> str:
-        return (f"average: {format_size(s.bytes_per_s)}/s\n"
-                f"\tmean: {format_size(s.mean_size)}  min: {format_size(s.min_size)}  "
-                f"max: {format_size(s.max_size)}  window: {s.window}")
+        return (
+            f"average: {format_size(s.bytes_per_s)}/s\n"
+            f"\tmean: {format_size(s.mean_size)}  min: {format_size(s.min_size)}  "
+            f"max: {format_size(s.max_size)}  window: {s.window}"
+        )
 
     return _measure(node, topic, Window(window), duration, out, stop, every, report)
 
 
-def _measure(node: Node, topic: str, win: Window, duration: float | None, out: TextIO,
-             stop: threading.Event | None, every: float,
-             report: Callable[[Snapshot], str]) -> int:
+def _measure(
+    node: Node,
+    topic: str,
+    win: Window,
+    duration: float | None,
+    out: TextIO,
+    stop: threading.Event | None,
+    every: float,
+    report: Callable[[Snapshot], str],
+) -> int:
     stop = stop or threading.Event()
     clock = time.monotonic
 
@@ -201,7 +213,9 @@ def send(
         node.wait_for_listener(topic, timeout=wait)
     except RequestTimeout:
         if rate is None:
-            print(f"meshtopic: nobody listens to {topic!r} (waited {wait:g} s)", file=err, flush=True)
+            print(
+                f"meshtopic: nobody listens to {topic!r} (waited {wait:g} s)", file=err, flush=True
+            )
             return 1
         print(f"meshtopic: nobody listens to {topic!r} yet; sending anyway", file=err, flush=True)
     sent = 0

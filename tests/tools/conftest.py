@@ -11,8 +11,11 @@ from typing import Any
 
 import pytest
 
-MODULES = {"meshtopic": "easymesh.cli.topic", "meshservice": "easymesh.cli.service",
-           "meshnode": "easymesh.cli.nodes"}
+MODULES = {
+    "meshtopic": "easymesh.cli.topic",
+    "meshservice": "easymesh.cli.service",
+    "meshnode": "easymesh.cli.nodes",
+}
 
 
 class Tools:
@@ -30,14 +33,26 @@ class Tools:
     def _cmd(self, tool: str, args: tuple[str, ...]) -> list[str]:
         return [sys.executable, "-m", MODULES[tool], *args]
 
-    def run(self, tool: str, *args: str, env: dict[str, str] | None = None,
-            timeout: float = 30.0) -> subprocess.CompletedProcess:
-        return subprocess.run(self._cmd(tool, args), capture_output=True, text=True,
-                              env={**self.env, **(env or {})}, timeout=timeout)
+    def run(
+        self, tool: str, *args: str, env: dict[str, str] | None = None, timeout: float = 30.0
+    ) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            self._cmd(tool, args),
+            capture_output=True,
+            text=True,
+            env={**self.env, **(env or {})},
+            timeout=timeout,
+        )
 
     def start(self, tool: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
-        p = subprocess.Popen(self._cmd(tool, args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True, env={**self.env, **(env or {})}, start_new_session=True)
+        p = subprocess.Popen(
+            self._cmd(tool, args),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**self.env, **(env or {})},
+            start_new_session=True,
+        )
         self.procs.append(p)
         return p
 

@@ -10,8 +10,6 @@ from typing import Any
 
 import pytest
 
-from easymesh.protocol.codecs import PICKLE_ID
-
 WAIT = 15.0
 
 
@@ -33,8 +31,11 @@ def test_topic_list(tools: Any, node_factory: Any) -> None:
     plain, verbose = tools.start("meshtopic", "list"), tools.start("meshtopic", "list", "-v")
     out, err = plain.communicate(timeout=30)
     assert plain.returncode == 0, err
-    assert out.splitlines() == ["TOPIC       LISTENERS", "jobs        worker (2 nodes)",
-                                "some-topic  receiver"]
+    assert out.splitlines() == [
+        "TOPIC       LISTENERS",
+        "jobs        worker (2 nodes)",
+        "some-topic  receiver",
+    ]
     out, err = verbose.communicate(timeout=30)
     assert verbose.returncode == 0, err
     lines = out.splitlines()
@@ -65,8 +66,14 @@ def test_echo(tools: Any, node_factory: Any) -> None:
     out, err = many.communicate(timeout=30)
     assert many.returncode == 0, err
     lines = out.splitlines()
-    assert sorted(lines) == sorted(["a: {'x': 1}", "b: 'two\\nlines'", "a: text",
-                                    "b: <cannot decode 2 bytes (codec-77): UnknownCodec: unknown codec id 77>"])
+    assert sorted(lines) == sorted(
+        [
+            "a: {'x': 1}",
+            "b: 'two\\nlines'",
+            "a: text",
+            "b: <cannot decode 2 bytes (codec-77): UnknownCodec: unknown codec id 77>",
+        ]
+    )
     assert lines.index("a: {'x': 1}") < lines.index("a: text")  # order kept per topic
     out, err = one.communicate(timeout=30)
     assert one.returncode == 0, err
@@ -87,10 +94,14 @@ def test_hz_and_bw(tools: Any, node_factory: Any) -> None:
     assert out.startswith("subscribed to 'rate'\n")
     rates = [float(x) for x in re.findall(r"average rate: ([0-9.]+) Hz", out)]
     assert rates and all(r > 0 for r in rates)
-    assert re.search(r"\tmin: [0-9.]+ s  max: [0-9.]+ s  std dev: [0-9.]+ s  window: 20\n", out), out
+    assert re.search(r"\tmin: [0-9.]+ s  max: [0-9.]+ s  std dev: [0-9.]+ s  window: 20\n", out), (
+        out
+    )
     out, err = bw.communicate(timeout=30)
     assert bw.returncode == 0, err
-    assert re.search(r"average: [0-9.]+ (K|M)B/s\n\tmean: 1.00 KB  min: 1.00 KB  max: 1.00 KB  window: 20", out), out
+    assert re.search(
+        r"average: [0-9.]+ (K|M)B/s\n\tmean: 1.00 KB  min: 1.00 KB  max: 1.00 KB  window: 20", out
+    ), out
 
 
 def test_hz_reports_no_messages_and_stops_on_sigint(tools: Any) -> None:
@@ -139,7 +150,11 @@ def test_service_list_and_call(tools: Any, node_factory: Any) -> None:
         "none": tools.start("meshservice", "call", "nobody", "1"),
     }
     res = {k: (*p.communicate(timeout=30), p.returncode) for k, p in procs.items()}
-    assert res["list"] == ("SERVICE  PROVIDERS\nadd      adder (2 nodes)\necho     misc\nfail     misc\n", "", 0)
+    assert res["list"] == (
+        "SERVICE  PROVIDERS\nadd      adder (2 nodes)\necho     misc\nfail     misc\n",
+        "",
+        0,
+    )
     assert res["add"] == ("4\n", "", 0)
     assert res["echo"] == ("'text'\n", "", 0)
     out, err, rc = res["fail"]
@@ -166,19 +181,28 @@ def test_node_list_and_ping(tools: Any, node_factory: Any) -> None:
     alpha.add_service("s1", lambda d: d)
     beta = node_factory("beta")
     beta.wait_for_service("s1", WAIT)
-    procs = [tools.start("meshnode", "list"), tools.start("meshnode", "list", "-v"),
-             tools.start("meshnode", "ping", "alpha", "-n", "2", "--interval", "0.05"),
-             tools.start("meshnode", "ping", beta.id), tools.start("meshnode", "ping", "nobody")]
+    procs = [
+        tools.start("meshnode", "list"),
+        tools.start("meshnode", "list", "-v"),
+        tools.start("meshnode", "ping", "alpha", "-n", "2", "--interval", "0.05"),
+        tools.start("meshnode", "ping", beta.id),
+        tools.start("meshnode", "ping", "nobody"),
+    ]
     (plain, _, rc1), (verbose, _, rc2), (ping, _, rc3), (ping_id, _, rc4), (_, err5, rc5) = [
-        (*p.communicate(timeout=30), p.returncode) for p in procs]
+        (*p.communicate(timeout=30), p.returncode) for p in procs
+    ]
     assert rc1 == rc2 == rc3 == rc4 == 0 and rc5 == 1
-    lines = plain.splitlines()
+    # the tools run at once and see each other's nodes: leave those out
+    lines = [line for line in plain.splitlines() if not line.startswith("meshnode-")]
     assert lines[0].split() == ["NAME", "ID", "HOST", "PID", "TOPICS", "SERVICES"]
     assert lines[1].split()[:2] == ["alpha", alpha.id] and lines[1].split()[-2:] == ["1", "1"]
     assert lines[2].split()[:2] == ["beta", beta.id] and len(lines) == 3
     info = {n.id: n for n in alpha.nodes()}[alpha.id]
     assert f"alpha\n  id:       {alpha.id}\n" in verbose
-    assert f"  tcp:      {info.tcp}\n  unix:     {info.unix}\n  topics:   t1\n  services: s1\n" in verbose
+    assert (
+        f"  tcp:      {info.tcp}\n  unix:     {info.unix}\n  topics:   t1\n  services: s1\n"
+        in verbose
+    )
     assert len(re.findall(rf"reply from alpha \({alpha.id}, .*\): time=[0-9.]+ ms", ping)) == 2
     assert "2 replies: min/avg/max = " in ping
     assert re.fullmatch(rf"reply from beta \({beta.id}, .*\): time=[0-9.]+ ms\n", ping_id)
@@ -187,12 +211,18 @@ def test_node_list_and_ping(tools: Any, node_factory: Any) -> None:
 
 def test_authkey_option_and_env(tools: Any, coordinator_factory: Any, node_factory: Any) -> None:
     secure = coordinator_factory(authkey="s3cret")
-    node_factory("locked", coordinator=secure.address, authkey="s3cret").add_service("x", lambda d: d)
+    node_factory("locked", coordinator=secure.address, authkey="s3cret").add_service(
+        "x", lambda d: d
+    )
     env = {"EASYMESH_COORDINATOR": "127.0.0.1:1"}  # the option must win over the variable
-    by_option = tools.start("meshservice", "list", "--coordinator", secure.address,
-                            "--authkey", "s3cret", env=env)
-    by_env = tools.start("meshservice", "list", env={"EASYMESH_COORDINATOR": secure.address,
-                                                     "EASYMESH_AUTHKEY": "s3cret"})
+    by_option = tools.start(
+        "meshservice", "list", "--coordinator", secure.address, "--authkey", "s3cret", env=env
+    )
+    by_env = tools.start(
+        "meshservice",
+        "list",
+        env={"EASYMESH_COORDINATOR": secure.address, "EASYMESH_AUTHKEY": "s3cret"},
+    )
     wrong = tools.start("meshnode", "list", "--coordinator", secure.address, "--authkey", "nope")
     for p in (by_option, by_env):
         out, err = p.communicate(timeout=30)
