@@ -34,7 +34,11 @@ CODEC_KEY = "easymesh.codec_id"
 METADATA_NAME = "meshbag"
 DEFAULT_PATTERN = "record_%Y-%m-%d-%H-%M-%S.bag"
 PART_SUFFIX = ".part"
-COMPRESSIONS = {"zstd": CompressionType.ZSTD, "lz4": CompressionType.LZ4, "none": CompressionType.NONE}
+COMPRESSIONS = {
+    "zstd": CompressionType.ZSTD,
+    "lz4": CompressionType.LZ4,
+    "none": CompressionType.NONE,
+}
 _CODEC_BY_NAME = {"raw": 0, "pickle": 1, "msgpack": 2, "json": 3}
 
 
@@ -128,8 +132,15 @@ class BagWriter:
     Raises BagError (from ``__init__``) for an unknown compression name.
     """
 
-    def __init__(self, path: str, *, compression: str = "zstd", chunk_size: int = 1 << 20,
-                 library: str = "meshbag", overwrite: bool = False) -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        compression: str = "zstd",
+        chunk_size: int = 1 << 20,
+        library: str = "meshbag",
+        overwrite: bool = False,
+    ) -> None:
         if compression not in COMPRESSIONS:
             raise BagError(f"unknown compression {compression!r}; choose {', '.join(COMPRESSIONS)}")
         self.path = path
@@ -155,14 +166,20 @@ class BagWriter:
 
     def _open(self) -> Writer:
         self._file = open(self.part_path, "wb")  # noqa: SIM115 - closed in close()
-        writer = Writer(self._file, chunk_size=self.chunk_size,
-                        compression=COMPRESSIONS[self.compression])
+        writer = Writer(
+            self._file, chunk_size=self.chunk_size, compression=COMPRESSIONS[self.compression]
+        )
         writer.start(profile=PROFILE, library=self.library)
         self._writer = writer
         return writer
 
-    def write(self, topic: str, codec_id: int, data: bytes | bytearray | memoryview,
-              log_time: int | None = None) -> bool:
+    def write(
+        self,
+        topic: str,
+        codec_id: int,
+        data: bytes | bytearray | memoryview,
+        log_time: int | None = None,
+    ) -> bool:
         """Append one message; returns False (and drops it) once closed or after a write error.
 
         A write error is kept in :attr:`error` instead of raised, so the caller's
@@ -179,7 +196,8 @@ class BagWriter:
                 channel = self._channels.get(key)
                 if channel is None:
                     channel = self._channels[key] = writer.register_channel(
-                        topic, message_encoding(codec_id), 0, {CODEC_KEY: str(codec_id)})
+                        topic, message_encoding(codec_id), 0, {CODEC_KEY: str(codec_id)}
+                    )
                 seq = self._sequence.get(channel, 0) + 1
                 self._sequence[channel] = seq
                 writer.add_message(channel, stamp, data, stamp, seq)  # type: ignore[arg-type]
@@ -211,7 +229,9 @@ class BagWriter:
                 return None
             try:
                 if self.error is None:
-                    record = {"topic_bytes": json.dumps({t: c.bytes for t, c in self.counts.items()})}
+                    record = {
+                        "topic_bytes": json.dumps({t: c.bytes for t, c in self.counts.items()})
+                    }
                     record.update(metadata or {})
                     writer.add_metadata(METADATA_NAME, record)
                     writer.finish()
@@ -219,7 +239,9 @@ class BagWriter:
                 if self.error is not None:
                     raise BagError(f"writing {self.part_path} failed: {self.error}")
                 if os.path.exists(self.path) and not self.overwrite:
-                    raise BagError(f"{self.path} appeared while recording; the bag is in {self.part_path}")
+                    raise BagError(
+                        f"{self.path} appeared while recording; the bag is in {self.part_path}"
+                    )
                 os.replace(self.part_path, self.path)
             except OSError as exc:
                 self.error = exc

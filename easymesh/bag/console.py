@@ -50,12 +50,14 @@ def human_bytes(n: float) -> str:
 
 
 class StatusLine:
-    """One line redrawn in place on a terminal; does nothing on anything else."""
+    """One line redrawn in place on a terminal. On anything else: nothing, or with
+    ``every`` a full line each ``every`` seconds (for logs, and tests)."""
 
-    def __init__(self, stream: TextIO, interval: float = 0.25) -> None:
+    def __init__(self, stream: TextIO, interval: float = 0.25, every: float | None = None) -> None:
         self.stream = stream
-        self.enabled = _isatty(stream)
-        self.interval = interval
+        self.tty = _isatty(stream)
+        self.enabled = self.tty or every is not None
+        self.interval = interval if self.tty else (every or 0.0)
         self._last = 0.0
         self._drawn = False
 
@@ -66,13 +68,17 @@ class StatusLine:
         if not force and now - self._last < self.interval:
             return
         self._last = now
+        if not self.tty:
+            self.stream.write(text + "\n")
+            self.stream.flush()
+            return
         width = shutil.get_terminal_size((100, 20)).columns - 1
         self.stream.write("\r\x1b[K" + text[:width])
         self.stream.flush()
         self._drawn = True
 
     def clear(self) -> None:
-        if self.enabled and self._drawn:
+        if self.tty and self._drawn:
             self.stream.write("\r\x1b[K")
             self.stream.flush()
             self._drawn = False

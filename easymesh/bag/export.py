@@ -38,7 +38,14 @@ from mcap.reader import make_reader
 from mcap.writer import Writer
 
 import easymesh
-from easymesh.bag.bagfile import CODEC_KEY, COMPRESSIONS, METADATA_NAME, PROFILE, BagError, channel_codec
+from easymesh.bag.bagfile import (
+    CODEC_KEY,
+    COMPRESSIONS,
+    METADATA_NAME,
+    PROFILE,
+    BagError,
+    channel_codec,
+)
 from easymesh.protocol.codecs import JSON_ID, codec_for_id
 
 _MAX_DEPTH = 200
@@ -90,8 +97,14 @@ def encode_json(value: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
 
-def export_json(src: str, dst: str, *, topics: list[str] | None = None, overwrite: bool = False,
-                compression: str = "zstd") -> ExportResult:
+def export_json(
+    src: str,
+    dst: str,
+    *,
+    topics: list[str] | None = None,
+    overwrite: bool = False,
+    compression: str = "zstd",
+) -> ExportResult:
     """Write ``dst``: the messages of bag ``src`` (optionally only ``topics``) as JSON.
 
     Raises BagError when ``src`` cannot be read, ``dst`` exists (without
@@ -118,9 +131,17 @@ def export_json(src: str, dst: str, *, topics: list[str] | None = None, overwrit
                 out_id = channels.get(channel.id)
                 if out_id is None:
                     out_id = channels[channel.id] = writer.register_channel(
-                        channel.topic, "json", 0,
-                        {CODEC_KEY: str(JSON_ID), "easymesh.source_encoding": channel.message_encoding})
-                writer.add_message(out_id, message.log_time, body, message.publish_time, message.sequence)
+                        channel.topic,
+                        "json",
+                        0,
+                        {
+                            CODEC_KEY: str(JSON_ID),
+                            "easymesh.source_encoding": channel.message_encoding,
+                        },
+                    )
+                writer.add_message(
+                    out_id, message.log_time, body, message.publish_time, message.sequence
+                )
                 result.written += 1
                 result.bytes[channel.topic] += len(body)
             writer.add_metadata(METADATA_NAME, {"topic_bytes": json.dumps(result.bytes)})

@@ -54,10 +54,20 @@ class Player:
     Raises BagError for a missing or unreadable file, ValueError for bad arguments.
     """
 
-    def __init__(self, node: easymesh.Node, path: str, *, rate: float = 1.0, loop: bool = False,
-                 start: float = 0.0, topics: list[str] | None = None, immediate: bool = False,
-                 wait: float = 5.0, stop: threading.Event | None = None,
-                 status: TextIO | None = None) -> None:
+    def __init__(
+        self,
+        node: easymesh.Node,
+        path: str,
+        *,
+        rate: float = 1.0,
+        loop: bool = False,
+        start: float = 0.0,
+        topics: list[str] | None = None,
+        immediate: bool = False,
+        wait: float = 5.0,
+        stop: threading.Event | None = None,
+        status: TextIO | None = None,
+    ) -> None:
         if not rate > 0:
             raise ValueError("the rate must be a number above 0")
         if start < 0:
@@ -76,15 +86,19 @@ class Player:
         if topics:
             unknown = [t for t in topics if t not in known]
             if unknown:
-                raise BagError(f"{path} has no topic {', '.join(map(repr, unknown))}; it has "
-                               f"{', '.join(map(repr, known)) or 'none'}")
+                raise BagError(
+                    f"{path} has no topic {', '.join(map(repr, unknown))}; it has "
+                    f"{', '.join(map(repr, known)) or 'none'}"
+                )
         self.topics = list(dict.fromkeys(topics)) if topics else known
         self.result = PlayResult(path)
 
     def wait_for_listeners(self) -> list[str]:
-        """Wait up to ``wait`` seconds for a listener on every topic; return those without one."""
+        """Wait up to ``wait`` seconds for a listener on every topic to play (topics without
+        an easymesh codec are not waited for); return those still without one."""
         deadline = time.monotonic() + self.wait
-        missing = [t for t in self.topics if not self.node.has_listeners(t)]
+        playable = {t.topic for t in self.info.topics if t.playable}
+        missing = [t for t in self.topics if t in playable and not self.node.has_listeners(t)]
         while missing and not self.stop.is_set():
             left = deadline - time.monotonic()
             if left <= 0:
@@ -125,7 +139,8 @@ class Player:
             with open(self.path, "rb") as f:
                 reader = make_reader(f)
                 for _schema, channel, message in reader.iter_messages(
-                        self.topics, starting_at=first_ns if self.start else None, log_time_order=True):
+                    self.topics, starting_at=first_ns if self.start else None, log_time_order=True
+                ):
                     if t0 < 0:
                         t0, origin = time.monotonic(), message.log_time
                     elif not self.immediate:
@@ -149,7 +164,9 @@ class Player:
                         self.status.update(
                             f"playing {os.path.basename(self.path)} {progress_bar(done)} "
                             f"{(message.log_time - info.start_ns) / 1e9:7.1f} / {info.duration:.1f} s "
-                            f"{result.sent} sent" + (f" (loop {result.loops + 1})" if self.loop else ""))
+                            f"{result.sent} sent"
+                            + (f" (loop {result.loops + 1})" if self.loop else "")
+                        )
         except (OSError, ValueError, KeyError) as exc:
             raise BagError(f"cannot read {self.path}: {exc}") from exc
 
@@ -157,15 +174,25 @@ class Player:
 def _codec_or_warn(channel: Channel) -> int | None:
     codec = channel_codec(channel)
     if codec is None:
-        print(f"meshbag: skipping topic {channel.topic!r}: encoding {channel.message_encoding!r} "
-              "is not an easymesh codec", file=sys.stderr, flush=True)
+        print(
+            f"meshbag: skipping topic {channel.topic!r}: encoding {channel.message_encoding!r} "
+            "is not an easymesh codec",
+            file=sys.stderr,
+            flush=True,
+        )
     return codec
 
 
-def play(path: str | None = None, *, name: str | None = None,
-         node_options: dict[str, Any] | None = None, out: TextIO | None = None,
-         status: TextIO | None = None, stop: threading.Event | None = None,
-         **options: Any) -> PlayResult:
+def play(
+    path: str | None = None,
+    *,
+    name: str | None = None,
+    node_options: dict[str, Any] | None = None,
+    out: TextIO | None = None,
+    status: TextIO | None = None,
+    stop: threading.Event | None = None,
+    **options: Any,
+) -> PlayResult:
     """Play a bag (default: the newest ``record_*.bag`` here) and report on ``out``.
 
     ``options`` are :class:`Player`'s (rate, loop, start, topics, immediate, wait).
@@ -179,21 +206,33 @@ def play(path: str | None = None, *, name: str | None = None,
     node = easymesh.Node(name or "meshbag-play", **(node_options or {}))
     with stop_on_signals(stop), node:
         player = Player(node, path, stop=stop, status=status, **options)
-        print(f"meshbag: playing {path} ({player.info.messages} messages, {player.info.duration:.1f} s"
-              f"{', rate %g' % player.rate if player.rate != 1 else ''}"
-              f"{', looping' if player.loop else ''}); waiting up to {player.wait:g} s for listeners",
-              file=out, flush=True)
+        print(
+            f"meshbag: playing {path} ({player.info.messages} messages, {player.info.duration:.1f} s"
+            f"{f', rate {player.rate:g}' if player.rate != 1 else ''}"
+            f"{', looping' if player.loop else ''}); waiting up to {player.wait:g} s for listeners",
+            file=out,
+            flush=True,
+        )
         missing = player.wait_for_listeners()
         if missing:
-            print(f"meshbag: no listener for {', '.join(map(repr, missing))}; playing anyway "
-                  "(those messages go nowhere)", file=out, flush=True)
+            print(
+                f"meshbag: no listener for {', '.join(map(repr, missing))}; playing anyway "
+                "(those messages go nowhere)",
+                file=out,
+                flush=True,
+            )
         result = player.run()
         stats = node.stats()
     result.dropped_outbound = stats["dropped_outbound"]
     word = "stopped" if result.interrupted else "done"
-    print(f"meshbag: {word}: sent {result.sent} messages in {result.seconds:.1f} s"
-          + (f", {result.no_listener} had no listener" if result.no_listener else "")
-          + (f", {result.skipped} skipped (not an easymesh codec)" if result.skipped else "")
-          + (f", {result.dropped_outbound} dropped on the way out" if result.dropped_outbound else ""),
-          file=out, flush=True)
+    print(
+        f"meshbag: {word}: sent {result.sent} messages in {result.seconds:.1f} s"
+        + (f", {result.no_listener} had no listener" if result.no_listener else "")
+        + (f", {result.skipped} skipped (not an easymesh codec)" if result.skipped else "")
+        + (
+            f", {result.dropped_outbound} dropped on the way out" if result.dropped_outbound else ""
+        ),
+        file=out,
+        flush=True,
+    )
     return result

@@ -46,8 +46,15 @@ class Recorder:
     after the file is finished), then finishes the file.
     """
 
-    def __init__(self, node: easymesh.Node, topics: list[str], writer: BagWriter, *,
-                 queue_size: int = QUEUE_SIZE, queue_bytes: int = QUEUE_BYTES) -> None:
+    def __init__(
+        self,
+        node: easymesh.Node,
+        topics: list[str],
+        writer: BagWriter,
+        *,
+        queue_size: int = QUEUE_SIZE,
+        queue_bytes: int = QUEUE_BYTES,
+    ) -> None:
         if not topics:
             raise ValueError("give at least one topic to record")
         self.node = node
@@ -62,8 +69,13 @@ class Recorder:
         """Listen (raw) to every topic. Raises NodeClosed, ValueError for a bad topic name."""
         self.started = time.monotonic()
         for topic in self.topics:
-            self.node.listen(topic, self._on_message, raw=True, queue_size=self.queue_size,
-                             queue_bytes=self.queue_bytes)
+            self.node.listen(
+                topic,
+                self._on_message,
+                raw=True,
+                queue_size=self.queue_size,
+                queue_bytes=self.queue_bytes,
+            )
 
     def _on_message(self, topic: str, msg: easymesh.RawMessage) -> None:
         self.writer.write(topic, msg.codec, msg.data)
@@ -80,15 +92,27 @@ class Recorder:
         self._dropped = self.dropped()
         self.node.close()
         seconds = time.monotonic() - self.started
-        meta = {"dropped": json.dumps(self._dropped), "recorder": self.node.name,
-                "coordinator": self.node.coordinator, "easymesh_version": easymesh.__version__}
+        meta = {
+            "dropped": json.dumps(self._dropped),
+            "recorder": self.node.name,
+            "coordinator": self.node.coordinator,
+            "easymesh_version": easymesh.__version__,
+        }
         path = self.writer.close(meta)
-        return RecordResult(path, self.writer.messages, self.writer.bytes, seconds,
-                            dict(self.writer.counts), dict(self._dropped))
+        return RecordResult(
+            path,
+            self.writer.messages,
+            self.writer.bytes,
+            seconds,
+            dict(self.writer.counts),
+            dict(self._dropped),
+        )
 
     def status(self) -> str:
         """One line: elapsed time, messages and bytes per topic, drops."""
-        parts = [f"recording {os.path.basename(self.writer.path)} {time.monotonic() - self.started:6.1f} s"]
+        parts = [
+            f"recording {os.path.basename(self.writer.path)} {time.monotonic() - self.started:6.1f} s"
+        ]
         counts = self.writer.counts
         for topic in self.topics:
             c = counts.get(topic) or TopicCount()
@@ -99,57 +123,87 @@ class Recorder:
         return " | ".join(parts)
 
 
-def record(topics: list[str], path: str | None = None, *, name: str | None = None,
-           node_options: dict[str, Any] | None = None, compression: str = "zstd",
-           duration: float | None = None, overwrite: bool = False,
-           out: TextIO | None = None, status: TextIO | None = None,
-           stop: threading.Event | None = None) -> RecordResult:
+def record(
+    topics: list[str],
+    path: str | None = None,
+    *,
+    name: str | None = None,
+    node_options: dict[str, Any] | None = None,
+    compression: str = "zstd",
+    duration: float | None = None,
+    overwrite: bool = False,
+    out: TextIO | None = None,
+    status: TextIO | None = None,
+    status_every: float | None = None,
+    stop: threading.Event | None = None,
+) -> RecordResult:
     """Record ``topics`` until ``stop`` is set, ``duration`` passes, SIGINT, SIGTERM or SIGHUP.
 
     ``path`` defaults to ``record_<YYYY-MM-DD-HH-MM-SS>.bag`` in the current
     folder; ``name`` to ``meshbag-record-<pid>`` (unique: recorders sharing a
     name would split the messages between them, see load balancing).
     Start and end lines go to ``out`` (stdout), the live line to ``status``
-    (stderr) when it is a terminal. Always finishes the file it started.
+    (stderr) when it is a terminal, else every ``status_every`` seconds if given.
+    Always finishes the file it started.
 
     Raises BagError (file cannot be written), CoordinatorUnavailable,
     AuthenticationError (from building the node), ValueError (no topics).
     """
     out = out or sys.stdout
-    status_line = StatusLine(status or sys.stderr)
+    status_line = StatusLine(status or sys.stderr, every=status_every)
     if not topics:
         raise ValueError("give at least one topic to record")
     path = path or default_bag_path()
     check_output(path, overwrite)
-    writer = BagWriter(path, compression=compression, overwrite=overwrite,
-                       library=f"easymesh {easymesh.__version__} meshbag")
+    writer = BagWriter(
+        path,
+        compression=compression,
+        overwrite=overwrite,
+        library=f"easymesh {easymesh.__version__} meshbag",
+    )
     stop = stop or threading.Event()
     node = easymesh.Node(name or f"meshbag-record-{os.getpid()}", **(node_options or {}))
     recorder = Recorder(node, topics, writer)
     with stop_on_signals(stop):
         try:
             recorder.start()
-            print(f"meshbag: recording {', '.join(recorder.topics)} to {path} "
-                  f"({'for %g s' % duration if duration else 'Ctrl-C to stop'})", file=out, flush=True)
+            print(
+                f"meshbag: recording {', '.join(recorder.topics)} to {path} "
+                f"({f'for {duration:g} s' if duration else 'Ctrl-C to stop'})",
+                file=out,
+                flush=True,
+            )
             deadline = None if duration is None else time.monotonic() + duration
+            tick = min(0.25, status_every or 0.25)
             while writer.error is None:
-                left = 0.25 if deadline is None else min(0.25, deadline - time.monotonic())
+                left = tick if deadline is None else min(tick, deadline - time.monotonic())
                 if left <= 0 or stop.wait(left):
                     break
                 status_line.update(recorder.status())
         finally:
             status_line.clear()
             result = recorder.stop()
-    _report(result, path, out)
+    _report(result, out)
     return result
 
 
-def _report(result: RecordResult, path: str, out: TextIO) -> None:
+def _report(result: RecordResult, out: TextIO) -> None:
     if result.path is None:
-        print(f"meshbag: nothing recorded in {result.seconds:.1f} s; no file written", file=out, flush=True)
+        print(
+            f"meshbag: nothing recorded in {result.seconds:.1f} s; no file written",
+            file=out,
+            flush=True,
+        )
     else:
-        print(f"meshbag: wrote {result.path}: {result.messages} messages, {human_bytes(result.bytes)}, "
-              f"{len(result.topics)} topics in {result.seconds:.1f} s", file=out, flush=True)
+        print(
+            f"meshbag: wrote {result.path}: {result.messages} messages, {human_bytes(result.bytes)}, "
+            f"{len(result.topics)} topics in {result.seconds:.1f} s",
+            file=out,
+            flush=True,
+        )
     for topic, n in sorted(result.dropped.items()):
-        print(f"meshbag: warning: {n} messages on {topic!r} dropped (the recorder fell behind)",
-              file=out, flush=True)
+        print(
+            f"meshbag: warning: {n} messages on {topic!r} dropped (the recorder fell behind)",
+            file=out,
+            flush=True,
+        )

@@ -17,7 +17,7 @@ from datetime import datetime
 from mcap.exceptions import McapError
 from mcap.reader import make_reader
 
-from easymesh.bag.bagfile import METADATA_NAME, BagError
+from easymesh.bag.bagfile import METADATA_NAME, BagError, channel_codec
 from easymesh.bag.console import human_bytes
 
 
@@ -28,6 +28,7 @@ class TopicInfo:
     messages: int
     bytes: int | None
     rate: float | None  # messages per second over the bag's duration
+    playable: bool = False  # some channel of it has an easymesh codec
 
 
 @dataclass
@@ -74,15 +75,23 @@ def read_info(path: str) -> BagInfo:
     for cid, channel in sorted(summary.channels.items()):
         t = by_topic.get(channel.topic)
         if t is None:
-            t = by_topic[channel.topic] = TopicInfo(channel.topic, [], 0, topic_bytes.get(channel.topic), None)
+            t = by_topic[channel.topic] = TopicInfo(
+                channel.topic, [], 0, topic_bytes.get(channel.topic), None
+            )
         if channel.message_encoding not in t.encodings:
             t.encodings.append(channel.message_encoding)
+        t.playable = t.playable or channel_codec(channel) is not None
         t.messages += stats.channel_message_counts.get(cid, 0)
     info = BagInfo(
-        path=path, size=size, start_ns=stats.message_start_time, end_ns=stats.message_end_time,
-        messages=stats.message_count, chunks=stats.chunk_count,
+        path=path,
+        size=size,
+        start_ns=stats.message_start_time,
+        end_ns=stats.message_end_time,
+        messages=stats.message_count,
+        chunks=stats.chunk_count,
         compression=sorted({c.compression or "none" for c in summary.chunk_indexes}),
-        library=header.library, profile=header.profile,
+        library=header.library,
+        profile=header.profile,
         topics=sorted(by_topic.values(), key=lambda t: t.topic),
         dropped=_json_dict(meta.get("dropped")),
     )
@@ -117,15 +126,22 @@ def format_info(info: BagInfo) -> str:
         f"end:         {_when(info.end_ns) if info.messages else '-'}",
         f"messages:    {info.messages}",
         f"chunks:      {info.chunks} ({', '.join(info.compression) or 'none'})",
-        f"written by:  {info.library or '?'}" + (f" (profile {info.profile})" if info.profile else ""),
+        f"written by:  {info.library or '?'}"
+        + (f" (profile {info.profile})" if info.profile else ""),
         f"topics:      {len(info.topics)}",
     ]
     if info.topics:
         rows = [("TOPIC", "ENCODING", "MESSAGES", "BYTES", "RATE")]
         for t in info.topics:
-            rows.append((t.topic, ",".join(t.encodings), str(t.messages),
-                         "?" if t.bytes is None else human_bytes(t.bytes),
-                         "-" if t.rate is None else f"{t.rate:.1f}/s"))
+            rows.append(
+                (
+                    t.topic,
+                    ",".join(t.encodings),
+                    str(t.messages),
+                    "?" if t.bytes is None else human_bytes(t.bytes),
+                    "-" if t.rate is None else f"{t.rate:.1f}/s",
+                )
+            )
         widths = [max(len(r[i]) for r in rows) for i in range(5)]
         for r in rows:
             left = "  ".join(r[i].ljust(widths[i]) for i in range(2))

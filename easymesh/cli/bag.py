@@ -48,6 +48,8 @@ Options:
   -f --force               Overwrite FILE if it exists.
   --compression=C          Chunk compression: zstd, lz4 or none [default: zstd].
   --duration=S             Stop after S seconds (default: run until Ctrl-C).
+  --status-every=S         When stderr is not a terminal, print the status line every
+                           S seconds (default: only on a terminal, redrawn in place).
   --name=NAME              Node name (default: meshbag-record-<pid>, unique so that
                            the recorder gets every message).
 {_NODE}
@@ -133,23 +135,42 @@ def main(argv: list[str] | None = None) -> int:
         if args.get("record"):
             setup_logging(args["-v"])
             duration = _number(args, "--duration", "seconds") if args["--duration"] else None
-            result = bag.record(args["TOPIC"], args["--output"], name=args["--name"],
-                                node_options=node_kwargs(args), compression=args["--compression"],
-                                duration=duration, overwrite=args["--force"])
+            every = _number(args, "--status-every", "seconds") if args["--status-every"] else None
+            bag.record(
+                args["TOPIC"],
+                args["--output"],
+                name=args["--name"],
+                node_options=node_kwargs(args),
+                compression=args["--compression"],
+                duration=duration,
+                overwrite=args["--force"],
+                status_every=every,
+            )
             return 0
         if args.get("play"):
             setup_logging(args["-v"])
-            bag.play(args["FILE"], name=args["--name"], node_options=node_kwargs(args),
-                     rate=_number(args, "--rate", "a number above 0"), loop=args["--loop"],
-                     start=_number(args, "--start", "seconds"), topics=_topics(args["--topics"]),
-                     immediate=args["--immediate"], wait=_number(args, "--wait", "seconds"))
+            bag.play(
+                args["FILE"],
+                name=args["--name"],
+                node_options=node_kwargs(args),
+                rate=_number(args, "--rate", "a number above 0"),
+                loop=args["--loop"],
+                start=_number(args, "--start", "seconds"),
+                topics=_topics(args["--topics"]),
+                immediate=args["--immediate"],
+                wait=_number(args, "--wait", "seconds"),
+            )
             return 0
         if args.get("info"):
             print(bag.format_info(bag.read_info(resolve_bag(args["FILE"]))))
             return 0
         if args.get("export"):
-            result = bag.export_json(args["FILE"], args["--json"], topics=_topics(args["--topics"]),
-                                     overwrite=args["--force"])
+            result = bag.export_json(
+                args["FILE"],
+                args["--json"],
+                topics=_topics(args["--topics"]),
+                overwrite=args["--force"],
+            )
             print(f"meshbag: wrote {result.path}: {result.written} messages as JSON")
             for topic, n in sorted(result.skipped.items()):
                 print(f"meshbag: skipped {n} messages on {topic!r}: {result.reasons[topic]}")

@@ -25,37 +25,53 @@ class BagProcess:
     def __init__(self, args: list[str], cwd: str, coordinator: str) -> None:
         env = dict(os.environ, PYTHONUNBUFFERED="1", EASYMESH_COORDINATOR=coordinator)
         env.pop("EASYMESH_AUTHKEY", None)
-        self.proc = subprocess.Popen(COMMAND + args, cwd=cwd, env=env, text=True,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     start_new_session=True)
-        self.lines: list[str] = []
+        self.proc = subprocess.Popen(
+            COMMAND + args,
+            cwd=cwd,
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        self.lines: dict[str, list[str]] = {"stdout": [], "stderr": []}
         self._cond = threading.Condition()
-        self._reader = threading.Thread(target=self._read, name="test-meshbag-stdout", daemon=True)
-        self._reader.start()
+        self._readers = [
+            threading.Thread(
+                target=self._read, args=(name, stream), daemon=True, name=f"test-meshbag-{name}"
+            )
+            for name, stream in (("stdout", self.proc.stdout), ("stderr", self.proc.stderr))
+        ]
+        for t in self._readers:
+            t.start()
 
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
+    def _read(self, name: str, stream: Any) -> None:
+        for line in stream:
             with self._cond:
-                self.lines.append(line)
+                self.lines[name].append(line)
                 self._cond.notify_all()
 
     @property
     def output(self) -> str:
-        return "".join(self.lines)
+        return "".join(self.lines["stdout"])
 
-    def wait_for(self, text: str, timeout: float = 20.0) -> str:
-        """The first stdout line containing ``text``; AssertionError after ``timeout``."""
+    def stderr(self) -> str:
+        return "".join(self.lines["stderr"])
+
+    def wait_for(self, text: str, timeout: float = 20.0, stream: str = "stdout") -> str:
+        """The first line on ``stream`` containing ``text``; AssertionError after ``timeout``."""
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
-                for line in self.lines:
+                for line in self.lines[stream]:
                     if text in line:
                         return line
                 left = deadline - time.monotonic()
-                if left <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
-                    raise AssertionError(f"meshbag never printed {text!r}; stdout: {self.output!r}; "
-                                         f"stderr: {self.stderr()[-2000:]!r}")
+                if left <= 0 or not any(t.is_alive() for t in self._readers):
+                    raise AssertionError(
+                        f"meshbag never printed {text!r}; stdout: {self.output!r}; "
+                        f"stderr: {self.stderr()[-2000:]!r}"
+                    )
                 self._cond.wait(min(left, 0.5))
 
     def send_signal(self, sig: int) -> None:
@@ -64,13 +80,9 @@ class BagProcess:
 
     def wait(self, timeout: float = 20.0) -> int:
         rc = self.proc.wait(timeout)
-        self._reader.join(5.0)
+        for t in self._readers:
+            t.join(5.0)
         return rc
-
-    def stderr(self) -> str:
-        if self.proc.poll() is None or self.proc.stderr is None:
-            return ""
-        return self.proc.stderr.read()
 
     def kill(self) -> None:
         if self.proc.poll() is None:

@@ -13,7 +13,15 @@ import msgpack
 import pytest
 from mcap.reader import make_reader
 
-from easymesh.bag import BagError, BagWriter, default_bag_path, export_json, format_info, latest_bag, read_info
+from easymesh.bag import (
+    BagError,
+    BagWriter,
+    default_bag_path,
+    export_json,
+    format_info,
+    latest_bag,
+    read_info,
+)
 from easymesh.bag.export import NotJson, encode_json, to_json
 from easymesh.cli.bag import main
 
@@ -30,8 +38,18 @@ def test_writer_keeps_bytes_codec_and_time(tmp_path):
     assert w.close() == path  # idempotent
     assert not os.path.exists(path + ".part")
     with open(path, "rb") as f:
-        rows = [(c.topic, c.message_encoding, c.metadata["easymesh.codec_id"], c.schema_id,
-                 m.data, m.log_time, m.sequence) for _, c, m in make_reader(f).iter_messages()]
+        rows = [
+            (
+                c.topic,
+                c.message_encoding,
+                c.metadata["easymesh.codec_id"],
+                c.schema_id,
+                m.data,
+                m.log_time,
+                m.sequence,
+            )
+            for _, c, m in make_reader(f).iter_messages()
+        ]
     assert rows == [
         ("t", "pickle", "1", 0, body, 1_000, 1),
         ("t", "msgpack", "2", 0, msgpack.packb([1, 2]), 2_000, 1),
@@ -68,8 +86,16 @@ def test_info_from_summary(tmp_path, compression):
     assert (slow.topic, slow.encodings, slow.messages, slow.bytes) == ("slow", ["json"], 1, 2)
     assert fast.rate == pytest.approx(10 / 0.9)
     text = format_info(info)
-    for part in (f"path:        {path}", "duration:    0.900 s", "messages:    11", "fast", "11.1/s",
-                 "1.0 kB", "start:", "end:"):
+    for part in (
+        f"path:        {path}",
+        "duration:    0.900 s",
+        "messages:    11",
+        "fast",
+        "11.1/s",
+        "1.0 kB",
+        "start:",
+        "end:",
+    ):
         assert part in text
 
 
@@ -105,15 +131,18 @@ class Point:
     y: float
 
 
-@pytest.mark.parametrize(("value", "expected"), [
-    ({"a": 1, "b": [1.5, None, True]}, {"a": 1, "b": [1.5, None, True]}),
-    ((1, 2), {"data": [1, 2]}),
-    (3.5, {"data": 3.5}),
-    ("text", {"data": "text"}),
-    ({"nan": math.nan, "inf": [math.inf]}, {"nan": None, "inf": [None]}),
-    ({1: "int key"}, {"1": "int key"}),
-    (Point(1.0, 2.0), {"x": 1.0, "y": 2.0}),
-])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ({"a": 1, "b": [1.5, None, True]}, {"a": 1, "b": [1.5, None, True]}),
+        ((1, 2), {"data": [1, 2]}),
+        (3.5, {"data": 3.5}),
+        ("text", {"data": "text"}),
+        ({"nan": math.nan, "inf": [math.inf]}, {"nan": None, "inf": [None]}),
+        ({1: "int key"}, {"1": "int key"}),
+        (Point(1.0, 2.0), {"x": 1.0, "y": 2.0}),
+    ],
+)
 def test_json_conversion(value, expected):
     assert json.loads(encode_json(value)) == expected
 
@@ -125,23 +154,27 @@ def test_not_json(value):
 
 
 def test_export(tmp_path, make_bag, capsys):
-    src = make_bag([
-        (0.0, "pose", 1, pickle.dumps({"x": 1.0, "y": math.nan})),
-        (0.1, "pose", 2, msgpack.packb({"x": 2.0, "y": 3.0})),
-        (0.2, "count", 1, pickle.dumps(7)),
-        (0.3, "blob", 0, b"\x00raw"),
-        (0.4, "blob", 1, pickle.dumps({"b": b"bytes"})),
-        (0.5, "count", 3, b"[1,2]"),
-        (0.6, "count", 1, b"not a pickle"),
-    ])
+    src = make_bag(
+        [
+            (0.0, "pose", 1, pickle.dumps({"x": 1.0, "y": math.nan})),
+            (0.1, "pose", 2, msgpack.packb({"x": 2.0, "y": 3.0})),
+            (0.2, "count", 1, pickle.dumps(7)),
+            (0.3, "blob", 0, b"\x00raw"),
+            (0.4, "blob", 1, pickle.dumps({"b": b"bytes"})),
+            (0.5, "count", 3, b"[1,2]"),
+            (0.6, "count", 1, b"not a pickle"),
+        ]
+    )
     out = str(tmp_path / "out.mcap")
     assert main(["export", src, "--json", out]) == 0
     text = capsys.readouterr().out
     assert "wrote" in text and "4 messages" in text
     assert "skipped 2 messages on 'blob'" in text and "skipped 1 messages on 'count'" in text
     with open(out, "rb") as f:
-        rows = [(c.topic, c.message_encoding, c.schema_id, json.loads(m.data)) for _, c, m in
-                make_reader(f).iter_messages()]
+        rows = [
+            (c.topic, c.message_encoding, c.schema_id, json.loads(m.data))
+            for _, c, m in make_reader(f).iter_messages()
+        ]
     assert rows == [
         ("pose", "json", 0, {"x": 1.0, "y": None}),
         ("pose", "json", 0, {"x": 2.0, "y": 3.0}),
