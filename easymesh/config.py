@@ -19,6 +19,9 @@ DEFAULT_MAX_MESSAGE_SIZE = 256 * 1024 * 1024
 #: Bound on the bytes waiting to be written to one peer; past it the oldest
 #: unsent topic messages to that peer are dropped (and counted).
 DEFAULT_MAX_PENDING_BYTES = 32 * 1024 * 1024
+#: Socket send/receive buffer asked for on node-to-node links (the kernel may give less).
+#: Large buffers let a sender hand a whole large message to the kernel in one call.
+PEER_SOCKET_BUFFER = 4 * 1024 * 1024
 #: Default bound on a listener's queue, in messages (drop-oldest past it).
 DEFAULT_QUEUE_SIZE = 10_000
 #: Default bound on a listener's queue, in bytes of encoded messages.

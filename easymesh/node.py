@@ -1042,6 +1042,7 @@ class Node:
             max_pending=self.max_pending_bytes, on_frames=self._on_peer_frames,
             on_close=self._on_peer_close, label=label,
             first_frames=[b"".join(first)] if first else None,
+            socket_buffer=config.PEER_SOCKET_BUFFER,
         )
         self._conns.add(conn)
         return conn

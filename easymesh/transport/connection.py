@@ -75,6 +75,7 @@ class Connection:
         on_close: Callable[[Connection, BaseException | None], None] | None = None,
         label: str = "",
         first_frames: list[bytes] | None = None,
+        socket_buffer: int = 0,
     ) -> None:
         self.loop = loop
         self.sock: socket.socket | None = None
@@ -93,6 +94,7 @@ class Connection:
         )
         self._hs_out = b""
         self._first = first_frames or []  # sent right after the handshake, before queued frames
+        self.socket_buffer = socket_buffer
         self._lock = threading.Lock()
         self._flushed = threading.Condition(self._lock)
         self._out: deque[list[Any]] = deque()  # items: [buffers, nbytes, droppable]
@@ -123,8 +125,7 @@ class Connection:
             self._fail(ConnectionLost(f"cannot create socket: {exc}"))
             return
         sock.setblocking(False)
-        if family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._tune(sock)
         self.sock = sock
         try:
             err = sock.connect_ex(address)
@@ -144,11 +145,21 @@ class Connection:
         self.sock = sock
         self.peer_address = _fmt(address)
         sock.setblocking(False)
-        if sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._tune(sock)
         self.state = HANDSHAKE
         self.loop.register(sock, READ, self._on_event)
         self._arm_handshake_timer()
+
+    def _tune(self, sock: socket.socket) -> None:
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.socket_buffer:
+            # Best effort: the kernel caps these at net.core.wmem_max / rmem_max.
+            for opt in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, opt, self.socket_buffer)
+                except OSError:
+                    pass
 
     def _arm_handshake_timer(self) -> None:
         if self._hs_timer is None:
@@ -183,7 +194,10 @@ class Connection:
             state = self.state
             if state == CLOSED:
                 return False
-            if state == OPEN and not self._writing and not self._out:
+            if state != OPEN:
+                return self._enqueue(buffers, nbytes, droppable)
+            out = self._out
+            if not out:
                 sock = self.sock
                 try:
                     sent = sock.send(buffers[0]) if len(buffers) == 1 else sock.sendmsg(buffers)  # type: ignore[union-attr]
@@ -195,14 +209,17 @@ class Connection:
                 self.frames_out += 1
                 if sent == nbytes:
                     return True
-                self._out.append([buffers, nbytes, droppable])
+                out.append([buffers, nbytes, droppable])
                 self._out_bytes += nbytes
                 self._head_sent = sent
-                self._writing = True
-                self.loop.call_soon(self._want_write)
-                return True
-            ok = self._enqueue(buffers, nbytes, droppable)
-            if ok and state == OPEN and not self._writing:
+                ok = True
+            else:
+                # Frames are waiting: queue behind them, then push the queue ourselves.
+                # The I/O thread may not get the GIL for milliseconds while this thread
+                # is busy; writing here keeps the socket full without it.
+                ok = self._enqueue(buffers, nbytes, droppable)
+                self._write_queue(probe=True)
+            if out and not self._writing:
                 self._writing = True
                 self.loop.call_soon(self._want_write)
             return ok
@@ -274,18 +291,51 @@ class Connection:
         self.loop.modify(sock, events, self._on_event)
 
     def _flush(self) -> None:
+        """(I/O thread) The socket is writable: write the queue; stop watching for
+        writability once it is empty."""
         sock = self.sock
         if sock is None:
             return
         with self._lock:
-            out = self._out
-            while out:
+            if not self._write_queue(probe=False):
+                return  # still full (or failed); write interest stays registered
+            self._writing = False
+        if self.state == OPEN:
+            self.loop.modify(sock, READ, self._on_event)
+
+    def _write_queue(self, probe: bool) -> bool:
+        """(lock held) Write queued frames until the kernel is full; True once the queue
+        is empty. With ``probe``, first try one small write so a full socket costs a
+        single failed syscall, not the building of a long scatter list."""
+        out = self._out
+        sock = self.sock
+        if sock is None:
+            return False
+        while out:
+            head = self._head_sent
+            if probe:
+                probe = False
+                first = out[0][0]
+                skip, i = head, 0
+                while skip >= _blen(first[i]):
+                    skip -= _blen(first[i])
+                    i += 1
+                piece = memoryview(first[i])[skip:] if skip else first[i]
+                offered = _blen(piece)
+                try:
+                    sent = sock.send(piece)
+                except (BlockingIOError, InterruptedError):
+                    return False
+                except OSError as exc:
+                    self.loop.call_soon(self._fail, ConnectionLost(f"write to {self.peer_address} failed: {exc}"))
+                    return False
+            else:
                 bufs: list[Any] = []
-                head = skip = self._head_sent
+                skip = head
                 for item in out:
                     for b in item[0]:
                         if skip:
-                            n = b.nbytes if isinstance(b, memoryview) else len(b)
+                            n = _blen(b)
                             if skip >= n:
                                 skip -= n
                                 continue
@@ -294,27 +344,25 @@ class Connection:
                         bufs.append(b)
                     if len(bufs) >= IOV_BATCH:
                         break
+                offered = sum(_blen(b) for b in bufs)
                 try:
                     sent = sock.sendmsg(bufs)
                 except (BlockingIOError, InterruptedError):
-                    return  # still full; write interest stays registered
+                    return False
                 except OSError as exc:
-                    self.loop.call_soon(
-                        self._fail, ConnectionLost(f"write to {self.peer_address} failed: {exc}")
-                    )
-                    return
-                sent += head
-                while out and sent >= out[0][1]:
-                    nbytes = out.popleft()[1]
-                    sent -= nbytes
-                    self._out_bytes -= nbytes
-                self._head_sent = sent
-                if sent:
-                    return  # the kernel took part of a frame: wait until writable
-            self._writing = False
-            self._flushed.notify_all()
-        if self.state == OPEN:
-            self.loop.modify(sock, READ, self._on_event)
+                    self.loop.call_soon(self._fail, ConnectionLost(f"write to {self.peer_address} failed: {exc}"))
+                    return False
+            full = sent < offered
+            sent += head
+            while out and sent >= out[0][1]:
+                nbytes = out.popleft()[1]
+                sent -= nbytes
+                self._out_bytes -= nbytes
+            self._head_sent = sent
+            if full:
+                return False  # the kernel took less than offered: it is full
+        self._flushed.notify_all()
+        return True
 
     def _read(self) -> None:
         sock = self.sock
@@ -449,6 +497,10 @@ class Connection:
 
     def __repr__(self) -> str:
         return f"<Connection {self.label or ''} {self.peer_address} {self.state}>"
+
+
+def _blen(b: Any) -> int:
+    return b.nbytes if isinstance(b, memoryview) else len(b)
 
 
 def _fmt(address: Any) -> str:
