@@ -239,3 +239,9 @@ def wait_for_group_count(node: Any, topic: str, n: int) -> None:
     while len([i for i in node.nodes() if topic in i.topics]) < n:
         assert time.monotonic() < deadline, f"fewer than {n} listeners on {topic!r}"
         threading.Event().wait(0.02)
+
+
+def test_echo_shows_a_latched_value_at_once(tools: Any, node_factory: Any) -> None:
+    node_factory("config").send("map", {"w": 3}, latch=True)  # before anybody listens
+    r = tools.run("meshtopic", "echo", "map", "-n", "1")
+    assert (r.returncode, r.stdout) == (0, "{'w': 3}\n"), r.stderr
