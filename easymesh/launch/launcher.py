@@ -232,11 +232,14 @@ class Launcher:
         return True
 
     def _start(self, child: Child) -> None:
-        child.start()
-        self._children.append(child)
         key = self.plan.coordinator.authkey
-        shown = " ".join("***" if key and word == key else shlex.quote(word) for word in child.argv)
-        self.printer.note(f"started {child.label} (pid {child.pid}): {shown}")
+
+        def announce(child: Child) -> None:
+            shown = " ".join("***" if key and w == key else shlex.quote(w) for w in child.argv)
+            self.printer.note(f"started {child.label} (pid {child.pid}): {shown}")
+
+        child.start(announce)
+        self._children.append(child)
 
     def _spawn(self, spec: NodeSpec, copy: int) -> None:
         key = self.plan.coordinator.authkey

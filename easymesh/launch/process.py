@@ -78,8 +78,9 @@ class Child:
         """None while running; the exit code, or -N when killed by signal N."""
         return self._proc.returncode if self.exited.is_set() and self._proc else None
 
-    def start(self) -> None:
-        """Start the process in a new session and begin pumping its output.
+    def start(self, announce: Callable[[Child], None] | None = None) -> None:
+        """Start the process in a new session and begin pumping its output; ``announce`` is
+        called in between (so a note about the start comes before the first output line).
 
         Raises LaunchError (from the OSError) when the program cannot be started.
         """
@@ -90,6 +91,8 @@ class Child:
             )
         except OSError as exc:
             raise LaunchError(f"cannot start {self.label} ({self.argv[0]}): {exc}") from exc
+        if announce is not None:
+            announce(self)
         for kind, target in (("out", self._pump), ("wait", self._wait)):
             t = threading.Thread(target=target, name=f"easymesh-launch-{self.label}-{kind}",
                                  daemon=True)

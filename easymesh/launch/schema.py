@@ -316,8 +316,10 @@ class _Checker:
     def node(self, nodes: Mapping, name: Any, m: Any) -> NodeSpec | None:
         line = nodes.line_of(name)
         if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME_LENGTH:
-            self.problem(line, f"nodes.{name}", f"a node name must be a non-empty string of at "
-                         f"most {MAX_NAME_LENGTH} characters (quote it)")
+            hint = (" (YAML reads yes/no/on/off/true/false as booleans: quote the name)"
+                    if isinstance(name, bool) else "")
+            self.problem(line, f"nodes.{name!r}", f"a node name must be a non-empty string of "
+                         f"at most {MAX_NAME_LENGTH} characters, got {_kind(name)}{hint}")
             return None
         p = f"nodes.{name}"
         if not isinstance(m, Mapping):

@@ -26,15 +26,11 @@ def main() -> int:
             if a.startswith(("--exit", "--ignore", "--child"))}
     info = {"pid": os.getpid(), "pgid": os.getpgid(0), "argv": args, "cwd": os.getcwd(),
             "env": {k: os.environ.get(k) for k in ENV_KEYS}}
+    for name in filter(None, opts.get("--ignore", "").split(",")):
+        signal.signal(getattr(signal, f"SIG{name}"), signal.SIG_IGN)
     print("FAKENODE " + json.dumps(info), flush=True)
     if "--exit" in opts:
         return int(opts["--exit"])
-    for name in filter(None, opts.get("--ignore", "").split(",")):
-        signal.signal(getattr(signal, f"SIG{name}"), signal.SIG_IGN)
-    if "--child" in opts:
-        code = "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); signal.pause()"
-        child = subprocess.Popen([sys.executable, "-c", code])
-        print(f"CHILD {child.pid}", flush=True)
 
     def stop(signum: int, frame: object) -> None:
         print(f"got {signal.Signals(signum).name}", flush=True)
@@ -43,6 +39,10 @@ def main() -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         if signal.getsignal(sig) is not signal.SIG_IGN:
             signal.signal(sig, stop)
+    if "--child" in opts:
+        code = "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); signal.pause()"
+        child = subprocess.Popen([sys.executable, "-c", code])
+        print(f"CHILD {child.pid}", flush=True)
     while True:
         signal.pause()
 
