@@ -39,7 +39,7 @@ from typing import Any, Callable, NamedTuple
 
 import msgpack
 
-from easymesh import config
+from easymesh import allocator, config
 from easymesh.config import format_address
 from easymesh.dispatch import Dispatcher
 from easymesh.errors import (
@@ -266,6 +266,7 @@ class Node:
         self._host_key = host_key()
         self._hostname = socket.gethostname()
 
+        allocator.tune()
         self._loop = IOLoop(name)
         self._lock = threading.RLock()  # registration tables, peer map, lifecycle
         self._topo_lock = threading.Lock()
