@@ -28,9 +28,6 @@ def main() -> int:
             "env": {k: os.environ.get(k) for k in ENV_KEYS}}
     for name in filter(None, opts.get("--ignore", "").split(",")):
         signal.signal(getattr(signal, f"SIG{name}"), signal.SIG_IGN)
-    print("FAKENODE " + json.dumps(info), flush=True)
-    if "--exit" in opts:
-        return int(opts["--exit"])
 
     def stop(signum: int, frame: object) -> None:
         print(f"got {signal.Signals(signum).name}", flush=True)
@@ -39,6 +36,9 @@ def main() -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         if signal.getsignal(sig) is not signal.SIG_IGN:
             signal.signal(sig, stop)
+    print("FAKENODE " + json.dumps(info), flush=True)
+    if "--exit" in opts:
+        return int(opts["--exit"])
     if "--child" in opts:
         code = "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); signal.pause()"
         child = subprocess.Popen([sys.executable, "-c", code])
