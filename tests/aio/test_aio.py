@@ -261,8 +261,10 @@ from easymesh.aio import build_node
 
 async def main():
     node = await build_node("forever", coordinator={coordinator.address!r})
+    waiting = asyncio.ensure_future(node.forever())
+    await asyncio.sleep(0)  # forever() has started and handles SIGTERM now
     print("ready", flush=True)
-    await node.forever()
+    await waiting
     print("closed", node.node.closed, flush=True)
 
 asyncio.run(main())
