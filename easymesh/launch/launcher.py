@@ -67,6 +67,7 @@ class Launcher:
         self._seq = itertools.count()
         self._children: list[Child] = []
         self._live: set[Child] = set()
+        self._leftovers: set[Child] = set()
         self._coordinator: Child | None = None
         self._port: int | None = None
         self._address = ""
@@ -272,7 +273,17 @@ class Launcher:
             return
         if child.signal_group(signal.SIGTERM):
             self.printer.note(f"{child.label} left processes behind in its group; sent SIGTERM")
+            self._leftovers.add(child)
+            self._schedule(self.term_grace, lambda: self._kill_leftovers(child))
         self._after_exit(child.spec, child.copy, rc)
+
+    def _kill_leftovers(self, child: Child) -> None:
+        # Soon after the leader's exit: the group id cannot have been reused while the group
+        # had members, and it is forgotten here, so no later signal can reach a stranger.
+        if child.signal_group(signal.SIGKILL):
+            self.printer.note(f"{child.label}: processes left behind survived SIGTERM; sent SIGKILL")
+        self._leftovers.discard(child)
+        self._check_all_done()
 
     def _after_exit(self, spec: NodeSpec, copy: int, rc: int) -> None:
         label = spec.label(copy)
@@ -306,22 +317,27 @@ class Launcher:
     def _shutdown(self) -> None:
         self._timers.clear()
         self._begin_stop("the launch ended", self._status)
-        nodes = [c for c in self._children if c is not self._coordinator]
+        # Only groups known to hold processes: a leader not yet reaped (its id is still ours)
+        # or processes a node left behind. Never the ids of long-gone nodes, which the system
+        # may have given to someone else since.
+        holding = [c for c in self._children if not c.exited.is_set() or c in self._leftovers]
+        nodes = [c for c in holding if c is not self._coordinator]
         killed = self._stop_all(nodes)
-        if self._coordinator is not None:
+        if self._coordinator in holding:
             killed += self._stop_all([self._coordinator])
-        for child in self._children:  # anything a group still holds, whatever it is
+        for child in holding:  # whatever a group still holds, at the end of the grace periods
             child.signal_group(signal.SIGKILL)
         for child in self._children:
             if not child.join(2.0):
                 self.printer.note(f"output of {child.label} is still open: a process escaped "
                                   "its process group (setsid?)")
-        if self._children:
+        if holding:
             extra = f"; {', '.join(killed)} needed SIGKILL" if killed else ""
-            self.printer.note(f"stopped {len(self._children)} process(es){extra}")
+            self.printer.note(f"stopped {len(holding)} process group(s){extra}")
 
     def _stop_all(self, children: list[Child]) -> list[str]:
-        """SIGINT, wait, SIGTERM, wait, SIGKILL for ``children``; returns who got SIGKILL."""
+        """SIGINT, wait, SIGTERM, wait, SIGKILL to the groups of ``children``; returns the
+        labels of those whose main process needed SIGKILL."""
         steps = ((signal.SIGINT, self.grace), (signal.SIGTERM, self.term_grace),
                  (signal.SIGKILL, self.kill_wait))
         previous: tuple[signal.Signals, float] | None = None
@@ -339,6 +355,10 @@ class Launcher:
             if sig == signal.SIGKILL:
                 self._loop(lambda: all(c.exited.is_set() for c in running),
                            time.monotonic() + wait)
+                for c in running:
+                    if not c.exited.is_set():
+                        self.printer.note(f"{c.label} (pid {c.pid}) survived SIGKILL for "
+                                          f"{wait:g} s (stuck in the kernel?)")
                 return [c.label for c in running]
             self._loop(lambda: self._hurry or all(c.exited.is_set() for c in running),
                        time.monotonic() + wait)

@@ -232,3 +232,20 @@ nodes:
     assert run.wait() == 1
     assert "the coordinator exited unexpectedly (killed by SIGKILL)" in run.output
     assert wait_gone(run.all_pids()) == []
+
+
+def test_processes_left_behind_by_an_exited_node_are_stopped(write_launch, meshlaunch):
+    path = write_launch(f"""\
+{NO_COORDINATOR}
+nodes:
+  parent:
+    command: 'sleep 300 & echo "CHILD $!"; exec {PYTHON} {FAKENODE} --exit=0'
+  keeper: {{command: {fake()}}}
+""")
+    run = meshlaunch(str(path))
+    run.wait_for("parent left processes behind in its group; sent SIGTERM")
+    assert wait_gone(run.grandchildren(), timeout=5) == []
+    assert run.proc.poll() is None  # keeper still runs, so does the launch
+    run.signal(signal.SIGINT)
+    assert run.wait() == 0
+    assert wait_gone(run.all_pids()) == []
