@@ -48,6 +48,7 @@ import sys
 import tempfile
 import threading
 import time
+from typing import Any
 
 from docopt import docopt
 from mcap.reader import make_reader
@@ -122,7 +123,7 @@ def start_coordinator() -> tuple[Proc, str]:
 
 def run_rate(
     address: str, folder: str, rate: int, seconds: float, size: int, random_payload: bool
-) -> dict[str, float]:
+) -> dict[str, Any]:
     path = os.path.join(folder, f"bench_{rate}.bag")
     rec = Proc(
         [
@@ -196,7 +197,7 @@ def run_rate(
         "rc": rc,
         "size": os.path.getsize(path),
         "path": path,
-        "notes": rec_warnings,  # type: ignore[dict-item]
+        "notes": rec_warnings,
     }
 
 
@@ -234,7 +235,7 @@ def main() -> int:
                 f"{r['size'] / 1e6:>8.1f}  {verdict}",
                 flush=True,
             )
-            for note in r["notes"]:  # type: ignore[union-attr]
+            for note in r["notes"]:
                 if r["lost"] or "warning" in note:
                     print(f"          recorder: {note}")
             if not args["--keep"]:
