@@ -54,8 +54,12 @@ def main(argv: list[str] | None = None) -> int:
     exclude = [n.strip() for item in args["--exclude"] for n in item.split(",") if n.strip()]
     try:
         config = load_config(args["CONFIG"] or "launch.yaml")
-        plan = make_plan(config, exclude=exclude, no_coordinator=args["--no-coordinator"],
-                         hostname=args["--as-host"])
+        plan = make_plan(
+            config,
+            exclude=exclude,
+            no_coordinator=args["--no-coordinator"],
+            hostname=args["--as-host"],
+        )
     except ConfigError as exc:
         print(f"meshlaunch: {exc}", file=sys.stderr)
         print("meshlaunch: nothing was started", file=sys.stderr)

@@ -48,8 +48,9 @@ nodes:
 def launch_text(seconds: float, port: int) -> str:
     """The demo's launch file."""
     count = max(1, round(seconds / INTERVAL))
-    return LAUNCH.format(port=port, python=json.dumps(sys.executable), interval=INTERVAL,
-                         count=count)
+    return LAUNCH.format(
+        port=port, python=json.dumps(sys.executable), interval=INTERVAL, count=count
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

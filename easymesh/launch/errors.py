@@ -24,7 +24,5 @@ class ConfigError(LaunchError, ValueError):
         if len(self.problems) == 1:
             text = self.problems[0]
         else:
-            text = f"{len(self.problems)} problems:\n" + "\n".join(
-                f"  {p}" for p in self.problems
-            )
+            text = f"{len(self.problems)} problems:\n" + "\n".join(f"  {p}" for p in self.problems)
         super().__init__(text)

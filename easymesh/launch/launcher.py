@@ -55,9 +55,16 @@ class Launcher:
     died, or when nodes ended on their own and one failed.
     """
 
-    def __init__(self, plan: Plan, *, printer: Printer | None = None, grace: float = 5.0,
-                 term_grace: float = 2.0, kill_wait: float = 5.0,
-                 ready_timeout: float = 20.0) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        *,
+        printer: Printer | None = None,
+        grace: float = 5.0,
+        term_grace: float = 2.0,
+        kill_wait: float = 5.0,
+        ready_timeout: float = 20.0,
+    ) -> None:
         self.plan = plan
         self.printer = printer or Printer(labels=plan.labels())
         self.grace, self.term_grace, self.kill_wait = grace, term_grace, kill_wait
@@ -143,6 +150,9 @@ class Launcher:
                 self._hurry = True
                 self.printer.note(f"second {what}: no more waiting, SIGKILL to what is left")
 
+    def _hurried(self) -> bool:
+        return self._hurry
+
     def _begin_stop(self, reason: str, status: int) -> None:
         if self._stop_reason is None:
             self._stop_reason, self._status = reason, status
@@ -179,7 +189,9 @@ class Launcher:
             self._port = coord.port
         self._address = client_address(coord, self._port or 0)
         if not plan.start_coordinator:
-            self.printer.note(f"coordinator {plan.coordinator_note}; nodes will use {self._address}")
+            self.printer.note(
+                f"coordinator {plan.coordinator_note}; nodes will use {self._address}"
+            )
         for spec in plan.nodes:
             self._wait(spec.pre_delay)
             if self._stop_reason is not None:
@@ -207,9 +219,15 @@ class Launcher:
                 self._events.put(("ready", port))
 
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        child = Child("coordinator", coordinator_argv(coord), env=env, printer=self.printer,
-                      color=self.printer.color_for("coordinator"), events=self._events,
-                      on_line=watch)
+        child = Child(
+            "coordinator",
+            coordinator_argv(coord),
+            env=env,
+            printer=self.printer,
+            color=self.printer.color_for("coordinator"),
+            events=self._events,
+            on_line=watch,
+        )
         self._coordinator = child
         try:
             self._start(child)
@@ -217,17 +235,25 @@ class Launcher:
             self.printer.note(str(exc))
             self._begin_stop("the coordinator could not start", 1)
             return False
-        self._loop(lambda: self._port is not None or self._stop_reason is not None
-                   or child.exited.is_set(), time.monotonic() + self.ready_timeout)
+        self._loop(
+            lambda: (
+                self._port is not None or self._stop_reason is not None or child.exited.is_set()
+            ),
+            time.monotonic() + self.ready_timeout,
+        )
         if self._stop_reason is not None:
             return False
         if self._port is None:
             if child.exited.is_set():
-                self.printer.note(f"the coordinator exited ({describe_exit(child.returncode or 0)})"
-                                  " before it was ready; stopping")
+                self.printer.note(
+                    f"the coordinator exited ({describe_exit(child.returncode or 0)})"
+                    " before it was ready; stopping"
+                )
             else:
-                self.printer.note(f"the coordinator did not print 'listening on HOST:PORT' within "
-                                  f"{self.ready_timeout:g} s; stopping")
+                self.printer.note(
+                    f"the coordinator did not print 'listening on HOST:PORT' within "
+                    f"{self.ready_timeout:g} s; stopping"
+                )
             self._begin_stop("the coordinator did not start", 1)
             return False
         return True
@@ -245,10 +271,15 @@ class Launcher:
     def _spawn(self, spec: NodeSpec, copy: int) -> None:
         key = self.plan.coordinator.authkey
         child = Child(
-            spec.label(copy), node_argv(spec, self._address, key),
+            spec.label(copy),
+            node_argv(spec, self._address, key),
             env=node_environment(spec, self._address, key, copy),
-            cwd=node_cwd(self.plan.config, spec), printer=self.printer,
-            color=self.printer.color_for(spec.name), events=self._events, spec=spec, copy=copy,
+            cwd=node_cwd(self.plan.config, spec),
+            printer=self.printer,
+            color=self.printer.color_for(spec.name),
+            events=self._events,
+            spec=spec,
+            copy=copy,
         )
         try:
             self._start(child)
@@ -264,8 +295,10 @@ class Launcher:
         rc = child.returncode if child.returncode is not None else 0
         if child is self._coordinator:
             if self._stop_reason is None:
-                self.printer.note(f"the coordinator exited unexpectedly ({describe_exit(rc)}); "
-                                  "stopping everything")
+                self.printer.note(
+                    f"the coordinator exited unexpectedly ({describe_exit(rc)}); "
+                    "stopping everything"
+                )
                 self._begin_stop("the coordinator exited", 1)
             return
         self._live.discard(child)
@@ -281,19 +314,23 @@ class Launcher:
         # Soon after the leader's exit: the group id cannot have been reused while the group
         # had members, and it is forgotten here, so no later signal can reach a stranger.
         if child.signal_group(signal.SIGKILL):
-            self.printer.note(f"{child.label}: processes left behind survived SIGTERM; sent SIGKILL")
+            self.printer.note(
+                f"{child.label}: processes left behind survived SIGTERM; sent SIGKILL"
+            )
         self._leftovers.discard(child)
         self._check_all_done()
 
     def _after_exit(self, spec: NodeSpec, copy: int, rc: int) -> None:
         label = spec.label(copy)
         if spec.required:
-            self.printer.note(f"{label} exited ({describe_exit(rc)}); it is required, so the "
-                              "launch ends")
+            self.printer.note(
+                f"{label} exited ({describe_exit(rc)}); it is required, so the launch ends"
+            )
             self._begin_stop(f"{label} exited", exit_status(rc))
         elif spec.respawn:
-            self.printer.note(f"{label} exited ({describe_exit(rc)}); respawning in "
-                              f"{spec.respawn_delay:g} s")
+            self.printer.note(
+                f"{label} exited ({describe_exit(rc)}); respawning in {spec.respawn_delay:g} s"
+            )
             self._schedule(spec.respawn_delay, lambda: self._spawn(spec, copy))
         else:
             self.printer.note(f"{label} exited ({describe_exit(rc)})")
@@ -309,8 +346,9 @@ class Launcher:
             self.printer.note("every node has exited")
             self._begin_stop("every node has exited", 1 if self._failures else 0)
         else:
-            self.printer.note("every node has exited; the coordinator keeps running "
-                              "(Ctrl-C to stop)")
+            self.printer.note(
+                "every node has exited; the coordinator keeps running (Ctrl-C to stop)"
+            )
 
     # -- stopping ----------------------------------------------------------------------------
 
@@ -329,8 +367,10 @@ class Launcher:
             child.signal_group(signal.SIGKILL)
         for child in self._children:
             if not child.join(2.0):
-                self.printer.note(f"output of {child.label} is still open: a process escaped "
-                                  "its process group (setsid?)")
+                self.printer.note(
+                    f"output of {child.label} is still open: a process escaped "
+                    "its process group (setsid?)"
+                )
         if holding:
             extra = f"; {', '.join(killed)} needed SIGKILL" if killed else ""
             self.printer.note(f"stopped {len(holding)} process group(s){extra}")
@@ -338,8 +378,11 @@ class Launcher:
     def _stop_all(self, children: list[Child]) -> list[str]:
         """SIGINT, wait, SIGTERM, wait, SIGKILL to the groups of ``children``; returns the
         labels of those whose main process needed SIGKILL."""
-        steps = ((signal.SIGINT, self.grace), (signal.SIGTERM, self.term_grace),
-                 (signal.SIGKILL, self.kill_wait))
+        steps = (
+            (signal.SIGINT, self.grace),
+            (signal.SIGTERM, self.term_grace),
+            (signal.SIGKILL, self.kill_wait),
+        )
         previous: tuple[signal.Signals, float] | None = None
         for sig, wait in steps:
             if self._hurry and sig != signal.SIGKILL:
@@ -350,17 +393,26 @@ class Launcher:
                 return []
             if previous is not None and running:
                 names = ", ".join(c.label for c in running)
-                self.printer.note(f"{names}: still running {previous[1]:g} s after "
-                                  f"{previous[0].name}; sent {sig.name}")
+                self.printer.note(
+                    f"{names}: still running {previous[1]:g} s after "
+                    f"{previous[0].name}; sent {sig.name}"
+                )
             if sig == signal.SIGKILL:
-                self._loop(lambda: all(c.exited.is_set() for c in running),
-                           time.monotonic() + wait)
+                self._loop(_all_exited(running), time.monotonic() + wait)
                 for c in running:
                     if not c.exited.is_set():
-                        self.printer.note(f"{c.label} (pid {c.pid}) survived SIGKILL for "
-                                          f"{wait:g} s (stuck in the kernel?)")
+                        self.printer.note(
+                            f"{c.label} (pid {c.pid}) survived SIGKILL for "
+                            f"{wait:g} s (stuck in the kernel?)"
+                        )
                 return [c.label for c in running]
-            self._loop(lambda: self._hurry or all(c.exited.is_set() for c in running),
-                       time.monotonic() + wait)
+            self._loop(_all_exited(running, unless=self._hurried), time.monotonic() + wait)
             previous = (sig, wait)
         return []
+
+
+def _all_exited(
+    children: list[Child], unless: Callable[[], bool] = lambda: False
+) -> Callable[[], bool]:
+    """A predicate: every one of ``children`` has exited (and been reaped), or ``unless()``."""
+    return lambda: unless() or all(c.exited.is_set() for c in children)

@@ -13,8 +13,18 @@ import threading
 from collections.abc import Iterable
 from typing import TextIO
 
-PALETTE = ("\033[32m", "\033[33m", "\033[34m", "\033[35m", "\033[36m", "\033[92m",
-           "\033[93m", "\033[94m", "\033[95m", "\033[96m")
+PALETTE = (
+    "\033[32m",
+    "\033[33m",
+    "\033[34m",
+    "\033[35m",
+    "\033[36m",
+    "\033[92m",
+    "\033[93m",
+    "\033[94m",
+    "\033[95m",
+    "\033[96m",
+)
 COORDINATOR_COLOR = "\033[2m"  # dim: it is the plumbing
 NOTE_COLOR = "\033[1m"  # bold: meshlaunch itself
 RESET = "\033[0m"
@@ -38,8 +48,9 @@ def want_color(stream: TextIO, setting: str = "auto") -> bool:
 class Printer:
     """Writes ``[label] text`` lines to ``stream`` (default: ``sys.stdout`` at write time)."""
 
-    def __init__(self, stream: TextIO | None = None, *, color: bool | None = None,
-                 labels: Iterable[str] = ()) -> None:
+    def __init__(
+        self, stream: TextIO | None = None, *, color: bool | None = None, labels: Iterable[str] = ()
+    ) -> None:
         self._stream = stream
         self._color = want_color(stream or sys.stdout) if color is None else color
         self._width = max((len(label) for label in labels), default=0)

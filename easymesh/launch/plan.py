@@ -68,8 +68,13 @@ class Plan:
         return labels
 
 
-def make_plan(config: LaunchConfig, *, exclude: Iterable[str] = (), no_coordinator: bool = False,
-              hostname: str | None = None) -> Plan:
+def make_plan(
+    config: LaunchConfig,
+    *,
+    exclude: Iterable[str] = (),
+    no_coordinator: bool = False,
+    hostname: str | None = None,
+) -> Plan:
     """Decide what starts on this machine.
 
     Raises ConfigError (listing every problem) for ``exclude`` names that are not nodes,
@@ -81,8 +86,9 @@ def make_plan(config: LaunchConfig, *, exclude: Iterable[str] = (), no_coordinat
     known = [spec.name for spec in config.nodes]
     excluded = set(exclude)
     for name in sorted(excluded - set(known)):
-        problems.append(f"--exclude {name}: no node of that name in {src} "
-                        f"(nodes: {', '.join(known) or 'none'})")
+        problems.append(
+            f"--exclude {name}: no node of that name in {src} (nodes: {', '.join(known) or 'none'})"
+        )
     need_names = config.coordinator.on_host or any(spec.on_host for spec in config.nodes)
     names = host_names(hostname) if need_names else frozenset()
     coord = config.coordinator
@@ -106,8 +112,10 @@ def make_plan(config: LaunchConfig, *, exclude: Iterable[str] = (), no_coordinat
             nodes.append(spec)
             problems += _check_node(config, spec)
     if coord.port == 0 and not start_coordinator and nodes:
-        problems.append(f"{src}:{coord.line}: coordinator.port: 0 (pick a free port) needs the "
-                        f"coordinator to be started by this launch, but it is {note}")
+        problems.append(
+            f"{src}:{coord.line}: coordinator.port: 0 (pick a free port) needs the "
+            f"coordinator to be started by this launch, but it is {note}"
+        )
     if problems:
         raise ConfigError(problems)
     return Plan(config, start_coordinator, tuple(nodes), tuple(skipped), note)
@@ -131,8 +139,10 @@ def _check_node(config: LaunchConfig, spec: NodeSpec) -> list[str]:
     else:
         found = shutil.which(program, path=path) is not None
     if not found:
-        return [f"{where.format(spec.line_of('command'))}.command: program {program!r} "
-                f"{'is not an executable file' if os.sep in program else 'not found on the PATH'}"]
+        return [
+            f"{where.format(spec.line_of('command'))}.command: program {program!r} "
+            f"{'is not an executable file' if os.sep in program else 'not found on the PATH'}"
+        ]
     return []
 
 
@@ -168,8 +178,13 @@ def node_argv(spec: NodeSpec, address: str, authkey: str | None) -> list[str]:
     return [SHELL, "-c", f"{text} {shlex.join(extra)}"]
 
 
-def node_environment(spec: NodeSpec, address: str, authkey: str | None, copy: int,
-                     base: Mapping[str, str] | None = None) -> dict[str, str]:
+def node_environment(
+    spec: NodeSpec,
+    address: str,
+    authkey: str | None,
+    copy: int,
+    base: Mapping[str, str] | None = None,
+) -> dict[str, str]:
     """The environment of one copy: meshlaunch's own, then meshlaunch's additions, then the
     node's ``env:`` (which wins; a null value removes the variable).
 

@@ -47,11 +47,20 @@ class Child:
     ``on_line`` (if given) sees every output line, in the reader thread.
     """
 
-    def __init__(self, label: str, argv: list[str], *, env: dict[str, str] | None = None,
-                 cwd: str | None = None, printer: Printer, color: str = "",
-                 events: queue.SimpleQueue[Any],
-                 on_line: Callable[[Child, str], None] | None = None,
-                 spec: Any = None, copy: int = 0) -> None:
+    def __init__(
+        self,
+        label: str,
+        argv: list[str],
+        *,
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+        printer: Printer,
+        color: str = "",
+        events: queue.SimpleQueue[Any],
+        on_line: Callable[[Child, str], None] | None = None,
+        spec: Any = None,
+        copy: int = 0,
+    ) -> None:
         self.label = label
         self.argv = argv
         self.env = env
@@ -86,16 +95,22 @@ class Child:
         """
         try:
             self._proc = subprocess.Popen(
-                self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT, env=self.env, cwd=self.cwd, start_new_session=True,
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                cwd=self.cwd,
+                start_new_session=True,
             )
         except OSError as exc:
             raise LaunchError(f"cannot start {self.label} ({self.argv[0]}): {exc}") from exc
         if announce is not None:
             announce(self)
         for kind, target in (("out", self._pump), ("wait", self._wait)):
-            t = threading.Thread(target=target, name=f"easymesh-launch-{self.label}-{kind}",
-                                 daemon=True)
+            t = threading.Thread(
+                target=target, name=f"easymesh-launch-{self.label}-{kind}", daemon=True
+            )
             self._threads.append(t)
             t.start()
 

@@ -24,12 +24,28 @@ from easymesh.launch.errors import ConfigError
 from easymesh.launch.source import Mapping, read_yaml
 
 COORDINATOR_KEYS = (
-    "host", "client_host", "port", "authkey", "log_heartbeats", "disabled", "on_host",
+    "host",
+    "client_host",
+    "port",
+    "authkey",
+    "log_heartbeats",
+    "disabled",
+    "on_host",
     "post_delay",
 )
 NODE_KEYS = (
-    "command", "shell", "disabled", "on_host", "number", "pre_delay", "post_delay", "respawn",
-    "respawn_delay", "required", "env", "cwd",
+    "command",
+    "shell",
+    "disabled",
+    "on_host",
+    "number",
+    "pre_delay",
+    "post_delay",
+    "respawn",
+    "respawn_delay",
+    "required",
+    "env",
+    "cwd",
 )
 TOP_KEYS = ("coordinator", "nodes")
 #: Seconds between a node's exit and its restart when ``respawn_delay`` is not given.
@@ -114,7 +130,9 @@ def load_config(path: str | os.PathLike[str]) -> LaunchConfig:
     return parse_config(text, source=path, base_dir=os.path.dirname(os.path.abspath(path)))
 
 
-def parse_config(text: str, *, source: str = "<string>", base_dir: str | None = None) -> LaunchConfig:
+def parse_config(
+    text: str, *, source: str = "<string>", base_dir: str | None = None
+) -> LaunchConfig:
     """Check launch-file ``text``; ``source`` names it in errors.
 
     Raises ConfigError listing every problem found.
@@ -129,8 +147,14 @@ def parse_config(text: str, *, source: str = "<string>", base_dir: str | None = 
 
 
 def _kind(value: Any) -> str:
-    names = {bool: "a boolean", int: "a number", float: "a number", str: "a string",
-             list: "a list", type(None): "nothing"}
+    names = {
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        type(None): "nothing",
+    }
     if isinstance(value, dict):
         return "a mapping"
     return names.get(type(value), type(value).__name__)
@@ -154,8 +178,14 @@ class _Checker:
 
     def expected(self, m: Mapping, key: str, path: str, what: str) -> None:
         value = m[key]
-        hint = " (quote it to make it a string)" if isinstance(value, bool) and "string" in what else ""
-        self.problem(m.line_of(key), path, f"expected {what}, got {_kind(value)} {_show(value)}{hint}")
+        hint = (
+            " (quote it to make it a string)"
+            if isinstance(value, bool) and "string" in what
+            else ""
+        )
+        self.problem(
+            m.line_of(key), path, f"expected {what}, got {_kind(value)} {_show(value)}{hint}"
+        )
 
     def keys(self, m: Mapping, allowed: tuple[str, ...], path: str, what: str) -> None:
         for key in m:
@@ -164,8 +194,9 @@ class _Checker:
             close = difflib.get_close_matches(str(key), allowed, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             where = f"{path}.{key}" if path else str(key)
-            self.problem(m.line_of(key), where,
-                         f"unknown key{hint}; {what} keys are: {', '.join(allowed)}")
+            self.problem(
+                m.line_of(key), where, f"unknown key{hint}; {what} keys are: {', '.join(allowed)}"
+            )
 
     # -- typed values -----------------------------------------------------------------------
 
@@ -182,8 +213,12 @@ class _Checker:
         value = m.get(key)
         if value is None:
             return default
-        if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                or not math.isfinite(value) or value < 0:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or value < 0
+        ):
             self.expected(m, key, f"{path}.{key}", "a number of seconds >= 0")
             return default
         return float(value)
@@ -197,8 +232,9 @@ class _Checker:
             return default
         return value
 
-    def string(self, m: Mapping, key: str, path: str, default: str | None, *,
-               empty: bool = False) -> str | None:
+    def string(
+        self, m: Mapping, key: str, path: str, default: str | None, *, empty: bool = False
+    ) -> str | None:
         value = m.get(key)
         if value is None:
             return default
@@ -219,8 +255,11 @@ class _Checker:
 
     def command(self, m: Mapping, path: str) -> tuple[str, ...] | str:
         if "command" not in m or m["command"] is None:
-            self.problem(m.line, f"{path}.command",
-                         "missing; every node needs a command (a list of words, or a string)")
+            self.problem(
+                m.line,
+                f"{path}.command",
+                "missing; every node needs a command (a list of words, or a string)",
+            )
             return ""
         value = m["command"]
         if isinstance(value, str):
@@ -236,9 +275,11 @@ class _Checker:
                     words.append(str(word))
                 else:
                     hint = " (quote it)" if isinstance(word, bool) or word is None else ""
-                    self.problem(m.line_of("command"), f"{path}.command[{i}]",
-                                 f"expected a string or a number, got {_kind(word)} "
-                                 f"{_show(word)}{hint}")
+                    self.problem(
+                        m.line_of("command"),
+                        f"{path}.command[{i}]",
+                        f"expected a string or a number, got {_kind(word)} {_show(word)}{hint}",
+                    )
             return tuple(words)
         self.expected(m, "command", f"{path}.command", "a non-empty list of words or a string")
         return ""
@@ -255,16 +296,21 @@ class _Checker:
         for name, val in value.items():
             where = f"{path}.env.{name}"
             if not isinstance(name, str) or not name or "=" in name or "\0" in name:
-                self.problem(line(name), where, "a variable name must be a non-empty string "
-                             "without '='")
+                self.problem(
+                    line(name), where, "a variable name must be a non-empty string without '='"
+                )
             elif val is None or isinstance(val, str):
                 result.append((name, val))
             elif isinstance(val, (int, float)) and not isinstance(val, bool):
                 result.append((name, str(val)))
             else:
                 hint = " (quote it)" if isinstance(val, bool) else ""
-                self.problem(line(name), where, f"expected a string, a number or nothing "
-                             f"(to unset it), got {_kind(val)} {_show(val)}{hint}")
+                self.problem(
+                    line(name),
+                    where,
+                    f"expected a string, a number or nothing "
+                    f"(to unset it), got {_kind(val)} {_show(val)}{hint}",
+                )
         return tuple(result)
 
     # -- sections ---------------------------------------------------------------------------
@@ -281,8 +327,11 @@ class _Checker:
         nodes: list[NodeSpec] = []
         raw = data.get("nodes")
         if "nodes" not in data or raw is None:
-            self.problem(data.line_of("nodes"), "nodes",
-                         "missing; expected a mapping of node name to its settings")
+            self.problem(
+                data.line_of("nodes"),
+                "nodes",
+                "missing; expected a mapping of node name to its settings",
+            )
         elif not isinstance(raw, Mapping):
             self.expected(data, "nodes", "nodes", "a mapping of node name to its settings")
         else:
@@ -316,10 +365,17 @@ class _Checker:
     def node(self, nodes: Mapping, name: Any, m: Any) -> NodeSpec | None:
         line = nodes.line_of(name)
         if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME_LENGTH:
-            hint = (" (YAML reads yes/no/on/off/true/false as booleans: quote the name)"
-                    if isinstance(name, bool) else "")
-            self.problem(line, f"nodes.{name!r}", f"a node name must be a non-empty string of "
-                         f"at most {MAX_NAME_LENGTH} characters, got {_kind(name)}{hint}")
+            hint = (
+                " (YAML reads yes/no/on/off/true/false as booleans: quote the name)"
+                if isinstance(name, bool)
+                else ""
+            )
+            self.problem(
+                line,
+                f"nodes.{name!r}",
+                f"a node name must be a non-empty string of "
+                f"at most {MAX_NAME_LENGTH} characters, got {_kind(name)}{hint}",
+            )
             return None
         p = f"nodes.{name}"
         if not isinstance(m, Mapping):
@@ -331,8 +387,12 @@ class _Checker:
         respawn = self.boolean(m, "respawn", p, False)
         required = self.boolean(m, "required", p, False)
         if respawn and required:
-            self.problem(m.line_of("required"), p, "'respawn' and 'required' cannot both be "
-                         "true (a required node ends the launch when it exits)")
+            self.problem(
+                m.line_of("required"),
+                p,
+                "'respawn' and 'required' cannot both be "
+                "true (a required node ends the launch when it exits)",
+            )
         return NodeSpec(
             name=name,
             command=command,

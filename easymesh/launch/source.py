@@ -48,13 +48,16 @@ def _construct_mapping(loader: _Loader, node: MappingNode) -> Iterator[Mapping]:
             hash(key)
         except TypeError:
             raise ConstructorError(
-                "while reading a mapping", node.start_mark,
-                "found a key that is not a plain value", key_node.start_mark,
+                "while reading a mapping",
+                node.start_mark,
+                "found a key that is not a plain value",
+                key_node.start_mark,
             ) from None
         if index >= first_own:
             if key in explicit:
                 raise ConstructorError(
-                    "while reading a mapping", node.start_mark,
+                    "while reading a mapping",
+                    node.start_mark,
                     f"found duplicate key {key!r} (first on line {data.key_lines[key]})",
                     key_node.start_mark,
                 )

@@ -50,21 +50,25 @@ def wait_gone(pids: list[int], timeout: float = 10.0) -> list[int]:
 class MeshLaunch:
     """``meshlaunch`` run as a real process (in its own session), its output collected."""
 
-    def __init__(self, *args: str, cwd: str | None = None,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, *args: str, cwd: str | None = None, env: dict[str, str] | None = None
+    ) -> None:
         full_env = dict(os.environ, PYTHONUNBUFFERED="1")
         full_env.pop("EASYMESH_AUTHKEY", None)
         full_env.update(env or {})
         self.proc = subprocess.Popen(
             [PYTHON, "-m", "easymesh.cli.launch", "--color=never", *args],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd, env=full_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=cwd,
+            env=full_env,
             start_new_session=True,
         )
         self.lines: list[str] = []
         self.stderr = ""
         self._cond = threading.Condition()
-        self._reader = threading.Thread(target=self._read, name="test-meshlaunch-out",
-                                        daemon=True)
+        self._reader = threading.Thread(target=self._read, name="test-meshlaunch-out", daemon=True)
         self._reader.start()
 
     def _read(self) -> None:
@@ -115,8 +119,9 @@ class MeshLaunch:
 
     def fakenodes(self) -> list[dict[str, Any]]:
         """Every ``FAKENODE {json}`` report, in order."""
-        return [json.loads(ln.split("FAKENODE ", 1)[1]) for ln in list(self.lines)
-                if "FAKENODE " in ln]
+        return [
+            json.loads(ln.split("FAKENODE ", 1)[1]) for ln in list(self.lines) if "FAKENODE " in ln
+        ]
 
     def all_pids(self) -> list[int]:
         pids = [p for ps in self.started().values() for p in ps]

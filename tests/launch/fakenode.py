@@ -16,16 +16,32 @@ import signal
 import subprocess
 import sys
 
-ENV_KEYS = ("FOO", "NUMBER", "REMOVE_ME", "MESHLAUNCH_NODE", "MESHLAUNCH_COPY",
-            "EASYMESH_COORDINATOR", "EASYMESH_AUTHKEY", "PYTHONUNBUFFERED")
+ENV_KEYS = (
+    "FOO",
+    "NUMBER",
+    "REMOVE_ME",
+    "MESHLAUNCH_NODE",
+    "MESHLAUNCH_COPY",
+    "EASYMESH_COORDINATOR",
+    "EASYMESH_AUTHKEY",
+    "PYTHONUNBUFFERED",
+)
 
 
 def main() -> int:
     args = sys.argv[1:]
-    opts = {a.split("=", 1)[0]: a.split("=", 1)[1] if "=" in a else "" for a in args
-            if a.startswith(("--exit", "--ignore", "--child"))}
-    info = {"pid": os.getpid(), "pgid": os.getpgid(0), "argv": args, "cwd": os.getcwd(),
-            "env": {k: os.environ.get(k) for k in ENV_KEYS}}
+    opts = {
+        a.split("=", 1)[0]: a.split("=", 1)[1] if "=" in a else ""
+        for a in args
+        if a.startswith(("--exit", "--ignore", "--child"))
+    }
+    info = {
+        "pid": os.getpid(),
+        "pgid": os.getpgid(0),
+        "argv": args,
+        "cwd": os.getcwd(),
+        "env": {k: os.environ.get(k) for k in ENV_KEYS},
+    }
     for name in filter(None, opts.get("--ignore", "").split(",")):
         signal.signal(getattr(signal, f"SIG{name}"), signal.SIG_IGN)
 

@@ -67,15 +67,19 @@ class _Recorder(io.StringIO):
 
 
 def test_launcher_api_in_process_stop_from_another_thread():
-    config = parse_config(f"""\
+    config = parse_config(
+        f"""\
 coordinator: {{disabled: true}}
 nodes:
   a: {{command: {fake()}, number: 2}}
-""", source="api.yaml")
+""",
+        source="api.yaml",
+    )
     out = _Recorder("FAKENODE", 2)
     launcher = Launcher(make_plan(config), printer=Printer(out, color=False), grace=2)
-    stopper = threading.Thread(target=lambda: out.ready.wait(20) and launcher.stop(),
-                               name="test-stopper")
+    stopper = threading.Thread(
+        target=lambda: out.ready.wait(20) and launcher.stop(), name="test-stopper"
+    )
     stopper.start()
     assert launcher.run(handle_signals=False) == 0
     stopper.join(5)
@@ -85,8 +89,12 @@ nodes:
 
 
 def test_demo_runs_and_exits_cleanly():
-    result = subprocess.run([sys.executable, "-m", "easymesh.demo", "--seconds=1"],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "easymesh.demo", "--seconds=1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "receiver got: topic=some-topic" in result.stdout
     assert "it is required, so the launch ends" in result.stdout

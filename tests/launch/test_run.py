@@ -39,8 +39,16 @@ nodes:
     tail = ["--name", "camera", "--coordinator", "somehost:7000", "--authkey", "s3cret"]
     assert [r["argv"] for r in by_name["camera"]] == [["--fps", "30", *tail]] * 3
     assert sorted(r["env"]["MESHLAUNCH_COPY"] for r in by_name["camera"]) == ["1", "2", "3"]
-    assert by_name["lidar"][0]["argv"] == ["--mode", "fast", "--name", "lidar", "--coordinator",
-                                           "somehost:7000", "--authkey", "s3cret"]
+    assert by_name["lidar"][0]["argv"] == [
+        "--mode",
+        "fast",
+        "--name",
+        "lidar",
+        "--coordinator",
+        "somehost:7000",
+        "--authkey",
+        "s3cret",
+    ]
     env = by_name["lidar"][0]["env"]
     assert env["EASYMESH_COORDINATOR"] == "somehost:7000" and env["EASYMESH_AUTHKEY"] == "s3cret"
     assert env["PYTHONUNBUFFERED"] == "1"
@@ -112,8 +120,11 @@ nodes:
     run = meshlaunch(str(path))
     run.wait_for(lambda lines: len(run.started().get("flaky#2", [])) >= 3)
     assert "flaky#2 exited (status 3); respawning in 0.1 s" in run.output
-    copies = {r["env"]["MESHLAUNCH_COPY"] for r in run.fakenodes()
-              if r["env"]["MESHLAUNCH_NODE"] == "flaky"}
+    copies = {
+        r["env"]["MESHLAUNCH_COPY"]
+        for r in run.fakenodes()
+        if r["env"]["MESHLAUNCH_NODE"] == "flaky"
+    }
     assert copies == {"1", "2"}
     pids = run.all_pids()
     assert len(set(pids)) == len(pids)  # a new process each time
@@ -187,8 +198,11 @@ nodes:
     assert time.monotonic() - t0 < 15
     assert wait_gone(pids, timeout=5) == []
     for pgid in groups:  # nothing at all is left in any group meshlaunch created
-        left = [int(p) for p in os.listdir("/proc") if p.isdigit() and alive(int(p))
-                and _pgid(int(p)) == pgid]
+        left = [
+            int(p)
+            for p in os.listdir("/proc")
+            if p.isdigit() and alive(int(p)) and _pgid(int(p)) == pgid
+        ]
         assert not left, f"group {pgid} still has {left}"
     out = run.output
     assert "stubborn, mule: still running 1 s after SIGINT; sent SIGTERM" in out
