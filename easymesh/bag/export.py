@@ -57,7 +57,7 @@ class NotJson(ValueError):
 
 @dataclass
 class ExportResult:
-    path: str
+    path: str | None  # None when no message could be exported (no file is left)
     written: int = 0
     bytes: Counter[str] = field(default_factory=Counter)  # topic -> JSON bytes written
     skipped: Counter[str] = field(default_factory=Counter)  # topic -> messages skipped
@@ -107,8 +107,9 @@ def export_json(
 ) -> ExportResult:
     """Write ``dst``: the messages of bag ``src`` (optionally only ``topics``) as JSON.
 
-    Raises BagError when ``src`` cannot be read, ``dst`` exists (without
-    ``overwrite``) or cannot be written. A partial ``dst`` is removed on error.
+    Leaves no file when no message could be exported. Raises BagError when
+    ``src`` cannot be read, ``dst`` exists (without ``overwrite``) or cannot be
+    written. A partial ``dst`` is removed on error.
     """
     if os.path.abspath(src) == os.path.abspath(dst):
         raise BagError("the export must go to another file than the bag")
@@ -146,6 +147,9 @@ def export_json(
                 result.bytes[channel.topic] += len(body)
             writer.add_metadata(METADATA_NAME, {"topic_bytes": json.dumps(result.bytes)})
             writer.finish()
+        if not result.written:
+            _remove(dst)  # like an empty recording: no file
+            result.path = None
     except (OSError, McapError) as exc:
         _remove(dst)
         raise BagError(f"export of {src} to {dst} failed: {exc}") from exc

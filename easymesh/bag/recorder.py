@@ -2,8 +2,9 @@
 
 The recorder's callbacks run in each topic's listener worker (one thread per
 topic, the core's dispatcher) and append to the shared, locked
-:class:`~easymesh.bag.bagfile.BagWriter` directly: no extra hand-off, about
-4 µs per 1 kB message with zstd on the reference machine. Each listener gets a
+:class:`~easymesh.bag.bagfile.BagWriter` directly: no extra hand-off; the
+writer costs 4-13 µs per 1 kB message (compressible to random payload, idle to
+loaded 2-core VM). ``scripts/bench/bag_rate.py`` measures the whole recorder. Each listener gets a
 deep queue so a burst or a slow disk is absorbed rather than dropped; drops
 that still happen are counted per topic and stored in the bag's metadata.
 """

@@ -171,7 +171,10 @@ def main(argv: list[str] | None = None) -> int:
                 topics=_topics(args["--topics"]),
                 overwrite=args["--force"],
             )
-            print(f"meshbag: wrote {result.path}: {result.written} messages as JSON")
+            if result.path is None:
+                print("meshbag: no message could be exported as JSON; no file written")
+            else:
+                print(f"meshbag: wrote {result.path}: {result.written} messages as JSON")
             for topic, n in sorted(result.skipped.items()):
                 print(f"meshbag: skipped {n} messages on {topic!r}: {result.reasons[topic]}")
             return 0

@@ -22,13 +22,16 @@ COMMAND = [sys.executable, "-m", "easymesh.cli.bag"]
 class BagProcess:
     """One ``meshbag ...`` process; stdout lines are collected by a reader thread."""
 
-    def __init__(self, args: list[str], cwd: str, coordinator: str) -> None:
-        env = dict(os.environ, PYTHONUNBUFFERED="1", EASYMESH_COORDINATOR=coordinator)
-        env.pop("EASYMESH_AUTHKEY", None)
+    def __init__(
+        self, args: list[str], cwd: str, coordinator: str, env: dict[str, str] | None = None
+    ) -> None:
+        full_env = dict(os.environ, PYTHONUNBUFFERED="1", EASYMESH_COORDINATOR=coordinator)
+        full_env.pop("EASYMESH_AUTHKEY", None)
+        full_env.update(env or {})
         self.proc = subprocess.Popen(
             COMMAND + args,
             cwd=cwd,
-            env=env,
+            env=full_env,
             text=True,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -95,11 +98,14 @@ class BagProcess:
 
 @pytest.fixture
 def meshbag(coordinator: Any, tmp_path: Any) -> Iterator[Any]:
-    """``meshbag('record', 'a', ...)`` starts the command in ``tmp_path`` on the test's coordinator."""
+    """``meshbag('record', 'a', ..., env={...}, coordinator=...)`` starts the command in
+    ``tmp_path``, by default on the test's coordinator."""
     started: list[BagProcess] = []
 
-    def start(*args: str) -> BagProcess:
-        p = BagProcess(list(args), str(tmp_path), coordinator.address)
+    def start(
+        *args: str, env: dict[str, str] | None = None, coordinator_address: str | None = None
+    ) -> BagProcess:
+        p = BagProcess(list(args), str(tmp_path), coordinator_address or coordinator.address, env)
         started.append(p)
         return p
 

@@ -195,3 +195,10 @@ def test_help(command, capsys):
     assert exc.value.code in (None, 0)
     out = capsys.readouterr().out
     assert "Usage:" in out and "meshbag" in out
+
+
+def test_export_of_nothing_leaves_no_file(tmp_path, make_bag, capsys):
+    src = make_bag([(0.0, "blob", 0, b"raw bytes only")])
+    assert main(["export", src, "--json", str(tmp_path / "out.mcap")]) == 0
+    assert "no file written" in capsys.readouterr().out
+    assert not (tmp_path / "out.mcap").exists()

@@ -12,6 +12,7 @@ import msgpack
 import pytest
 from mcap.reader import make_reader
 
+import easymesh
 from easymesh.bag import read_info
 from easymesh.cli.bag import main
 
@@ -133,3 +134,26 @@ def test_duration_stops_the_recording(meshbag, tmp_path):
     rec = meshbag("record", "t", "--duration", "0.3")
     assert rec.wait() == 0, rec.stderr()
     assert "nothing recorded" in rec.output
+
+
+def test_authkey_from_the_environment(meshbag, coordinator_factory, tmp_path):
+    secured = coordinator_factory(authkey="s3cret")
+    rec = meshbag(
+        "record",
+        "t",
+        "-o",
+        "auth.bag",
+        "--status-every",
+        "0.05",
+        env={"EASYMESH_AUTHKEY": "s3cret"},
+        coordinator_address=secured.address,
+    )
+    rec.wait_for("recording t")
+
+    with easymesh.Node("auth-sender", coordinator=secured.address, authkey="s3cret") as node:
+        node.wait_for_listener("t", timeout=15)
+        node.send("t", {"ok": True})
+        rec.wait_for("t: 1 msgs", stream="stderr")
+    rec.send_signal(signal.SIGTERM)
+    assert rec.wait() == 0, rec.stderr()
+    assert read_info(str(tmp_path / "auth.bag")).messages == 1
