@@ -22,9 +22,12 @@ dropped, so the stream always stays well formed.
 
 Reading. Only the I/O thread reads: ``recv_into`` the decoder's buffer (for a
 large body, straight into the body's own storage), then hands the complete
-frames to ``on_frames``. A protocol error, a failed handshake or a handshake
-that does not finish in time closes the connection and is logged once, with
-the peer's address.
+frames to ``on_frames``. A protocol error, a failed handshake, a handshake
+that does not finish in time, or a peer that goes away during the handshake
+closes the connection and is logged once, with the peer's address (for a Unix
+socket: the peer's pid and uid). Until the handshake is done the decoder reads
+into a small buffer and accepts only handshake frames, so an unauthenticated
+peer costs little memory and nothing it sends is decoded.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+import struct
 import threading
 import time
 from collections import deque
@@ -42,10 +46,12 @@ from easymesh.config import HANDSHAKE_TIMEOUT
 from easymesh.errors import AuthenticationError, ConnectionLost, ProtocolError
 from easymesh.protocol.auth import ClientHandshake, ServerHandshake, error_frame
 from easymesh.protocol.frames import (
-    ALL_TYPES,
     ERROR,
+    HANDSHAKE_BUFFER_SIZE,
     HANDSHAKE_MAX_BODY,
+    HANDSHAKE_MAX_NAME,
     HANDSHAKE_TYPES,
+    SESSION_TYPES,
     Frame,
     FrameDecoder,
 )
@@ -88,7 +94,10 @@ class Connection:
         self.on_frames = on_frames
         self.on_open = on_open
         self.on_close = on_close
-        self.decoder = FrameDecoder(max_body=HANDSHAKE_MAX_BODY, allowed_types=HANDSHAKE_TYPES)
+        self.decoder = FrameDecoder(
+            max_body=HANDSHAKE_MAX_BODY, allowed_types=HANDSHAKE_TYPES,
+            buffer_size=HANDSHAKE_BUFFER_SIZE, max_name=HANDSHAKE_MAX_NAME,
+        )
         self._hs: ClientHandshake | ServerHandshake = (
             ClientHandshake(authkey) if is_client else ServerHandshake(authkey)
         )
@@ -103,7 +112,8 @@ class Connection:
         self._writing = False  # write interest registered with the loop
         self._hs_timer: Any = None
         self.close_reason: BaseException | None = None
-        self.last_received = time.monotonic()
+        self.last_received = time.monotonic()  # any bytes
+        self.last_frame = self.last_received  # a complete frame (a slow drip does not count)
         self.peer_id = ""  # set by the owner once the peer identifies itself
         self.peer_name = ""
         # counters
@@ -143,7 +153,7 @@ class Connection:
     def start_server(self, sock: socket.socket, address: Any) -> None:
         """(I/O thread) Adopt an accepted socket and wait for the client's HELLO."""
         self.sock = sock
-        self.peer_address = _fmt(address)
+        self.peer_address = _fmt(address) if address else _peer_credentials(sock)
         sock.setblocking(False)
         self._tune(sock)
         self.state = HANDSHAKE
@@ -167,7 +177,8 @@ class Connection:
 
     def _handshake_timeout(self) -> None:
         if self.state in (CONNECTING, HANDSHAKE):
-            self._fail(ConnectionLost(f"handshake with {self.peer_address} timed out"), log_it=True)
+            log.warning("easymesh: %s: no handshake within %g s, closing", self.describe(), HANDSHAKE_TIMEOUT)
+            self._fail(ConnectionLost(f"handshake with {self.peer_address} timed out"))
 
     def _on_connect_ready(self, _mask: int) -> None:
         assert self.sock is not None
@@ -373,15 +384,18 @@ class Connection:
             n = sock.recv_into(decoder.get_buffer())
         except (BlockingIOError, InterruptedError):
             return
+        except ProtocolError as exc:  # get_buffer() parsed a full buffer and found garbage
+            self._reject(exc)
+            return
         except OSError as exc:
-            self._fail(ConnectionLost(f"read from {self.peer_address} failed: {exc}"))
+            self._peer_gone(ConnectionLost(f"read from {self.peer_address} failed: {exc}"))
             return
         if n == 0:
-            self._fail(ConnectionLost(f"{self.label or self.peer_address} closed the connection"))
+            self._peer_gone(ConnectionLost(f"{self.label or self.peer_address} closed the connection"))
             return
         decoder.buffer_updated(n)
         self.bytes_in += n
-        self.last_received = time.monotonic()
+        self.last_received = now = time.monotonic()
         try:
             if self.state == HANDSHAKE:
                 self._handshake_frames()
@@ -392,8 +406,14 @@ class Connection:
             self._reject(exc)
             return
         if frames:
+            self.last_frame = now
             self.frames_in += len(frames)
             self.on_frames(self, frames)
+
+    def _peer_gone(self, exc: ConnectionLost) -> None:
+        if self.state == HANDSHAKE and not self.is_client:
+            log.info("easymesh: %s: closed by the peer during the handshake", self.describe())
+        self._fail(exc)
 
     def _handshake_frames(self) -> None:
         decoder = self.decoder
@@ -422,7 +442,8 @@ class Connection:
                 self._out_bytes += len(data)
             self._hs_out = b""
             self._first = []
-        self.decoder.set_limits(self.max_body, ALL_TYPES)
+        self.last_frame = time.monotonic()
+        self.decoder.set_limits(self.max_body, SESSION_TYPES)
         if self._hs_timer is not None:
             self._hs_timer.cancel()
             self._hs_timer = None
@@ -442,10 +463,10 @@ class Connection:
     def _reject(self, exc: BaseException) -> None:
         """Close after a protocol or auth failure; tell the peer why (one ERROR frame)."""
         if isinstance(exc, AuthenticationError):
-            log.warning("easymesh: %s: authentication failed: %s", self.peer_address, exc)
+            log.warning("easymesh: %s: authentication failed: %s", self.describe(), exc)
             reason = f"authentication failed: {exc}"
         else:
-            log.warning("easymesh: %s: protocol error, closing: %s", self.peer_address, exc)
+            log.warning("easymesh: %s: protocol error, closing: %s", self.describe(), exc)
             reason = f"protocol error: {exc}"
         if self.sock is not None:
             try:
@@ -471,7 +492,7 @@ class Connection:
         if self.state == CLOSED:
             return
         if log_it:
-            log.warning("easymesh: %s: %s", self.peer_address or self.label, exc)
+            log.warning("easymesh: %s: %s", self.describe(), exc)
         with self._lock:
             self.state = CLOSED
             self.close_reason = exc
@@ -495,12 +516,31 @@ class Connection:
             except Exception:
                 log.exception("easymesh: on_close handler failed")
 
+    def describe(self) -> str:
+        """Who is at the other end, for log lines: 'connection from 10.0.0.7:50112',
+        'connection to coordinator at 10.0.0.1:6374'."""
+        if self.is_client:
+            return f"connection to {self.label} at {self.peer_address}" if self.label else (
+                f"connection to {self.peer_address}")
+        known = self.label not in ("", "node", "peer")
+        return f"connection from {self.peer_address}" + (f" ({self.label})" if known else "")
+
     def __repr__(self) -> str:
         return f"<Connection {self.label or ''} {self.peer_address} {self.state}>"
 
 
 def _blen(b: Any) -> int:
     return b.nbytes if isinstance(b, memoryview) else len(b)
+
+
+def _peer_credentials(sock: socket.socket) -> str:
+    """'unix:pid=1234,uid=1000' for an accepted Unix-socket peer (Linux), else 'unix:(anonymous)'."""
+    try:
+        pid, uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                             struct.calcsize("3i")))
+        return f"unix:pid={pid},uid={uid}"
+    except (OSError, AttributeError, struct.error):
+        return _fmt("")
 
 
 def _fmt(address: Any) -> str:
