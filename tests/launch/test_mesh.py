@@ -6,6 +6,7 @@ import io
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 from easymesh.launch import Launcher, Printer, make_plan, parse_config
 from tests.launch.conftest import PYTHON, fake, wait_gone
@@ -98,3 +99,15 @@ def test_demo_runs_and_exits_cleanly():
     assert result.returncode == 0, result.stdout + result.stderr
     assert "receiver got: topic=some-topic" in result.stdout
     assert "it is required, so the launch ends" in result.stdout
+
+
+def test_the_example_launch_file_runs(meshlaunch):
+    example = Path(__file__).parents[2] / "examples" / "launch.yaml"
+    run = meshlaunch(str(example))
+    assert run.wait(timeout=60) == 0, run.output + run.stderr
+    out = run.output
+    assert set(run.started()) == {"coordinator", "receiver#1", "receiver#2", "sender"}
+    got = [ln for ln in run.lines if "receiver got: topic=some-topic" in ln]
+    assert {ln.split("]")[0].strip("[ ") for ln in got} == {"receiver#1", "receiver#2"}
+    assert len(got) >= 7  # 8 sent; the last may still be in flight when the sender's exit ends it
+    assert "sender exited (status 0); it is required, so the launch ends" in out

@@ -192,6 +192,10 @@ nodes:
     pids = run.all_pids()
     groups = {r["pgid"] for r in run.fakenodes()}
     assert len(pids) == 6 and all(alive(p) for p in pids)
+    # port 0: the real port, read from the coordinator, reached the nodes (through the shell too)
+    port = run.wait_for("listening on 127.0.0.1:").split("listening on 127.0.0.1:")[1].split()[0]
+    shelly = next(r for r in run.fakenodes() if r["env"]["MESHLAUNCH_NODE"] == "shelly")
+    assert shelly["argv"] == ["--child", "--name", "shelly", "--coordinator", f"127.0.0.1:{port}"]
     t0 = time.monotonic()
     run.signal(signal.SIGINT)
     assert run.wait(timeout=30) == 0
