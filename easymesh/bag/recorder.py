@@ -26,6 +26,8 @@ from easymesh.bag.console import StatusLine, human_bytes, stop_on_signals
 #: Per-topic listener queue of the recorder: deep, so bursts are absorbed, not dropped.
 QUEUE_SIZE = 1_000_000
 QUEUE_BYTES = 256 * 1024 * 1024
+#: On stop, how long the recorder waits for its queues to be written before closing.
+DRAIN_TIMEOUT = 30.0
 
 
 @dataclass
@@ -65,6 +67,7 @@ class Recorder:
         self.queue_bytes = queue_bytes
         self.started = 0.0
         self._dropped: dict[str, int] = {}
+        self._tick = threading.Event()  # never set: a stoppable 50 ms wait
 
     def start(self) -> None:
         """Listen (raw) to every topic. Raises NodeClosed, ValueError for a bad topic name."""
@@ -88,10 +91,34 @@ class Recorder:
         topics = self.node.stats()["topics"]
         return {t: s["dropped"] for t, s in topics.items() if s["dropped"]}
 
+    def drain(self, timeout: float = DRAIN_TIMEOUT) -> bool:
+        """Wait until the messages queued when this is called are written; False after
+        ``timeout``. (The core's close() gives listener queues 2 s, then discards what is
+        left; there is no drain hook to wait on, so this checks the counters every 50 ms.)
+        """
+        topics = self.node.stats()["topics"]
+        targets = {t: s["handled"] + s["queued"] for t, s in topics.items()}
+        deadline = time.monotonic() + timeout
+        while True:
+            topics = self.node.stats()["topics"]
+            if all(topics[t]["handled"] >= n for t, n in targets.items() if t in topics):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            self._tick.wait(0.05)
+
     def stop(self) -> RecordResult:
-        """Stop listening, finish the file. Raises BagError if the file cannot be finished."""
-        self._dropped = self.dropped()
+        """Write what is queued (bounded), stop listening, finish the file.
+
+        Messages that still had to be discarded are counted as dropped.
+        Raises BagError if the file cannot be finished.
+        """
+        self.drain()
         self.node.close()
+        topics = self.node.stats()["topics"]
+        self._dropped = {
+            t: n for t, s in topics.items() if (n := s["received"] - s["handled"]) > 0
+        }  # received counts the queue's drops too: all that never reached the file
         seconds = time.monotonic() - self.started
         meta = {
             "dropped": json.dumps(self._dropped),
