@@ -32,11 +32,15 @@ Frame types::
     35 REPLY_ERROR  body = msgpack [kind, type name, message, traceback]
 
 Limits are checked on the header, before any buffer for the body is allocated:
-a body longer than ``max_body`` or a type outside ``allowed_types`` raises
-:class:`~easymesh.errors.ProtocolError` and the connection is closed. Before
-the handshake completes only HELLO, AUTH and ERROR frames of at most
+a body longer than ``max_body``, a name longer than ``max_name`` or a type
+outside ``allowed_types`` raises :class:`~easymesh.errors.ProtocolError` and the
+connection is closed. Before the handshake completes only HELLO, AUTH and ERROR
+frames with a name of at most ``HANDSHAKE_MAX_NAME`` and a body of at most
 ``HANDSHAKE_MAX_BODY`` bytes are allowed, so nothing from an unauthenticated
-peer is decoded beyond those fixed-layout handshake fields.
+peer is decoded beyond those fixed-layout handshake fields; and the decoder
+then reads into a buffer of only ``HANDSHAKE_BUFFER_SIZE`` bytes, so a peer
+that connects and says nothing costs a socket, not a full read buffer. After
+the handshake HELLO and AUTH are no longer allowed (``SESSION_TYPES``).
 
 Large bodies are received without extra copies: the decoder hands out a
 buffer (:meth:`FrameDecoder.get_buffer`) that is the body's own storage once a
@@ -81,7 +85,11 @@ TYPE_NAMES = {
 }
 ALL_TYPES = frozenset(TYPE_NAMES)
 HANDSHAKE_TYPES = frozenset({HELLO, AUTH, ERROR})
+SESSION_TYPES = ALL_TYPES - {HELLO, AUTH}
 HANDSHAKE_MAX_BODY = 256
+HANDSHAKE_MAX_NAME = 64
+#: Read buffer while the handshake runs: holds the largest handshake frame, no more.
+HANDSHAKE_BUFFER_SIZE = 1024
 MAX_NAME = 0xFFFF
 MAX_BODY_LIMIT = 0xFFFFFFFF
 
@@ -150,7 +158,7 @@ class FrameDecoder:
     """
 
     __slots__ = (
-        "max_body", "allowed_types", "_buf", "_mv", "_start", "_end",
+        "max_body", "max_name", "allowed_types", "_buf", "_mv", "_start", "_end",
         "_big_head", "_big_name", "_big_chunks", "_big_cur", "_big_filled", "_big_left",
         "_failed", "_pending",
     )
@@ -160,10 +168,12 @@ class FrameDecoder:
         max_body: int = 256 * 1024 * 1024,
         allowed_types: frozenset[int] = ALL_TYPES,
         buffer_size: int = READ_BUFFER_SIZE,
+        max_name: int = MAX_NAME,
     ) -> None:
-        if buffer_size < HEADER_SIZE + MAX_NAME + 1:
+        if buffer_size < HEADER_SIZE + max_name + 1:
             raise ValueError("buffer_size too small to hold a header and the longest name")
         self.max_body = min(max_body, MAX_BODY_LIMIT)
+        self.max_name = min(max_name, MAX_NAME)
         self.allowed_types = allowed_types
         self._buf = bytearray(buffer_size)
         self._mv = memoryview(self._buf)
@@ -178,10 +188,23 @@ class FrameDecoder:
         self._failed: ProtocolError | None = None
         self._pending: list[Frame] = []
 
-    def set_limits(self, max_body: int, allowed_types: frozenset[int]) -> None:
-        """Change the limits (after a handshake). Applies to headers not yet parsed."""
+    def set_limits(
+        self, max_body: int, allowed_types: frozenset[int], max_name: int = MAX_NAME,
+        buffer_size: int = READ_BUFFER_SIZE,
+    ) -> None:
+        """Change the limits (after a handshake); grows the read buffer to ``buffer_size``
+        if it is smaller. Applies to headers not yet parsed."""
+        if buffer_size < HEADER_SIZE + max_name + 1:
+            raise ValueError("buffer_size too small to hold a header and the longest name")
         self.max_body = min(max_body, MAX_BODY_LIMIT)
+        self.max_name = min(max_name, MAX_NAME)
         self.allowed_types = allowed_types
+        if buffer_size > len(self._buf) and self._big_head is None:
+            n = self._end - self._start
+            buf = bytearray(buffer_size)
+            buf[0:n] = self._buf[self._start : self._end]
+            self._buf, self._mv = buf, memoryview(buf)
+            self._start, self._end = 0, n
 
     # -- input -------------------------------------------------------------------------------
 
@@ -284,6 +307,7 @@ class FrameDecoder:
         start, end = self._start, self._end
         allowed = self.allowed_types
         max_body = self.max_body
+        max_name = self.max_name
         append = out.append
         while end - start >= HEADER_SIZE and len(out) != limit:
             ftype, codec, nlen, blen, rid = _unpack_from(buf, start)
@@ -297,6 +321,9 @@ class FrameDecoder:
                 raise self._fail(
                     FrameTooLarge(f"frame body of {blen} bytes exceeds the limit of {max_body}")
                 )
+            if nlen > max_name:
+                self._start = start
+                raise self._fail(ProtocolError(f"frame name of {nlen} bytes exceeds the limit of {max_name}"))
             total = HEADER_SIZE + nlen + blen
             if end - start < total:
                 if total > len(buf) and end - start >= HEADER_SIZE + nlen:
@@ -323,6 +350,6 @@ class FrameDecoder:
             self._start = self._end = 0
         else:
             self._start = start
-            if len(buf) - end < HEADER_SIZE + MAX_NAME or start > len(buf) // 2:
+            if len(buf) - end < HEADER_SIZE + max_name or start > len(buf) // 2:
                 self._compact()
         return out
