@@ -10,6 +10,13 @@ on close.
 "Same host" is decided by :func:`host_key`: hostname, kernel boot id and
 network-namespace inode. Two nodes with equal keys talk over the Unix socket;
 all others over TCP.
+
+Out of file descriptors (EMFILE and friends), a listening socket stays
+readable while ``accept`` keeps failing, so a selector loop would spin at
+100 % CPU and log on every turn. Instead the listener stops watching its
+socket for ``ACCEPT_PAUSE`` seconds, logs once per episode (with the advice to
+raise ``ulimit -n``), and logs again when it accepts once more. Pending
+connections wait in the kernel's backlog meanwhile.
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ from easymesh.transport.loop import READ, IOLoop
 log = logging.getLogger("easymesh.transport")
 
 ABSTRACT_OK = sys.platform.startswith("linux")
+#: Seconds a listener stops accepting after running out of file descriptors.
+ACCEPT_PAUSE = 0.5
 
 
 def host_key() -> str:
@@ -78,6 +87,7 @@ class Listener:
         self.on_accept = on_accept
         self.path = path  # a Unix socket file to remove on close
         self.closed = False
+        self.refused = 0  # accept() failures for lack of resources in the current episode
         sock.setblocking(False)
 
     @property
@@ -96,16 +106,43 @@ class Listener:
                 return
             except OSError as exc:
                 if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    log.error("easymesh: cannot accept a connection: %s", exc)
+                    self._pause(exc)
                     return
                 if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
                     continue
                 raise
+            if self.refused:
+                log.warning("easymesh: %s: accepting connections again", self._where())
+                self.refused = 0
             try:
                 self.on_accept(sock, addr)
             except Exception:
                 log.exception("easymesh: accepting a connection failed")
                 sock.close()
+
+    def _pause(self, exc: OSError) -> None:
+        if not self.refused:
+            log.error(
+                "easymesh: %s: cannot accept a connection: %s; pausing for %g s (raise the "
+                "open-files limit, `ulimit -n`, if this node or coordinator needs more peers)",
+                self._where(), exc, ACCEPT_PAUSE,
+            )
+        self.refused += 1
+        self.loop.unregister(self.sock)
+        self.loop.call_later(ACCEPT_PAUSE, self._resume)
+
+    def _resume(self) -> None:
+        if not self.closed:
+            self.loop.register(self.sock, READ, self._on_ready)
+
+    def _where(self) -> str:
+        try:
+            addr = self.sock.getsockname()
+        except OSError:
+            return "listener"
+        if isinstance(addr, tuple):
+            return f"listener {addr[0]}:{addr[1]}"
+        return "listener unix:" + (addr.decode("utf-8", "replace") if isinstance(addr, bytes) else addr).replace("\0", "@")
 
     def abort(self) -> None:
         self.close()
