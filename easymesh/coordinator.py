@@ -11,9 +11,14 @@ Design notes:
 * Changes made during one burst (many nodes joining at once) are merged into
   one diff per loop turn and encoded once for all receivers.
 * Liveness: nodes send PING every heartbeat interval and the coordinator
-  answers PONG. A connection silent for ``heartbeat_timeout`` (default four
-  intervals) is closed and its node removed: that catches half-open peers
-  (a frozen process, a cut cable) that a socket alone never reports.
+  answers PONG. A connection that delivers no complete frame for
+  ``heartbeat_timeout`` (default four intervals) is closed and its node
+  removed: that catches half-open peers (a frozen process, a cut cable) that
+  a socket alone never reports, and a peer that drips a frame one byte at a
+  time. A connection that has not registered ``REGISTER_TIMEOUT`` seconds
+  after it was accepted is closed too: every legitimate peer registers at once.
+* Log lines name the peer: who registered (name, id, pid, host, address), who
+  failed the handshake and from where (transport), who was dropped and why.
 * A node that re-registers with the same id (after a reconnect) replaces its
   old connection and record.
 * Control messages are msgpack, never pickle: the coordinator decodes nothing
@@ -32,11 +37,12 @@ from typing import Any
 from easymesh.config import (
     DEFAULT_HEARTBEAT_INTERVAL,
     DEFAULT_PORT,
+    HANDSHAKE_TIMEOUT,
     HEARTBEAT_TIMEOUT_FACTOR,
     authkey_bytes,
     format_address,
 )
-from easymesh.errors import ProtocolError
+from easymesh.errors import ConnectionLost, ProtocolError
 from easymesh.protocol.frames import CONTROL, PING, PONG, Frame, encode_frame
 from easymesh.protocol.messages import (
     MAX_CONTROL_BODY,
@@ -53,6 +59,9 @@ from easymesh.transport.listener import Listener, tcp_server_socket
 from easymesh.transport.loop import IOLoop
 
 log = logging.getLogger("easymesh.coordinator")
+
+#: Seconds from accept to Register before the coordinator closes a connection.
+REGISTER_TIMEOUT = 2 * HANDSHAKE_TIMEOUT
 
 _PONG = encode_frame(PONG)
 _PONG_LEN = len(_PONG[0])
@@ -90,7 +99,7 @@ class Coordinator:
         self.topology = Topology()
         self._loop = IOLoop("coordinator")
         self._listener: Listener | None = None
-        self._conns: set[Connection] = set()
+        self._conns: dict[Connection, float] = {}  # -> when accepted
         self._node_of: dict[Connection, str] = {}
         self._conn_of: dict[str, Connection] = {}
         self._diffs: list[Diff] = []
@@ -157,11 +166,11 @@ class Coordinator:
             on_close=self._on_close,
             label="node",
         )
-        self._conns.add(conn)
+        self._conns[conn] = time.monotonic()
         conn.start_server(sock, addr)
 
     def _on_close(self, conn: Connection, exc: BaseException | None) -> None:
-        self._conns.discard(conn)
+        self._conns.pop(conn, None)
         node_id = self._node_of.pop(conn, None)
         if node_id is None:
             return
@@ -190,14 +199,14 @@ class Coordinator:
                     msg = decode_control(frame.name, frame.body)
                     self._on_control(conn, msg)
                 except ProtocolError as exc:
-                    log.warning("%s: bad control message, closing: %s", conn.peer_address, exc)
+                    log.warning("%s: bad control message, closing: %s", self._who(conn), exc)
                     conn.close(exc)
                     return
             elif ftype == PONG:
                 pass
             else:
                 log.warning(
-                    "%s: unexpected frame type %d on the coordinator link, closing", conn.peer_address, ftype
+                    "%s: unexpected frame type %d on the coordinator link, closing", self._who(conn), ftype
                 )
                 conn.close(ProtocolError(f"unexpected frame type {ftype}"))
                 return
@@ -230,7 +239,9 @@ class Coordinator:
     def _who(self, conn: Connection) -> str:
         node_id = self._node_of.get(conn)
         node = self.topology.nodes.get(node_id) if node_id else None
-        return f"{node.name} ({node_id})" if node else conn.peer_address
+        if node is None:
+            return f"connection from {conn.peer_address}"
+        return f"node {node.name!r} ({node_id}, pid {node.pid} on {node.hostname}) at {conn.peer_address}"
 
     # -- broadcasting ------------------------------------------------------------------------
 
@@ -257,13 +268,16 @@ class Coordinator:
 
     def _sweep(self) -> None:
         now = time.monotonic()
-        for conn in list(self._conns):
-            silent = now - conn.last_received
+        for conn, accepted in list(self._conns.items()):
+            silent = now - conn.last_frame
             if silent > self.heartbeat_timeout:
-                log.warning(
-                    "dropping %s: nothing heard for %.1f s (heartbeat timeout)", self._who(conn), silent
-                )
-                conn.close()
+                why = f"no complete message for {silent:.1f} s (heartbeat timeout {self.heartbeat_timeout:g} s)"
+                log.warning("dropping %s: %s", self._who(conn), why)
+                conn.close(ConnectionLost(why))
+            elif conn not in self._node_of and now - accepted > REGISTER_TIMEOUT:
+                why = f"did not register within {REGISTER_TIMEOUT:g} s"
+                log.warning("dropping %s: %s", self._who(conn), why)
+                conn.close(ConnectionLost(why))
         if not self._closed.is_set():
             self._loop.call_later(self.heartbeat_interval / 2, self._sweep)
 
