@@ -768,6 +768,18 @@ class Node:
         if p is not None and not p.future.done():
             _set_exception(p.future, RequestTimeout(f"service {p.service!r} did not answer within {timeout:g} s"))
 
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every message already sent has been handed to the kernel (or its
+        connection closed), up to ``timeout`` seconds (None: forever). True if all left.
+        ``send()`` itself never waits; call this where you want back-pressure, e.g.
+        before replaying a large file as fast as possible."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for conn in list(self._peers.values()):
+            left = 1e9 if deadline is None else max(0.0, deadline - time.monotonic())
+            if not conn.wait_flushed(left):
+                return False
+        return True
+
     # -- public: introspection -----------------------------------------------------------------
 
     def ping(self, node: str, timeout: float = 5.0) -> float:

@@ -270,3 +270,16 @@ def test_latched_value_goes_away_with_its_sender(node_factory):
     late.listen("cfg", c)
     time.sleep(0.3)  # nothing should arrive: the latched value left with its node
     assert c.data == []
+
+
+def test_flush_waits_until_sent(node_factory):
+    c = Collector()
+    r = node_factory("r")
+    r.listen("t", c, queue_size=100_000)
+    s = node_factory("s")
+    s.wait_for_listener("t", timeout=10)
+    for i in range(3000):
+        s.send("t", b"x" * 10_000)
+    assert s.flush(timeout=30)
+    assert all(p["pending_bytes"] == 0 for p in s.stats()["peers"].values())
+    c.wait_for(3000, timeout=30)
