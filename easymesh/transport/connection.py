@@ -16,8 +16,10 @@ are appended behind it and it writes them in batches (one ``sendmsg`` of up to
 The queue is bounded in bytes (``max_pending``). When a new frame would pass
 the bound, the oldest unsent *droppable* frames (topic messages) are dropped
 and counted in ``dropped``; if that is not enough, a new droppable frame is
-itself dropped. Requests, replies and control frames are never dropped (they
-are bounded by the requests in flight). A frame partly written is never
+itself refused: ``send`` returns False and the *caller* counts it (counting it
+here as well counted every such message twice in ``Node.stats()``). Requests,
+replies and control frames are never dropped (they are bounded by the
+requests in flight). A frame partly written is never
 dropped, so the stream always stays well formed.
 
 Reading. Only the I/O thread reads: ``recv_into`` the decoder's buffer (for a
@@ -248,8 +250,7 @@ class Connection:
                 else:
                     i += 1
             if self._out_bytes + nbytes > self.max_pending and droppable:
-                self.dropped += 1
-                return False
+                return False  # refused: the caller sees False and counts it (not counted here too)
         out.append([buffers, nbytes, droppable])
         self._out_bytes += nbytes
         self.frames_out += 1
