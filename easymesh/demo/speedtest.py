@@ -151,6 +151,7 @@ class RunStats:
         self.max_seq = -1
         self.out_of_order = 0
         self.lat = array("d")
+        self.cpu_first = 0.0
         self.started = now()
         self.last_any = self.started
 
@@ -163,6 +164,7 @@ class RunStats:
         drops = (sent if sent is not None else seen) - n
         lat = sorted(self.lat)
         size = self.bytes / n if n else 0
+        cpu = time.process_time() - self.cpu_first if n else 0.0
         return {
             "role": "recv", "received": n, "sent": sent, "drops": drops,
             "drop_pct": round(100.0 * drops / sent, 2) if sent else None,
@@ -171,6 +173,7 @@ class RunStats:
             "lat_p50_us": _us(percentile(lat, 50)), "lat_p99_us": _us(percentile(lat, 99)),
             "lat_max_us": _us(lat[-1]) if lat else float("nan"),
             "span_s": round(span, 4), "message_size": int(size), "complete": end is not None,
+            "cpu_us_per_msg": round(1e6 * cpu / n, 2) if n else None,
             "run": end.get("run") if end else None,
         }
 
@@ -200,6 +203,7 @@ class Receiver:
         if kind == DATA:
             if not run.received:
                 run.first = t
+                run.cpu_first = time.process_time()
             run.last = t
             run.received += 1
             run.bytes += size
@@ -300,6 +304,7 @@ def cmd_send(node: easymesh.Node, args: dict[str, Any]) -> int:
         "msgs_per_s": round(n / (t1 - t0), 1) if t1 > t0 else 0.0,
         "send_p50_us": _us(percentile(c, 50)), "send_p99_us": _us(percentile(c, 99)),
         "cpu_pct": round(100.0 * cpu / (t1 - t0), 1) if t1 > t0 else 0.0,
+        "cpu_us_per_msg": round(1e6 * cpu / n, 2) if n else None,
         "dropped_outbound": stats.get("dropped_outbound"), "message_size": size, "run": run_id,
         "rate_target": float(args["--rate"]),
     }
@@ -323,6 +328,7 @@ def cmd_serve(node: easymesh.Node, args: dict[str, Any]) -> int:
     name = args["--topic"]
     finished = threading.Event()
     count = [0]
+    cpu0 = [0.0]
     lock = threading.Lock()
 
     def echo(data: Any) -> Any:
@@ -330,11 +336,16 @@ def cmd_serve(node: easymesh.Node, args: dict[str, Any]) -> int:
         if kind == END:
             with lock:
                 served, count[0] = count[0], 0
-            print(f"speedtest serve: served {served} requests", flush=True)
+                cpu = time.process_time() - cpu0[0]
+            per = f"{1e6 * cpu / served:.2f}" if served else "?"
+            print(f"speedtest serve: served {served} requests; cpu {per} us/request "
+                  "(this process, warm-up included)", flush=True)
             if args["--once"]:
                 finished.set()
             return data
         with lock:
+            if not count[0]:
+                cpu0[0] = time.process_time()
             count[0] += 1
         return data
 
@@ -422,6 +433,7 @@ def cmd_call(node: easymesh.Node, args: dict[str, Any]) -> int:
         "req_per_s": round(done_n / (t1 - t0), 1) if t1 > t0 else 0.0,
         "rtt_p50_us": _us(percentile(r, 50)), "rtt_p99_us": _us(percentile(r, 99)),
         "cpu_pct": round(100.0 * cpu / (t1 - t0), 1) if t1 > t0 else 0.0, "message_size": size,
+        "cpu_us_per_req": round(1e6 * cpu / done_n, 2) if done_n else None,
     }
     print_report("call", report, args["--json"])
     try:
@@ -441,16 +453,18 @@ def print_report(what: str, r: dict[str, Any], as_json: bool) -> None:
         text = (f"{r['received']} of {sent} delivered ({r['drops']} dropped, "
                 f"{r['out_of_order']} out of order), {r['msgs_per_s']:,.0f} msgs/s, "
                 f"{r['mb_per_s']:,.2f} MB/s; one-way latency p50 {r['lat_p50_us']:,.0f} us, "
-                f"p99 {r['lat_p99_us']:,.0f} us, max {r['lat_max_us']:,.0f} us"
+                f"p99 {r['lat_p99_us']:,.0f} us, max {r['lat_max_us']:,.0f} us; "
+                f"cpu {r.get('cpu_us_per_msg')} us/msg"
                 + ("" if r["complete"] else " (no END: the sender vanished?)"))
     elif role == "send":
         text = (f"sent {r['sent']} messages of {r['message_size']} B in {r['seconds']} s, "
                 f"{r['msgs_per_s']:,.0f} msgs/s; send() p50 {r['send_p50_us']} us, "
-                f"p99 {r['send_p99_us']} us; cpu {r['cpu_pct']}%")
+                f"p99 {r['send_p99_us']} us; cpu {r['cpu_pct']}% = {r['cpu_us_per_msg']} us/msg")
     else:
         text = (f"{r['answered']} requests of {r['message_size']} B in {r['seconds']} s with "
                 f"{r['in_flight']} in flight: {r['req_per_s']:,.0f} req/s; round trip p50 "
-                f"{r['rtt_p50_us']:,.0f} us, p99 {r['rtt_p99_us']:,.0f} us")
+                f"{r['rtt_p50_us']:,.0f} us, p99 {r['rtt_p99_us']:,.0f} us; caller cpu "
+                f"{r['cpu_us_per_req']} us/request")
     print(f"speedtest {what}: {text}", flush=True)
     if as_json:
         print("SPEEDTEST " + json.dumps(r), flush=True)

@@ -1,7 +1,7 @@
 """Where the time goes per message: py-spy on a speedtest sender and receiver, summarised.
 
 Usage:
-  profile.py [--py-spy=PATH] [--seconds=S] [--message-size=N] [--rate=R] [--mode=M] [--transport=T] [--out=DIR]
+  profile.py [--py-spy=PATH] [--seconds=S] [--message-size=N] [--rate=R] [--mode=M] [--transport=T] [--in-flight=N] [--out=DIR]
   profile.py (-h | --help)
 
 Options:
@@ -113,7 +113,8 @@ def main() -> int:
         server.stdout.readline()
         client = subprocess.Popen([py, "-m", "easymesh.demo.speedtest", client_role, *topic,
                                    f"--seconds={seconds + 1.5}", "--warmup=0.5",
-                                   f"--message-size={args['--message-size']}", f"--rate={args['--rate']}"],
+                                   f"--message-size={args['--message-size']}", f"--rate={args['--rate']}",
+                                   *([f"--in-flight={args['--in-flight']}"] if client_role == "call" else [])],
                                   stdout=subprocess.PIPE, text=True, start_new_session=True)
         procs.append(client)
         time.sleep(1.0)  # warm-up and discovery, then sample `seconds`
