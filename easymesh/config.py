@@ -38,6 +38,12 @@ DEFAULT_REQUEST_TIMEOUT = 60.0
 DEFAULT_LINGER = 2.0
 #: Seconds a peer has to complete the handshake after connecting.
 HANDSHAKE_TIMEOUT = 5.0
+#: Seconds data sent over TCP may stay unacknowledged before the kernel declares the
+#: link dead (TCP_USER_TIMEOUT, Linux). A peer that vanishes without a word (cable cut,
+#: host down) is then noticed this fast when we send to it, instead of after TCP's
+#: exponential retransmission backoff, which kept a healed link dead for another 27 s
+#: after a 30 s outage. A frozen but running peer still acknowledges: it is not affected.
+TCP_USER_TIMEOUT = 10.0
 
 
 def parse_address(text: str | None, default_host: str = DEFAULT_HOST) -> tuple[str, int]:

@@ -44,7 +44,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from easymesh.config import HANDSHAKE_TIMEOUT
+from easymesh.config import HANDSHAKE_TIMEOUT, TCP_USER_TIMEOUT
 from easymesh.errors import AuthenticationError, ConnectionLost, ProtocolError
 from easymesh.protocol.auth import ClientHandshake, ServerHandshake, error_frame
 from easymesh.protocol.frames import (
@@ -165,6 +165,11 @@ class Connection:
     def _tune(self, sock: socket.socket) -> None:
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if TCP_USER_TIMEOUT and hasattr(socket, "TCP_USER_TIMEOUT"):
+                try:  # see config.TCP_USER_TIMEOUT: a vanished peer fails sends in seconds
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(TCP_USER_TIMEOUT * 1000))
+                except OSError:
+                    pass
         if self.socket_buffer:
             # Best effort: the kernel caps these at net.core.wmem_max / rmem_max.
             for opt in (socket.SO_SNDBUF, socket.SO_RCVBUF):
