@@ -68,6 +68,7 @@ class Dispatcher:
         self._cond = threading.Condition(threading.Lock())
         self._stopping = False
         self._abandon = False
+        self._idle = 0  # workers blocked in cond.wait(): only they need a notify
         self.received = 0
         self.dropped = 0
         self.handled = 0
@@ -101,8 +102,8 @@ class Dispatcher:
                         self.dropped += 1
                 q.append(entry)
                 self._bytes += entry[1]
-            if self._threads:
-                self._cond.notify(len(self._threads) if len(q) > 1 else 1)
+            if self._idle:
+                self._cond.notify(self._idle if len(q) > 1 else 1)
         if self.on_put is not None:
             self.on_put()
 
@@ -117,16 +118,20 @@ class Dispatcher:
         cond = self._cond
         run = self.run
         batch: list[Any] = []
-        single = len(self._threads) == 1
+        nworkers = len(self._threads)
         while True:
             with cond:
                 while not q:
                     if self._stopping:
                         return
+                    self._idle += 1
                     cond.wait()
+                    self._idle -= 1
                 if self._abandon:
                     return
-                n = min(len(q), _BATCH if single else 1)
+                # One worker takes a batch (one lock round per batch); several share
+                # the queue so that one slow item does not hold many others behind it.
+                n = min(len(q), _BATCH) if nworkers == 1 else max(1, min(len(q) // nworkers, _BATCH))
                 for _ in range(n):
                     item, nbytes = q.popleft()
                     self._bytes -= nbytes

@@ -33,6 +33,7 @@ import threading
 import time
 import traceback
 import uuid
+from collections import deque
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Callable, NamedTuple
@@ -99,6 +100,7 @@ _PING = encode_frame(PING)
 _PONG = encode_frame(PONG)
 _new_frame = tuple.__new__
 _LOCAL = None  # reply target of a request this node made to itself
+_SWEEP = 0.05  # seconds between sweeps of request deadlines: a timeout fires up to this late
 
 
 class RawMessage(NamedTuple):
@@ -283,6 +285,8 @@ class Node:
         self._spin_cond = threading.Condition(threading.Lock())
         self._pending: dict[int, _Pending] = {}
         self._rid = itertools.count(1)
+        self._deadlines: dict[float, deque[tuple[float, int]]] = {}  # timeout -> (deadline, rid)
+        self._sweep_armed = False
         self._closing = False
         self._closed = threading.Event()
         self._coord: Connection | None = None
@@ -760,8 +764,33 @@ class Node:
                 self._pending.pop(rid, None)
                 raise ConnectionLost(f"connection to node {node.name!r} is closed")
         if timeout is not None and not math.isinf(timeout):
-            self._loop.call_later(timeout, self._expire, rid, timeout)
+            # One deque per timeout value: deadlines arrive in order, and one sweep timer
+            # (every _SWEEP s while any request waits) expires them: no Timer per request.
+            q = self._deadlines.get(timeout)
+            if q is None:
+                q = self._deadlines.setdefault(timeout, deque())
+            q.append((time.monotonic() + timeout, rid))
+            if not self._sweep_armed:
+                self._sweep_armed = True
+                self._loop.call_later(min(_SWEEP, timeout), self._sweep)
         return rid, future
+
+    def _sweep(self) -> None:
+        """(I/O thread) Fail the requests whose deadline passed; re-arm while any wait."""
+        now = time.monotonic()
+        waiting = False
+        for timeout, q in list(self._deadlines.items()):
+            while q and q[0][0] <= now:
+                self._expire(q.popleft()[1], timeout)
+            while q and q[0][1] not in self._pending:
+                q.popleft()  # answered already
+            waiting = waiting or bool(q)
+        self._sweep_armed = waiting and not self._closing
+        if self._sweep_armed:
+            self._loop.call_later(_SWEEP, self._sweep)
+        elif any(self._deadlines.values()) and not self._closing:  # raced with a new request
+            self._sweep_armed = True
+            self._loop.call_later(_SWEEP, self._sweep)
 
     def _expire(self, rid: int, timeout: float) -> None:
         p = self._pending.pop(rid, None)
