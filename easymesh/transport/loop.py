@@ -29,6 +29,10 @@ READ = selectors.EVENT_READ
 WRITE = selectors.EVENT_WRITE
 
 
+def _noop(*_args: Any) -> None:
+    pass
+
+
 class Timer:
     """A scheduled call; ``cancel()`` is safe from any thread."""
 
@@ -42,6 +46,12 @@ class Timer:
 
     def cancel(self) -> None:
         self.cancelled = True
+        # A cancelled timer stays in the heap until its deadline; let go of the callable
+        # now so that what it references (a closed connection and its read buffer) can
+        # be freed: under churn, 5 s of cancelled handshake timers held ~400 closed
+        # connections (100 MB) in the coordinator. One atomic store: the loop thread may
+        # be reading fn and args at this moment, and _noop takes any arguments.
+        self.fn = _noop
 
 
 class IOLoop:
