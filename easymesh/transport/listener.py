@@ -5,7 +5,11 @@ default (``@easymesh-<id>``): nothing on disk, so nothing is left behind when
 a process is killed, and it is private to the network namespace, which is
 exactly the scope in which "same host" is true. With ``socket_dir`` (or
 ``$EASYMESH_SOCKET_DIR``) the socket is a file in that folder instead, removed
-on close.
+on close; its name starts with the owner's pid (``<pid>-<node id>.sock``), and a
+node creating its socket there removes the files of easymesh processes that
+died without closing (kill -9): a file whose pid is not running *and* that
+refuses a connection is stale. (The connection probe keeps a live socket of a
+process in another pid namespace sharing the folder.)
 
 "Same host" is decided by :func:`host_key`: hostname, kernel boot id and
 network-namespace inode. Two nodes with equal keys talk over the Unix socket;
@@ -125,7 +129,9 @@ class Listener:
             log.error(
                 "easymesh: %s: cannot accept a connection: %s; pausing for %g s (raise the "
                 "open-files limit, `ulimit -n`, if this node or coordinator needs more peers)",
-                self._where(), exc, ACCEPT_PAUSE,
+                self._where(),
+                exc,
+                ACCEPT_PAUSE,
             )
         self.refused += 1
         self.loop.unregister(self.sock)
@@ -142,7 +148,9 @@ class Listener:
             return "listener"
         if isinstance(addr, tuple):
             return f"listener {addr[0]}:{addr[1]}"
-        return "listener unix:" + (addr.decode("utf-8", "replace") if isinstance(addr, bytes) else addr).replace("\0", "@")
+        return "listener unix:" + (
+            addr.decode("utf-8", "replace") if isinstance(addr, bytes) else addr
+        ).replace("\0", "@")
 
     def abort(self) -> None:
         self.close()
@@ -169,10 +177,14 @@ def tcp_server_socket(host: str, port: int, backlog: int = 512) -> socket.socket
     where the system allows). Raises MeshError with the address on failure."""
     try:
         if host in ("", "::") and socket.has_dualstack_ipv6():
-            sock = socket.create_server(("", port), family=socket.AF_INET6, dualstack_ipv6=True, backlog=backlog)
+            sock = socket.create_server(
+                ("", port), family=socket.AF_INET6, dualstack_ipv6=True, backlog=backlog
+            )
         else:
             host = host or "0.0.0.0"
-            infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+            infos = socket.getaddrinfo(
+                host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            )
             family, _, _, _, sockaddr = infos[0]
             sock = socket.socket(family, socket.SOCK_STREAM)
             try:
@@ -187,7 +199,9 @@ def tcp_server_socket(host: str, port: int, backlog: int = 512) -> socket.socket
     return sock
 
 
-def unix_server_socket(node_id: str, socket_dir: str | None, backlog: int = 512) -> tuple[socket.socket, str, str | None]:
+def unix_server_socket(
+    node_id: str, socket_dir: str | None, backlog: int = 512
+) -> tuple[socket.socket, str, str | None]:
     """A listening Unix socket for node ``node_id``: (socket, endpoint string, file path or None)."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -200,7 +214,8 @@ def unix_server_socket(node_id: str, socket_dir: str | None, backlog: int = 512)
                 os.environ.get("XDG_RUNTIME_DIR") or "/tmp", f"easymesh-{os.getuid()}"
             )
             os.makedirs(folder, mode=0o700, exist_ok=True)
-            path = os.path.join(folder, f"{node_id}.sock")
+            remove_stale_sockets(folder)
+            path = os.path.join(folder, f"{os.getpid()}-{node_id}.sock")
             try:
                 os.unlink(path)
             except FileNotFoundError:
@@ -212,3 +227,46 @@ def unix_server_socket(node_id: str, socket_dir: str | None, backlog: int = 512)
         sock.close()
         raise MeshError(f"cannot create the node's Unix socket: {exc}") from exc
     return sock, endpoint, path
+
+
+def remove_stale_sockets(folder: str) -> int:
+    """Remove ``<pid>-<id>.sock`` files in ``folder`` left by processes that are gone.
+    Returns how many were removed; never raises."""
+    removed = 0
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return 0
+    for entry in entries:
+        pid_text, sep, rest = entry.name.partition("-")
+        if not (sep and pid_text.isdigit() and rest.endswith(".sock")) or _pid_running(
+            int(pid_text)
+        ):
+            continue
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.settimeout(1.0)
+            probe.connect(entry.path)
+        except ConnectionRefusedError:  # nobody listens: stale
+            try:
+                os.unlink(entry.path)
+                removed += 1
+            except OSError:
+                pass
+        except OSError:
+            pass  # not a socket, no permission, a full backlog...: leave it
+        finally:
+            probe.close()
+    if removed:
+        log.info("easymesh: removed %d stale socket file(s) from %s", removed, folder)
+    return removed
+
+
+def _pid_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, owned by someone else
+        return True
+    return True
