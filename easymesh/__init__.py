@@ -27,13 +27,14 @@ from easymesh.errors import (
     ServiceError,
     SubscriptionClosed,
 )
+from easymesh.handles import RawMessage, Service, Topic
 from easymesh.loadbalancing import (
     BroadcastLoadBalancer,
     LoadBalancer,
     RandomLoadBalancer,
     RoundRobinLoadBalancer,
 )
-from easymesh.node import Node, RawMessage, Service, Topic, build_mesh_node, build_node
+from easymesh.node import Node, build_mesh_node, build_node
 from easymesh.protocol.codecs import register_codec
 from easymesh.protocol.messages import NodeInfo
 from easymesh.subscription import Subscription

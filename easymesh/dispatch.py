@@ -97,7 +97,9 @@ class Dispatcher:
                     if self.drop_newest:
                         self.dropped += 1
                         continue
-                    while q and (len(q) >= self.queue_size or self._bytes + entry[1] > self.queue_bytes):
+                    while q and (
+                        len(q) >= self.queue_size or self._bytes + entry[1] > self.queue_bytes
+                    ):
                         self._bytes -= q.popleft()[1]
                         self.dropped += 1
                 q.append(entry)
@@ -131,7 +133,11 @@ class Dispatcher:
                     return
                 # One worker takes a batch (one lock round per batch); several share
                 # the queue so that one slow item does not hold many others behind it.
-                n = min(len(q), _BATCH) if nworkers == 1 else max(1, min(len(q) // nworkers, _BATCH))
+                n = (
+                    min(len(q), _BATCH)
+                    if nworkers == 1
+                    else max(1, min(len(q) // nworkers, _BATCH))
+                )
                 for _ in range(n):
                     item, nbytes = q.popleft()
                     self._bytes -= nbytes

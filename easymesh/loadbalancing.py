@@ -75,7 +75,11 @@ class RoundRobinLoadBalancer:
             return nodes
         out = []
         for group in self._grouping.groups(topic, nodes):
-            out.append(group[0] if len(group) == 1 else group[self._next((topic, group[0].name), len(group))])
+            out.append(
+                group[0]
+                if len(group) == 1
+                else group[self._next((topic, group[0].name), len(group))]
+            )
         return out
 
     def choose_node(self, service: str, nodes: Sequence[NodeInfo]) -> NodeInfo:
@@ -111,6 +115,11 @@ def resolve_load_balancer(value: Any) -> Any:
         if value == "random":
             return RandomLoadBalancer()
         raise ValueError(f"unknown load balancer {value!r}; use 'round-robin', 'random' or None")
-    if not (callable(getattr(value, "choose_nodes", None)) and callable(getattr(value, "choose_node", None))):
-        raise TypeError("a load balancer needs choose_nodes(topic, nodes) and choose_node(service, nodes)")
+    if not (
+        callable(getattr(value, "choose_nodes", None))
+        and callable(getattr(value, "choose_node", None))
+    ):
+        raise TypeError(
+            "a load balancer needs choose_nodes(topic, nodes) and choose_node(service, nodes)"
+        )
     return value

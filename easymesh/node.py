@@ -25,177 +25,58 @@ connection the request came in on.
 from __future__ import annotations
 
 import itertools
-import logging
 import math
-import os
 import socket
 import threading
 import time
-import traceback
 import uuid
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any, Callable, NamedTuple
-
-import msgpack
+from typing import Any
 
 from easymesh import allocator, config
 from easymesh.config import format_address
-from easymesh.dispatch import Dispatcher
+from easymesh.control import ControlLoops
 from easymesh.errors import (
-    AuthenticationError,
     CodecError,
     ConnectionLost,
-    CoordinatorUnavailable,
-    MeshError,
     NodeClosed,
     NoProviderError,
-    ProtocolError,
     RequestTimeout,
-    ServiceError,
 )
+from easymesh.handles import RawMessage, Service, Topic  # noqa: F401 - RawMessage re-exported
 from easymesh.loadbalancing import resolve_load_balancer
-from easymesh.protocol.codecs import codec_for_id, codec_id_of, resolve_codec
+from easymesh.nodebase import check_name
+from easymesh.peers import SWEEP, PeerLinks, Pending, control_frame
+from easymesh.protocol.codecs import codec_id_of, resolve_codec
 from easymesh.protocol.frames import (
-    CONTROL,
-    ERROR,
-    PING,
-    PONG,
-    REPLY,
-    REPLY_ERROR,
     REQUEST,
     TOPIC,
     Frame,
     encode_frame,
 )
 from easymesh.protocol.messages import (
-    MAX_CONTROL_BODY,
     Bye,
-    Diff,
-    Ident,
     NodeInfo,
-    Register,
-    Update,
-    Welcome,
-    decode_control,
-    encode_control,
 )
 from easymesh.protocol.topology import Topology
-from easymesh.subscription import Subscription
-from easymesh.transport.connection import CLOSED, OPEN, Connection
+from easymesh.transport.connection import OPEN
 from easymesh.transport.listener import (
     Listener,
     host_key,
-    tcp_address,
-    tcp_server_socket,
-    unix_address,
     unix_server_socket,
 )
 from easymesh.transport.loop import IOLoop
+from easymesh.uplink import CoordinatorLink
+from easymesh.workers import ServiceEntry, TopicEntry, TopicListener
 
-log = logging.getLogger("easymesh.node")
-
-_PING = encode_frame(PING)
-_PONG = encode_frame(PONG)
 _new_frame = tuple.__new__
 _LOCAL = None  # reply target of a request this node made to itself
-_SWEEP = 0.05  # seconds between sweeps of request deadlines: a timeout fires up to this late
 
 
-class RawMessage(NamedTuple):
-    """What a ``raw=True`` listener receives: the codec id and the encoded bytes."""
-
-    codec: int
-    data: bytes | bytearray
-
-
-def _nbytes(bufs: list[Any]) -> int:
-    return sum(b.nbytes if isinstance(b, memoryview) else len(b) for b in bufs)
-
-
-def _control_frame(msg: Any) -> tuple[list[Any], int]:
-    name, body = encode_control(msg)
-    bufs = encode_frame(CONTROL, name, body)
-    return bufs, 16 + len(name) + len(body)
-
-
-class _Pending:
-    __slots__ = ("future", "conn", "service", "node_id")
-
-    def __init__(self, future: Future, conn: Connection | None, service: str, node_id: str) -> None:
-        self.future = future
-        self.conn = conn
-        self.service = service
-        self.node_id = node_id
-
-
-class _TopicEntry:
-    """Everything this node does with one topic: a listener and/or subscriptions."""
-
-    __slots__ = ("topic", "listener", "subs", "sinks")
-
-    def __init__(self, topic: str) -> None:
-        self.topic = topic
-        self.listener: _Listener | None = None
-        self.subs: tuple[Subscription, ...] = ()
-        self.sinks: tuple[Any, ...] = ()
-
-    def refresh(self) -> None:
-        self.sinks = ((self.listener.dispatcher,) if self.listener else ()) + self.subs
-
-    def deliver(self, items: Any) -> None:
-        for sink in self.sinks:
-            sink.put_many(items)
-
-
-class _Listener:
-    """A topic callback and the worker pool that runs it."""
-
-    def __init__(self, node: Node, topic: str, callback: Callable[[str, Any], Any], raw: bool,
-                 workers: int, queue_size: int, queue_bytes: int) -> None:
-        self.topic = topic
-        self.callback = callback
-        self.raw = raw
-        self.node = node
-        self.dispatcher = Dispatcher(
-            f"easymesh-{node.name}-{topic}", self.run, workers=workers, queue_size=queue_size,
-            queue_bytes=queue_bytes, describe=f"callback for topic {topic!r}",
-            on_put=None if workers else node._spin_wake,
-        )
-
-    def run(self, frame: Frame) -> None:
-        if self.raw:
-            self.callback(self.topic, RawMessage(frame.codec, frame.body))
-            return
-        data = self.node._decode(frame.codec, frame.body, f"topic {self.topic!r}")
-        if data is not _UNDECODABLE:
-            self.callback(self.topic, data)
-
-
-class _Service:
-    """A service handler and the worker pool that runs it."""
-
-    def __init__(self, node: Node, name: str, handler: Callable[[Any], Any], workers: int,
-                 queue_size: int) -> None:
-        self.name = name
-        self.handler = handler
-        self.node = node
-        self.dispatcher = Dispatcher(
-            f"easymesh-{node.name}-{name}", self.run, workers=workers, queue_size=queue_size,
-            queue_bytes=1 << 62, drop="newest", describe=f"handler of service {name!r}",
-            on_put=None if workers else node._spin_wake,
-        )
-
-    def run(self, item: Any) -> None:
-        frame, reply_to = item
-        self.node._serve(self, frame, reply_to)
-
-
-_UNDECODABLE = object()
-
-
-class Node:
+class Node(CoordinatorLink, PeerLinks, ControlLoops):
     """A member of the mesh. Connects, authenticates and registers before returning.
 
     Arguments (all but ``name`` keyword-only):
@@ -274,32 +155,38 @@ class Node:
         self._topo_lock = threading.Lock()
         self._topo_cond = threading.Condition(self._topo_lock)
         self._topology = Topology()
-        self._topics: dict[bytes, _TopicEntry] = {}
-        self._services: dict[bytes, _Service] = {}
-        self._peers: dict[str, Connection] = {}  # node id -> connection used to reach it
-        self._conns: set[Connection] = set()
-        self._retry_after: dict[str, float] = {}
-        self._latched: dict[str, list[Any]] = {}  # topic -> [codec id, body, ids already served]
+        self._topics = {}
+        self._services = {}
+        self._peers = {}  # node id -> connection used to reach it
+        self._conns = set()
+        self._retry_after = {}
+        self._latched = {}  # topic -> [codec id, body, ids already served]
         self._latch_lock = threading.Lock()
-        self._spinnable: list[Dispatcher] = []  # thread-less listeners and services
+        self._spinnable = []  # thread-less listeners and services
         self._spin_cond = threading.Condition(threading.Lock())
-        self._pending: dict[int, _Pending] = {}
+        self._pending = {}
         self._rid = itertools.count(1)
-        self._deadlines: dict[float, deque[tuple[float, int]]] = {}  # timeout -> (deadline, rid)
+        self._deadlines = {}  # timeout -> (deadline, rid)
         self._sweep_armed = False
         self._closing = False
         self._closed = threading.Event()
-        self._coord: Connection | None = None
+        self._coord = None
         self._coord_ready = False  # Register sent on self._coord
-        self._coord_sockaddr: tuple[int, Any] | None = None
+        self._coord_sockaddr = None
         self._reconnect_delay = 0.1
         self._attempt_done = threading.Event()
-        self._attempt_error: BaseException | None = None
+        self._attempt_error = None
         self._welcomed = False
-        self._tcp: Listener | None = None
+        self._tcp = None
         self._tcp_endpoint = ""
-        self._counters = {"sent": 0, "no_listener": 0, "dropped_outbound": 0, "unroutable": 0,
-                          "decode_errors": 0, "requests": 0}
+        self._counters = {
+            "sent": 0,
+            "no_listener": 0,
+            "dropped_outbound": 0,
+            "unroutable": 0,
+            "decode_errors": 0,
+            "requests": 0,
+        }
 
         sock, self._unix_endpoint, path = unix_server_socket(self.id, config.socket_dir(socket_dir))
         self._unix = Listener(self._loop, sock, self._on_accept, path)
@@ -350,7 +237,7 @@ class Node:
                 conn.wait_flushed(max(0.0, deadline - time.monotonic()))
         coord = self._coord
         if coord is not None and coord.state == OPEN:
-            bufs, n = _control_frame(Bye())
+            bufs, n = control_frame(Bye())
             coord.send(bufs, n, droppable=False)
             if not self._loop.in_loop_thread():
                 coord.wait_flushed(0.5)
@@ -477,7 +364,7 @@ class Node:
         Never called while holding self._lock (lock order: _latch_lock, then _lock)."""
         if not self._latched or self._closing:
             return
-        todo = []
+        todo: list[tuple[str, NodeInfo, int, Any]] = []
         with self._latch_lock:
             for topic, entry in self._latched.items():
                 listeners = self._topology.listeners(topic)
@@ -491,7 +378,9 @@ class Node:
                 continue
             conn = self._peers.get(node.id) or self._peer_conn(node)
             if conn is not None:
-                conn.send(encode_frame(TOPIC, name, body, codec_id), 16 + len(name) + len(body), True)
+                conn.send(
+                    encode_frame(TOPIC, name, body, codec_id), 16 + len(name) + len(body), True
+                )
 
     def listen(
         self,
@@ -519,16 +408,23 @@ class Node:
         Raises NodeClosed, ValueError/TypeError on bad arguments.
         """
         self._check_open()
-        _check_name(topic, "topic")
+        check_name(topic, "topic")
         if not callable(callback):
             raise TypeError("callback must be callable as callback(topic, data)")
-        listener = _Listener(self, topic, callback, raw, workers if threaded else 0,
-                             queue_size or self.queue_size, queue_bytes)
+        listener = TopicListener(
+            self,
+            topic,
+            callback,
+            raw,
+            workers if threaded else 0,
+            queue_size or self.queue_size,
+            queue_bytes,
+        )
         name = topic.encode("utf-8")
         with self._lock:
             entry = self._topics.get(name)
             if entry is None:
-                entry = self._topics[name] = _TopicEntry(topic)
+                entry = self._topics[name] = TopicEntry(topic)
             old, entry.listener = entry.listener, listener
             entry.refresh()
             if not threaded:
@@ -567,80 +463,14 @@ class Node:
     def wait_for_listener(self, topic: str, timeout: float | None = None) -> None:
         """Block until some node listens to ``topic``. Raises RequestTimeout (a
         TimeoutError) after ``timeout`` seconds (None: wait forever), NodeClosed."""
-        self._wait_topology(lambda: self._topology.listeners(topic), timeout,
-                            f"no listener for topic {topic!r}")
+        self._wait_topology(
+            lambda: self._topology.listeners(topic), timeout, f"no listener for topic {topic!r}"
+        )
 
     def topic(self, name: str, *, latch: bool = False) -> Topic:
         """A handle for sending to one topic often; ``latch=True`` latches every send."""
-        _check_name(name, "topic")
+        check_name(name, "topic")
         return Topic(self, name, latch)
-
-    # -- public: control loops ---------------------------------------------------------------
-
-    def subscribe(self, topic: str, queue_size: int = 1) -> Subscription:
-        """Buffer the newest ``queue_size`` messages of ``topic`` for the caller to take
-        (``latest()``, ``get()``, ``drain()``, iteration); never calls user code.
-        Close it (or use ``with``) to stop. Raises NodeClosed, ValueError."""
-        self._check_open()
-        _check_name(topic, "topic")
-        sub = Subscription(topic, queue_size, self._decode_or_raise, self._unsubscribe)
-        name = topic.encode("utf-8")
-        with self._lock:
-            entry = self._topics.get(name)
-            if entry is None:
-                entry = self._topics[name] = _TopicEntry(topic)
-            entry.subs += (sub,)
-            entry.refresh()
-            self._publish_self()
-        return sub
-
-    def _unsubscribe(self, sub: Subscription) -> None:
-        name = sub.topic.encode("utf-8")
-        with self._lock:
-            entry = self._topics.get(name)
-            if entry is None or sub not in entry.subs:
-                return
-            entry.subs = tuple(s for s in entry.subs if s is not sub)
-            entry.refresh()
-            if not entry.sinks:
-                del self._topics[name]
-            if not self._closing:
-                self._publish_self()
-
-    def wait_for_message(self, topic: str, timeout: float | None = None) -> Any:
-        """The next message on ``topic`` (like rospy's ``wait_for_message``).
-        Raises RequestTimeout (a TimeoutError) after ``timeout`` seconds (None: forever),
-        NodeClosed / SubscriptionClosed if the node closes meanwhile."""
-        with self.subscribe(topic, queue_size=1) as sub:
-            return sub.get(timeout)
-
-    def spin_once(self, timeout: float | None = 0.0) -> int:
-        """Run the queued calls of ``threaded=False`` listeners and services in this
-        thread; return how many ran. If none is queued, wait up to ``timeout`` seconds
-        for one (0: do not wait; None: until one arrives or the node closes).
-        Per listener, calls run in arrival order."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            ran = 0
-            for d in list(self._spinnable):
-                ran += d.run_queued()
-            if ran or self._closing:
-                return ran
-            with self._spin_cond:
-                while not any(d.queued for d in self._spinnable) and not self._closing:
-                    left = None if deadline is None else deadline - time.monotonic()
-                    if left is not None and left <= 0:
-                        return 0
-                    self._spin_cond.wait(left)
-
-    def spin(self) -> None:
-        """Run queued ``threaded=False`` calls in this thread until :meth:`close`."""
-        while not self._closing:
-            self.spin_once(timeout=None)
-
-    def _spin_wake(self) -> None:
-        with self._spin_cond:
-            self._spin_cond.notify_all()
 
     # -- public: services ----------------------------------------------------------------------
 
@@ -662,10 +492,10 @@ class Node:
         Raises NodeClosed, ValueError/TypeError on bad arguments.
         """
         self._check_open()
-        _check_name(name, "service")
+        check_name(name, "service")
         if not callable(handler):
             raise TypeError("handler must be callable as handler(data)")
-        svc = _Service(self, name, handler, workers if threaded else 0, queue_size)
+        svc = ServiceEntry(self, name, handler, workers if threaded else 0, queue_size)
         with self._lock:
             old = self._services.get(name.encode("utf-8"))
             self._services[name.encode("utf-8")] = svc
@@ -695,8 +525,9 @@ class Node:
     def wait_for_service(self, name: str, timeout: float | None = None) -> None:
         """Block until some node provides ``name``. Raises RequestTimeout (a TimeoutError)
         after ``timeout`` seconds (None: wait forever), NodeClosed."""
-        self._wait_topology(lambda: self._topology.providers(name), timeout,
-                            f"no provider for service {name!r}")
+        self._wait_topology(
+            lambda: self._topology.providers(name), timeout, f"no provider for service {name!r}"
+        )
 
     def request(self, service: str, data: Any, timeout: float | None = None) -> Any:
         """Call ``service`` with ``data`` and return its result.
@@ -730,7 +561,7 @@ class Node:
 
     def service(self, name: str) -> Service:
         """A handle for calling one service often."""
-        _check_name(name, "service")
+        check_name(name, "service")
         return Service(self, name)
 
     def _start_request(self, service: str, data: Any, timeout: float | None) -> tuple[int, Future]:
@@ -752,50 +583,32 @@ class Node:
             svc = self._services.get(name)
             if svc is None:
                 raise NoProviderError(f"no node provides service {service!r}")
-            self._pending[rid] = _Pending(future, None, service, self.id)
-            svc.dispatcher.put((_new_frame(Frame, (REQUEST, self._codec_id, name, rid, body)), _LOCAL), 0)
+            self._pending[rid] = Pending(future, None, service, self.id)
+            svc.dispatcher.put(
+                (_new_frame(Frame, (REQUEST, self._codec_id, name, rid, body)), _LOCAL), 0
+            )
         else:
             conn = self._peers.get(node.id) or self._peer_conn(node)
             if conn is None:
-                raise ConnectionLost(f"cannot reach node {node.name!r} ({node.id}) providing {service!r}")
-            self._pending[rid] = _Pending(future, conn, service, node.id)
+                raise ConnectionLost(
+                    f"cannot reach node {node.name!r} ({node.id}) providing {service!r}"
+                )
+            self._pending[rid] = Pending(future, conn, service, node.id)
             bufs = encode_frame(REQUEST, name, body, self._codec_id, rid)
             if not conn.send(bufs, 16 + len(name) + len(body), False):
                 self._pending.pop(rid, None)
                 raise ConnectionLost(f"connection to node {node.name!r} is closed")
         if timeout is not None and not math.isinf(timeout):
             # One deque per timeout value: deadlines arrive in order, and one sweep timer
-            # (every _SWEEP s while any request waits) expires them: no Timer per request.
+            # (every SWEEP s while any request waits) expires them: no Timer per request.
             q = self._deadlines.get(timeout)
             if q is None:
                 q = self._deadlines.setdefault(timeout, deque())
             q.append((time.monotonic() + timeout, rid))
             if not self._sweep_armed:
                 self._sweep_armed = True
-                self._loop.call_later(min(_SWEEP, timeout), self._sweep)
+                self._loop.call_later(min(SWEEP, timeout), self._sweep)
         return rid, future
-
-    def _sweep(self) -> None:
-        """(I/O thread) Fail the requests whose deadline passed; re-arm while any wait."""
-        now = time.monotonic()
-        waiting = False
-        for timeout, q in list(self._deadlines.items()):
-            while q and q[0][0] <= now:
-                self._expire(q.popleft()[1], timeout)
-            while q and q[0][1] not in self._pending:
-                q.popleft()  # answered already
-            waiting = waiting or bool(q)
-        self._sweep_armed = waiting and not self._closing
-        if self._sweep_armed:
-            self._loop.call_later(_SWEEP, self._sweep)
-        elif any(self._deadlines.values()) and not self._closing:  # raced with a new request
-            self._sweep_armed = True
-            self._loop.call_later(_SWEEP, self._sweep)
-
-    def _expire(self, rid: int, timeout: float) -> None:
-        p = self._pending.pop(rid, None)
-        if p is not None and not p.future.done():
-            _set_exception(p.future, RequestTimeout(f"service {p.service!r} did not answer within {timeout:g} s"))
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every message already sent has been handed to the kernel (or its
@@ -811,37 +624,6 @@ class Node:
 
     # -- public: introspection -----------------------------------------------------------------
 
-    def ping(self, node: str, timeout: float = 5.0) -> float:
-        """Round-trip time in seconds to ``node`` (a node id, or a name: one member of
-        that group) over the mesh link, as the data would travel.
-
-        Raises NoProviderError (no such node), RequestTimeout (no answer within
-        ``timeout``), ConnectionLost, NodeClosed.
-        """
-        self._check_open()
-        nodes = self._topology.nodes
-        target = nodes.get(node) or next(
-            (n for n in sorted(nodes.values(), key=lambda n: n.id) if n.name == node), None)
-        if target is None:
-            raise NoProviderError(f"no node named or with id {node!r}")
-        start = time.perf_counter()
-        if target.id == self.id:
-            return time.perf_counter() - start
-        conn = self._peers.get(target.id) or self._peer_conn(target)
-        if conn is None:
-            raise ConnectionLost(f"cannot reach node {target.name!r} ({target.id})")
-        rid = next(self._rid)
-        future: Future = Future()
-        self._pending[rid] = _Pending(future, conn, "<ping>", target.id)
-        start = time.perf_counter()
-        conn.send(encode_frame(PING, request_id=rid), 16, droppable=False)
-        try:
-            future.result(timeout)
-        except FutureTimeout:
-            self._pending.pop(rid, None)
-            raise RequestTimeout(f"node {target.name!r} did not answer a ping within {timeout:g} s") from None
-        return time.perf_counter() - start
-
     def nodes(self) -> list[NodeInfo]:
         """The mesh as this node knows it (NodeInfo records, this node included)."""
         return sorted(self._topology.nodes.values(), key=lambda n: (n.name, n.id))
@@ -850,15 +632,22 @@ class Node:
         """Counters: messages sent, dropped on the way out (per peer bound) or in
         (per listener bound), per topic, per service and per peer connection."""
         with self._lock:
-            topics = {e.topic: e.listener.dispatcher.stats() for e in self._topics.values() if e.listener}
+            topics = {
+                e.topic: e.listener.dispatcher.stats() for e in self._topics.values() if e.listener
+            }
             services = {s.name: s.dispatcher.stats() for s in self._services.values()}
             conns = list(self._conns)
         peers = {}
         dropped_out = self._counters["dropped_outbound"]
         for c in conns:
             key = f"{c.peer_name or '?'}:{c.peer_id or c.peer_address}"
-            peers[key] = {"state": c.state, "pending_bytes": c.pending_bytes, "dropped": c.dropped,
-                          "frames_in": c.frames_in, "frames_out": c.frames_out}
+            peers[key] = {
+                "state": c.state,
+                "pending_bytes": c.pending_bytes,
+                "dropped": c.dropped,
+                "frames_in": c.frames_in,
+                "frames_out": c.frames_out,
+            }
             dropped_out += c.dropped
         return {
             "name": self.name,
@@ -875,463 +664,6 @@ class Node:
             "services": services,
             "peers": peers,
         }
-
-    # -- topology (any thread) -----------------------------------------------------------------
-
-    def _self_info(self) -> NodeInfo:
-        return NodeInfo(
-            id=self.id, name=self.name, hostname=self._hostname, host_key=self._host_key,
-            tcp=self._tcp_endpoint, unix=self._unix_endpoint,
-            topics=frozenset(e.topic for e in self._topics.values() if e.sinks),
-            services=frozenset(s.name for s in self._services.values()), pid=os.getpid(),
-        )
-
-    def _publish_self(self) -> None:
-        """(under self._lock) Record our own record locally and tell the coordinator."""
-        info = self._self_info()
-        with self._topo_cond:
-            self._topology.set_local(info)
-            self._topo_cond.notify_all()
-        self._loop.call_soon(self._send_update)
-        if self._latched:
-            self._loop.call_soon(self._check_latched)
-
-    def _wait_topology(self, found: Callable[[], Any], timeout: float | None, what: str) -> None:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._topo_cond:
-            while not found():
-                self._check_open()
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    raise RequestTimeout(f"{what} after {timeout:g} s")
-                self._topo_cond.wait(left)
-
-    def _apply_topology(self, msg: Welcome | Diff) -> None:
-        """(I/O thread) Apply a coordinator message; drop links to nodes that left."""
-        with self._topo_cond:
-            self._topology.apply(msg)  # keeps our own record as set by _publish_self
-            self._topo_cond.notify_all()
-        self._check_latched()
-        if isinstance(msg, Diff):
-            for node_id in msg.remove:
-                self._retry_after.pop(node_id, None)
-                conn = self._peers.get(node_id)
-                if conn is not None:
-                    conn.close(ConnectionLost("the node left the mesh"))
-
-    # -- coordinator link (I/O thread unless noted) --------------------------------------------
-
-    def _connect(self, connect_timeout: float) -> None:
-        """(user thread) Reach the coordinator, register, wait for the topology."""
-        host, port = config.parse_address(self.coordinator)
-        deadline = time.monotonic() + connect_timeout
-        delay = 0.05
-        last: BaseException | None = None
-        while True:
-            left = deadline - time.monotonic()
-            if self._coord_sockaddr is None:
-                try:
-                    self._coord_sockaddr = tcp_address(format_address(host, port))
-                except OSError as exc:
-                    last = exc
-            if self._coord_sockaddr is not None:
-                self._attempt_done.clear()
-                self._attempt_error = None
-                self._loop.call_soon(self._open_coordinator)
-                if not self._attempt_done.wait(max(0.5, min(left, config.HANDSHAKE_TIMEOUT + 1))):
-                    self._attempt_error = ConnectionLost("no answer")
-                if self._welcomed:
-                    return
-                last = self._attempt_error
-                if isinstance(last, AuthenticationError):
-                    raise AuthenticationError(f"coordinator {self.coordinator}: {last}") from None
-                if isinstance(last, ProtocolError):
-                    raise CoordinatorUnavailable(self.coordinator, f"not an easymesh coordinator? {last}")
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise CoordinatorUnavailable(self.coordinator, str(last or "timed out"))
-            self._closed.wait(min(delay, left))
-            delay = min(delay * 2, 1.0)
-
-    def _open_coordinator(self) -> None:
-        if self._closing or self._coord_sockaddr is None:
-            return
-        if self._coord is not None and self._coord.state != CLOSED:
-            return
-        conn = Connection(
-            self._loop, authkey=self._authkey, is_client=True, max_body=MAX_CONTROL_BODY,
-            max_pending=64 * 1024 * 1024, on_frames=self._on_coord_frames,
-            on_open=self._on_coord_open, on_close=self._on_coord_close, label="coordinator",
-        )
-        self._coord = conn
-        self._coord_ready = False
-        family, addr = self._coord_sockaddr
-        conn.start_connect(family, addr)
-
-    def _on_coord_open(self, conn: Connection) -> None:
-        if self._tcp is None:
-            self._start_tcp(conn)
-        with self._lock:
-            info = self._self_info()
-            with self._topo_cond:
-                self._topology.set_local(info)
-            bufs, n = _control_frame(Register(info))
-            self._coord_ready = True
-        conn.send(bufs, n, droppable=False)
-
-    def _start_tcp(self, conn: Connection) -> None:
-        ip = self._bind_host or (conn.sock.getsockname()[0] if conn.sock is not None else "127.0.0.1")
-        try:
-            sock = tcp_server_socket(ip, 0)
-        except MeshError as exc:
-            log.warning("node %r: no TCP listener (%s); only same-host peers can reach it", self.name, exc)
-            return
-        self._tcp = Listener(self._loop, sock, self._on_accept)
-        self._tcp.start()
-        self._tcp_endpoint = format_address(ip, sock.getsockname()[1])
-
-    def _send_update(self) -> None:
-        conn = self._coord
-        if conn is not None and self._coord_ready and conn.state == OPEN and not self._closing:
-            with self._lock:
-                bufs, n = _control_frame(Update(self._self_info()))
-            conn.send(bufs, n, droppable=False)
-
-    def _on_coord_frames(self, conn: Connection, frames: list[Frame]) -> None:
-        for frame in frames:
-            if frame.type == CONTROL:
-                try:
-                    msg = decode_control(frame.name, frame.body)
-                except ProtocolError as exc:
-                    log.warning("node %r: bad message from the coordinator: %s", self.name, exc)
-                    conn.close(exc)
-                    return
-                if isinstance(msg, (Welcome, Diff)):
-                    self._apply_topology(msg)
-                    if isinstance(msg, Welcome):
-                        if self._welcomed and self._reconnect_delay > 0.1:
-                            log.warning("node %r: registered again with the coordinator at %s",
-                                        self.name, self.coordinator)
-                        self._welcomed = True
-                        self._reconnect_delay = 0.1
-                        self._attempt_done.set()
-            elif frame.type == ERROR:
-                reason = bytes(frame.body[:200]).decode("utf-8", "replace")
-                log.warning("node %r: the coordinator closed the link: %s", self.name, reason)
-
-    def _on_coord_close(self, conn: Connection, exc: BaseException | None) -> None:
-        if conn is not self._coord:
-            return
-        self._coord_ready = False
-        if not self._welcomed:
-            self._attempt_error = exc
-            self._attempt_done.set()
-            return
-        if self._closing:
-            return
-        log.warning("node %r: lost the coordinator at %s (%s); reconnecting in %.1f s",
-                    self.name, self.coordinator, exc, self._reconnect_delay)
-        self._loop.call_later(self._reconnect_delay, self._open_coordinator)
-        self._reconnect_delay = min(self._reconnect_delay * 2, 2.0)
-
-    def _heartbeat(self) -> None:
-        if self._closing:
-            return
-        conn = self._coord
-        if conn is not None and conn.state == OPEN:
-            silent = time.monotonic() - conn.last_received
-            if silent > self.heartbeat_timeout:
-                conn.close(ConnectionLost(f"coordinator silent for {silent:.1f} s"))
-            else:
-                conn.send(_PING, 16, droppable=False)
-        elif conn is not None and conn.state == CLOSED and self._welcomed:
-            pass  # a reconnect is scheduled
-        self._loop.call_later(self.heartbeat_interval, self._heartbeat)
-
-    # -- peer connections ----------------------------------------------------------------------
-
-    def _peer_conn(self, node: NodeInfo) -> Connection | None:
-        """(any thread) The connection to ``node``, opening one if needed; None if it
-        failed recently (retry backoff) or the node is closing."""
-        with self._lock:
-            conn = self._peers.get(node.id)
-            if conn is not None:
-                return conn
-            if self._closing:
-                return None
-            retry = self._retry_after.get(node.id)
-            if retry is not None and time.monotonic() < retry:
-                return None
-            try:
-                if node.unix and node.host_key == self._host_key and self._use_unix:
-                    family, addr = socket.AF_UNIX, unix_address(node.unix)
-                elif node.tcp:
-                    family, addr = tcp_address(node.tcp)
-                else:
-                    return None
-            except OSError:
-                return None
-            ident, n = _control_frame(Ident(self.id, self.name))
-            conn = self._new_conn(is_client=True, label=f"node {node.name!r}", first=ident)
-            conn.peer_id, conn.peer_name = node.id, node.name
-            self._peers[node.id] = conn
-        self._loop.call_soon(conn.start_connect, family, addr)
-        return conn
-
-    def _new_conn(self, is_client: bool, label: str, first: list[Any] | None = None) -> Connection:
-        conn = Connection(
-            self._loop, authkey=self._authkey, is_client=is_client, max_body=self.max_message_size,
-            max_pending=self.max_pending_bytes, on_frames=self._on_peer_frames,
-            on_close=self._on_peer_close, label=label,
-            first_frames=[b"".join(first)] if first else None,
-            socket_buffer=config.PEER_SOCKET_BUFFER,
-        )
-        self._conns.add(conn)
-        return conn
-
-    def _on_accept(self, sock: socket.socket, addr: Any) -> None:
-        if self._closing:
-            sock.close()
-            return
-        conn = self._new_conn(is_client=False, label="peer")
-        conn.start_server(sock, addr)
-
-    def _on_peer_close(self, conn: Connection, exc: BaseException | None) -> None:
-        self._conns.discard(conn)
-        self._counters["dropped_outbound"] += conn.dropped
-        conn.dropped = 0
-        with self._lock:
-            if conn.peer_id and self._peers.get(conn.peer_id) is conn:
-                del self._peers[conn.peer_id]
-                if conn.frames_in == 0 and conn.is_client and not self._closing:
-                    # never got anywhere: do not hammer a peer that is gone
-                    self._retry_after[conn.peer_id] = time.monotonic() + 0.5
-                    log.info("node %r: cannot reach %s: %s", self.name, conn.label, exc)
-        if isinstance(exc, Exception) and not isinstance(exc, NodeClosed):
-            err: MeshError = exc if isinstance(exc, MeshError) else ConnectionLost(str(exc))
-        else:
-            err = ConnectionLost(f"connection to {conn.label} closed")
-        self._fail_pending(lambda p: p.conn is conn, err)
-
-    def _fail_pending(self, match: Callable[[_Pending], bool], exc: BaseException) -> None:
-        for rid, p in self._pending.copy().items():
-            if match(p) and self._pending.pop(rid, None) is not None:
-                _set_exception(p.future, exc)
-
-    def _on_peer_frames(self, conn: Connection, frames: list[Frame]) -> None:
-        groups: dict[bytes, list[tuple[Frame, int]]] = {}
-        for f in frames:
-            ftype = f[0]
-            if ftype == TOPIC:
-                g = groups.get(f[2])
-                if g is None:
-                    g = groups[f[2]] = []
-                g.append((f, len(f[4])))
-            elif ftype == REPLY or ftype == REPLY_ERROR:
-                self._on_reply(f)
-            elif ftype == REQUEST:
-                self._on_request(conn, f)
-            elif ftype == CONTROL:
-                self._on_peer_control(conn, f)
-            elif ftype == PING:
-                pong = encode_frame(PONG, request_id=f[3]) if f[3] else _PONG
-                conn.send(pong, 16, droppable=False)
-            elif ftype == PONG:
-                if f[3]:
-                    self._complete(f[3], PONG, 0, b"")
-            elif ftype == ERROR:
-                reason = bytes(f.body[:200]).decode("utf-8", "replace")
-                log.warning("node %r: %s closed the link: %s", self.name, conn.label, reason)
-                conn.close(ConnectionLost(reason))
-                return
-        if groups:
-            topics = self._topics
-            for name, items in groups.items():
-                entry = topics.get(name)
-                if entry is None:
-                    self._counters["unroutable"] += len(items)
-                else:
-                    entry.deliver(items)
-
-    def _on_peer_control(self, conn: Connection, frame: Frame) -> None:
-        try:
-            msg = decode_control(frame.name, frame.body)
-        except ProtocolError as exc:
-            log.warning("node %r: bad control message from %s: %s", self.name, conn.peer_address, exc)
-            conn.close(exc)
-            return
-        if isinstance(msg, Ident):
-            conn.peer_id, conn.peer_name = msg.id, msg.name
-            conn.label = f"node {msg.name!r}"
-            with self._lock:
-                if msg.id not in self._peers and not self._closing:
-                    self._peers[msg.id] = conn  # reuse this link for our own sends
-
-    # -- services (I/O thread and service workers) ---------------------------------------------
-
-    def _on_request(self, conn: Connection, frame: Frame) -> None:
-        svc = self._services.get(frame.name)
-        if svc is None:
-            self._reply_error(conn, frame.request_id, "no-service", "NoProviderError",
-                              f"node {self.name!r} does not provide service {frame.name.decode('utf-8', 'replace')!r}")
-            return
-        before = svc.dispatcher.dropped
-        svc.dispatcher.put((frame, conn), 0)
-        if svc.dispatcher.dropped != before:
-            self._reply_error(conn, frame.request_id, "overloaded", "ServiceOverloaded",
-                              f"service {svc.name!r} on node {self.name!r} has too many requests waiting")
-
-    def _serve(self, svc: _Service, frame: Frame, reply_to: Connection | None) -> None:
-        """(service worker) Decode, run the handler, encode and send the reply."""
-        rid = frame.request_id
-        try:
-            codec = self._codec if frame.codec == self._codec_id else codec_for_id(frame.codec)
-            data = codec.decode(frame.body)
-        except Exception as exc:
-            self._reply_error(reply_to, rid, "decode", type(exc).__name__,
-                              f"the request could not be decoded: {exc}")
-            return
-        try:
-            result = svc.handler(data)
-        except Exception as exc:
-            self._reply_error(reply_to, rid, "error", type(exc).__name__, str(exc),
-                              traceback.format_exc())
-            return
-        try:
-            body = codec.encode(result)
-        except Exception as exc:
-            self._reply_error(reply_to, rid, "encode", type(exc).__name__,
-                              f"the result of service {svc.name!r} could not be encoded: {exc}")
-            return
-        cid = codec_id_of(codec)
-        if reply_to is None:
-            self._complete(rid, REPLY, cid, body)
-            return
-        bufs = encode_frame(REPLY, b"", body, cid, rid)
-        reply_to.send(bufs, 16 + len(body), False)
-
-    def _reply_error(self, reply_to: Connection | None, rid: int, kind: str, etype: str,
-                     message: str, tb: str = "") -> None:
-        body = msgpack.packb([kind, etype, message[:10000], tb[-20000:]], use_bin_type=True)
-        if reply_to is None:
-            self._complete(rid, REPLY_ERROR, 0, body)
-        else:
-            reply_to.send(encode_frame(REPLY_ERROR, b"", body, 0, rid), 16 + len(body), False)
-
-    def _on_reply(self, frame: Frame) -> None:
-        self._complete(frame.request_id, frame.type, frame.codec, frame.body)
-
-    def _complete(self, rid: int, ftype: int, codec_id: int, body: Any) -> None:
-        p = self._pending.pop(rid, None)
-        if p is None or p.future.done():
-            return  # timed out, cancelled, or a reply we never asked for
-        if ftype == PONG:
-            try:
-                p.future.set_result(None)
-            except Exception:
-                pass
-            return
-        if ftype == REPLY:
-            try:
-                codec = self._codec if codec_id == self._codec_id else codec_for_id(codec_id)
-                result = codec.decode(body)
-            except Exception as exc:
-                _set_exception(p.future, ServiceError(type(exc).__name__,
-                                                      f"the reply could not be decoded: {exc}", "", p.service))
-                return
-            if not p.future.done():
-                try:
-                    p.future.set_result(result)
-                except Exception:  # cancelled meanwhile
-                    pass
-            return
-        try:
-            kind, etype, message, tb = msgpack.unpackb(body, raw=False)
-        except Exception:
-            kind, etype, message, tb = "error", "ProtocolError", "malformed error reply", ""
-        if kind == "no-service":
-            exc: MeshError = NoProviderError(message)
-        else:
-            exc = ServiceError(str(etype), str(message), str(tb), p.service)
-        _set_exception(p.future, exc)
-
-    def _decode_or_raise(self, codec_id: int, body: Any) -> Any:
-        try:
-            codec = self._codec if codec_id == self._codec_id else codec_for_id(codec_id)
-            return codec.decode(body)
-        except Exception as exc:
-            self._counters["decode_errors"] += 1
-            raise CodecError(f"cannot decode a message (codec {codec_id}): {exc}") from exc
-
-    def _decode(self, codec_id: int, body: Any, where: str) -> Any:
-        try:
-            codec = self._codec if codec_id == self._codec_id else codec_for_id(codec_id)
-            return codec.decode(body)
-        except Exception as exc:
-            self._counters["decode_errors"] += 1
-            log.error("node %r: cannot decode a message on %s (codec %d): %s", self.name, where, codec_id, exc)
-            return _UNDECODABLE
-
-
-def _set_exception(future: Future, exc: BaseException) -> None:
-    try:
-        future.set_exception(exc)
-    except Exception:  # already done or cancelled
-        pass
-
-
-def _check_name(name: Any, what: str) -> None:
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"a {what} name must be a non-empty string")
-    if len(name.encode("utf-8")) > 1024:
-        raise ValueError(f"a {what} name must be at most 1024 bytes")
-
-
-class Topic:
-    """A handle on one topic of one node: ``send``, ``has_listeners``, ``wait_for_listener``."""
-
-    def __init__(self, node: Node, name: str, latch: bool = False) -> None:
-        self.node = node
-        self.name = name
-        self.latch = latch
-
-    def send(self, data: Any) -> None:
-        self.node.send(self.name, data, latch=self.latch)
-
-    def has_listeners(self) -> bool:
-        return self.node.has_listeners(self.name)
-
-    def wait_for_listener(self, timeout: float | None = None) -> None:
-        self.node.wait_for_listener(self.name, timeout)
-
-    def __repr__(self) -> str:
-        return f"<easymesh.Topic {self.name!r} of {self.node.name!r}>"
-
-
-class Service:
-    """A handle on one service: ``request``, ``request_future``, ``wait_for_provider``."""
-
-    def __init__(self, node: Node, name: str) -> None:
-        self.node = node
-        self.name = name
-
-    def request(self, data: Any, timeout: float | None = None) -> Any:
-        return self.node.request(self.name, data, timeout)
-
-    def request_future(self, data: Any, timeout: float | None = None) -> Future:
-        return self.node.request_future(self.name, data, timeout)
-
-    def __call__(self, data: Any, timeout: float | None = None) -> Any:
-        return self.request(data, timeout)
-
-    def has_provider(self) -> bool:
-        return self.node.has_service(self.name)
-
-    def wait_for_provider(self, timeout: float | None = None) -> None:
-        self.node.wait_for_service(self.name, timeout)
-
-    def __repr__(self) -> str:
-        return f"<easymesh.Service {self.name!r} of {self.node.name!r}>"
 
 
 def build_node(name: str, **kwargs: Any) -> Node:

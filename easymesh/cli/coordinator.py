@@ -35,7 +35,9 @@ def main(argv: list[str] | None = None) -> int:
         port = int(args["--port"])
         interval = float(args["--heartbeat-interval"])
     except ValueError:
-        print("easymesh: --port must be an integer and --heartbeat-interval a number", file=sys.stderr)
+        print(
+            "easymesh: --port must be an integer and --heartbeat-interval a number", file=sys.stderr
+        )
         return 2
     key = args["--authkey"]
     coordinator = Coordinator(
@@ -51,7 +53,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"easymesh: {exc}", file=sys.stderr)
         return 1
     auth = "with authentication" if coordinator.authkey else "without authentication"
-    print(f"easymesh coordinator listening on {coordinator.address} ({auth}); Ctrl-C to stop", flush=True)
+    print(
+        f"easymesh coordinator listening on {coordinator.address} ({auth}); Ctrl-C to stop",
+        flush=True,
+    )
     coordinator.serve_forever()
     print("easymesh coordinator stopped", flush=True)
     return 0

@@ -145,7 +145,9 @@ class Welcome:
         nodes = obj.get("nodes", [])
         if not isinstance(nodes, list):
             raise ProtocolError("welcome.nodes must be a list")
-        return cls(_int(obj.get("version", 0), "version"), tuple(NodeInfo.from_wire(n) for n in nodes))
+        return cls(
+            _int(obj.get("version", 0), "version"), tuple(NodeInfo.from_wire(n) for n in nodes)
+        )
 
 
 @dataclass(frozen=True)
@@ -189,7 +191,7 @@ class Ident:
 
 
 ControlMessage = Register | Update | Bye | Welcome | Diff | Ident
-_BY_OP: dict[bytes, type] = {c.op: c for c in (Register, Update, Bye, Welcome, Diff, Ident)}
+_BY_OP: dict[bytes, Any] = {c.op: c for c in (Register, Update, Bye, Welcome, Diff, Ident)}
 
 
 def encode_control(msg: Any) -> tuple[bytes, bytes]:
