@@ -33,7 +33,6 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 from easymesh import allocator, config
@@ -49,7 +48,7 @@ from easymesh.errors import (
 from easymesh.handles import RawMessage, Service, Topic  # noqa: F401 - RawMessage re-exported
 from easymesh.loadbalancing import resolve_load_balancer
 from easymesh.nodebase import check_name
-from easymesh.peers import SWEEP, PeerLinks, Pending, control_frame
+from easymesh.peers import SWEEP, PeerLinks, Pending, Waiter, control_frame
 from easymesh.protocol.codecs import codec_id_of, resolve_codec
 from easymesh.protocol.frames import (
     REQUEST,
@@ -539,14 +538,15 @@ class Node(CoordinatorLink, PeerLinks, ControlLoops):
         (the provider went away), NodeClosed, CodecError.
         """
         t = self.request_timeout if timeout is None else timeout
-        rid, future = self._start_request(service, data, None)
-        try:
-            return future.result(None if math.isinf(t) else t)
-        except FutureTimeout:
-            self._pending.pop(rid, None)
-            if future.done() and not future.cancelled():
-                return future.result()
-            raise RequestTimeout(f"service {service!r} did not answer within {t:g} s") from None
+        waiter = Waiter()
+        rid = self._start_request(service, data, None, waiter)[0]
+        if not waiter.wait(None if math.isinf(t) else t):
+            if self._pending.pop(rid, None) is not None:
+                raise RequestTimeout(f"service {service!r} did not answer within {t:g} s")
+            waiter.wait(None)  # completed at this very moment: its result is being set
+        if waiter.error is not None:
+            raise waiter.error
+        return waiter.result
 
     def request_future(self, service: str, data: Any, timeout: float | None = None) -> Future:
         """Start a request and return a ``concurrent.futures.Future`` for its result at once.
@@ -557,14 +557,16 @@ class Node(CoordinatorLink, PeerLinks, ControlLoops):
         Raises NoProviderError, NodeClosed, CodecError immediately.
         """
         t = self.request_timeout if timeout is None else timeout
-        return self._start_request(service, data, t)[1]
+        return self._start_request(service, data, t, Future())[1]  # type: ignore[return-value]
 
     def service(self, name: str) -> Service:
         """A handle for calling one service often."""
         check_name(name, "service")
         return Service(self, name)
 
-    def _start_request(self, service: str, data: Any, timeout: float | None) -> tuple[int, Future]:
+    def _start_request(
+        self, service: str, data: Any, timeout: float | None, future: Future | Waiter
+    ) -> tuple[int, Future | Waiter]:
         if self._closing:
             raise NodeClosed(f"node {self.name!r} is closed")
         providers = self._topology.providers(service)
@@ -576,7 +578,6 @@ class Node(CoordinatorLink, PeerLinks, ControlLoops):
         except Exception as exc:
             raise CodecError(f"cannot encode the request to {service!r}: {exc}") from exc
         rid = next(self._rid)
-        future: Future = Future()
         name = service.encode("utf-8")
         self._counters["requests"] += 1
         if node.id == self.id:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -77,10 +78,47 @@ def control_frame(msg: Any) -> tuple[list[Any], int]:
     return bufs, 16 + len(name) + len(body)
 
 
+class Waiter:
+    """What a blocking ``request()`` waits on: a lock the completing thread releases.
+
+    Lighter than a ``concurrent.futures.Future`` (which builds an RLock and a
+    Condition per request) and offers the part of its interface that completion
+    uses. Exactly one thread completes it: whoever pops the request from
+    ``_pending`` first.
+    """
+
+    __slots__ = ("_lock", "result", "error", "_done")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self._done = False
+
+    def set_result(self, value: Any) -> None:
+        self.result = value
+        self._done = True
+        self._lock.release()
+
+    def set_exception(self, exc: BaseException) -> None:
+        self.error = exc
+        self._done = True
+        self._lock.release()
+
+    def done(self) -> bool:
+        return self._done
+
+    def wait(self, timeout: float | None) -> bool:
+        return self._lock.acquire(timeout=-1 if timeout is None else timeout)
+
+
 class Pending:
     __slots__ = ("future", "conn", "service", "node_id")
 
-    def __init__(self, future: Future, conn: Connection | None, service: str, node_id: str) -> None:
+    def __init__(
+        self, future: Future | Waiter, conn: Connection | None, service: str, node_id: str
+    ) -> None:
         self.future = future
         self.conn = conn
         self.service = service
@@ -422,7 +460,7 @@ class PeerLinks(NodeBase):
         return time.perf_counter() - start
 
 
-def set_exception(future: Future, exc: BaseException) -> None:
+def set_exception(future: Future | Waiter, exc: BaseException) -> None:
     try:
         future.set_exception(exc)
     except Exception:  # already done or cancelled
