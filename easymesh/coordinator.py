@@ -17,6 +17,12 @@ Design notes:
   a socket alone never reports, and a peer that drips a frame one byte at a
   time. A connection that has not registered ``REGISTER_TIMEOUT`` seconds
   after it was accepted is closed too: every legitimate peer registers at once.
+  The coordinator also PINGs a registered node it has not heard from for one
+  interval, so a node whose own interval is longer (``easymesh
+  --heartbeat-interval 0.2`` with nodes at the default 1 s) is kept alive by
+  its PONGs instead of being dropped and re-registering every second; a
+  frozen node answers nothing and is dropped as before. (Nodes answer the
+  coordinator's PING from the version that handles it; older ones ignore it.)
 * Log lines name the peer: who registered (name, id, pid, host, address), who
   failed the handshake and from where (transport), who was dropped and why.
 * A node that re-registers with the same id (after a reconnect) replaces its
@@ -63,6 +69,7 @@ log = logging.getLogger("easymesh.coordinator")
 #: Seconds from accept to Register before the coordinator closes a connection.
 REGISTER_TIMEOUT = 2 * HANDSHAKE_TIMEOUT
 
+_PING = encode_frame(PING)
 _PONG = encode_frame(PONG)
 _PONG_LEN = len(_PONG[0])
 
@@ -278,6 +285,8 @@ class Coordinator:
                 why = f"did not register within {REGISTER_TIMEOUT:g} s"
                 log.warning("dropping %s: %s", self._who(conn), why)
                 conn.close(ConnectionLost(why))
+            elif silent > self.heartbeat_interval and conn.state == OPEN and conn in self._node_of:
+                conn.send(_PING, 16, droppable=False)  # its PONG proves it alive
         if not self._closed.is_set():
             self._loop.call_later(self.heartbeat_interval / 2, self._sweep)
 
