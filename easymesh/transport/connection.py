@@ -467,13 +467,17 @@ class Connection:
             self._want_write()
 
     def _reject(self, exc: BaseException) -> None:
-        """Close after a protocol or auth failure; tell the peer why (one ERROR frame)."""
+        """Close after a protocol or auth failure; tell the peer why (one ERROR frame).
+        An authentication failure is a warning on the accepting side only: on the
+        connecting side the caller gets the exception (Node() raises it)."""
+        text = str(exc)
         if isinstance(exc, AuthenticationError):
-            log.warning("easymesh: %s: authentication failed: %s", self.describe(), exc)
-            reason = f"authentication failed: {exc}"
+            reason = text if text.startswith("authentication failed") else f"authentication failed: {text}"
+            log.log(logging.DEBUG if self.is_client else logging.WARNING, "easymesh: %s: %s",
+                    self.describe(), reason)
         else:
-            log.warning("easymesh: %s: protocol error, closing: %s", self.describe(), exc)
-            reason = f"protocol error: {exc}"
+            log.warning("easymesh: %s: protocol error, closing: %s", self.describe(), text)
+            reason = f"protocol error: {text}"
         if self.sock is not None:
             try:
                 self.sock.send(error_frame(reason))
