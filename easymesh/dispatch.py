@@ -91,6 +91,20 @@ class Dispatcher:
         with self._cond:
             if self._stopping:
                 return
+            if len(q) + len(items) <= self.queue_size:
+                # The common case: room for the whole batch.
+                nbytes = self._bytes
+                for entry in items:
+                    nbytes += entry[1]
+                if nbytes <= self.queue_bytes:
+                    q.extend(items)
+                    self._bytes = nbytes
+                    self.received += len(items)
+                    if self._idle:
+                        self._cond.notify(self._idle if len(q) > 1 else 1)
+                    if self.on_put is not None:
+                        self.on_put()
+                    return
             for entry in items:
                 self.received += 1
                 if len(q) >= self.queue_size or self._bytes + entry[1] > self.queue_bytes:
@@ -150,7 +164,7 @@ class Dispatcher:
                 except Exception:
                     self.errors += 1
                     log.exception("easymesh: %s raised", self.describe)
-                self.handled += 1
+            self.handled += len(batch)
             batch.clear()
 
     def run_queued(self, limit: int | None = None) -> int:

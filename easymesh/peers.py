@@ -60,7 +60,7 @@ from easymesh.transport.listener import (
     tcp_address,
     unix_address,
 )
-from easymesh.workers import UNDECODABLE, ServiceEntry
+from easymesh.workers import ServiceEntry, TopicEntry
 
 log = logging.getLogger("easymesh.node")
 
@@ -204,14 +204,21 @@ class PeerLinks(NodeBase):
                 set_exception(p.future, exc)
 
     def _on_peer_frames(self, conn: Connection, frames: list[Frame]) -> None:
-        groups: dict[bytes, list[tuple[Frame, int]]] = {}
+        # Consecutive TOPIC frames of one topic (the usual batch) go to its entry in one
+        # call; order within a topic is kept, and topics do not wait on each other.
+        topics = self._topics
+        last = b""
+        items: list[tuple[Frame, int]] = []
         for f in frames:
             ftype = f[0]
             if ftype == TOPIC:
-                g = groups.get(f[2])
-                if g is None:
-                    g = groups[f[2]] = []
-                g.append((f, len(f[4])))
+                name = f[2]
+                if name != last:
+                    if items:
+                        self._deliver_batch(topics.get(last), items)
+                        items = []
+                    last = name
+                items.append((f, len(f[4])))
             elif ftype == REPLY or ftype == REPLY_ERROR:
                 self._on_reply(f)
             elif ftype == REQUEST:
@@ -229,14 +236,14 @@ class PeerLinks(NodeBase):
                 log.warning("node %r: %s closed the link: %s", self.name, conn.label, reason)
                 conn.close(ConnectionLost(reason))
                 return
-        if groups:
-            topics = self._topics
-            for name, items in groups.items():
-                entry = topics.get(name)
-                if entry is None:
-                    self._counters["unroutable"] += len(items)
-                else:
-                    entry.deliver(items)
+        if items:
+            self._deliver_batch(topics.get(last), items)
+
+    def _deliver_batch(self, entry: TopicEntry | None, items: list[tuple[Frame, int]]) -> None:
+        if entry is None:
+            self._counters["unroutable"] += len(items)
+        else:
+            entry.deliver(items)
 
     def _on_peer_control(self, conn: Connection, frame: Frame) -> None:
         try:
@@ -383,20 +390,13 @@ class PeerLinks(NodeBase):
             self._counters["decode_errors"] += 1
             raise CodecError(f"cannot decode a message (codec {codec_id}): {exc}") from exc
 
-    def _decode(self, codec_id: int, body: Any, where: str) -> Any:
-        try:
-            codec = self._codec if codec_id == self._codec_id else codec_for_id(codec_id)
-            return codec.decode(body)
-        except Exception as exc:
-            self._counters["decode_errors"] += 1
-            log.error(
-                "node %r: cannot decode a message on %s (codec %d): %s",
-                self.name,
-                where,
-                codec_id,
-                exc,
-            )
-            return UNDECODABLE
+    def _decode_failed(self, codec_id: int, exc: Exception, topic: str) -> None:
+        """(listener worker) Count and log a message that could not be decoded."""
+        self._counters["decode_errors"] += 1
+        log.error(
+            "node %r: cannot decode a message on topic %r (codec %d): %s",
+            self.name, topic, codec_id, exc,
+        )
 
     # -- request deadlines and ping ------------------------------------------------------
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from easymesh.dispatch import Dispatcher
 from easymesh.handles import RawMessage
+from easymesh.protocol.codecs import codec_for_id
 from easymesh.protocol.frames import (
     Frame,
 )
@@ -60,9 +61,11 @@ class TopicListener:
         self.callback = callback
         self.raw = raw
         self.node = node
+        self._own_id = node._codec_id
+        self._own_decode = node._codec.decode
         self.dispatcher = Dispatcher(
             f"easymesh-{node.name}-{topic}",
-            self.run,
+            self.run_raw if raw else self.run,
             workers=workers,
             queue_size=queue_size,
             queue_bytes=queue_bytes,
@@ -71,12 +74,18 @@ class TopicListener:
         )
 
     def run(self, frame: Frame) -> None:
-        if self.raw:
-            self.callback(self.topic, RawMessage(frame.codec, frame.body))
+        try:
+            if frame[1] == self._own_id:
+                data = self._own_decode(frame[4])
+            else:
+                data = codec_for_id(frame[1]).decode(frame[4])
+        except Exception as exc:
+            self.node._decode_failed(frame[1], exc, self.topic)
             return
-        data = self.node._decode(frame.codec, frame.body, f"topic {self.topic!r}")
-        if data is not UNDECODABLE:
-            self.callback(self.topic, data)
+        self.callback(self.topic, data)
+
+    def run_raw(self, frame: Frame) -> None:
+        self.callback(self.topic, RawMessage(frame.codec, frame.body))
 
 
 class ServiceEntry:
@@ -103,5 +112,3 @@ class ServiceEntry:
         frame, reply_to = item
         self.node._serve(self, frame, reply_to)
 
-
-UNDECODABLE = object()

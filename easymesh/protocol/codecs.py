@@ -29,6 +29,7 @@ authkey, or use msgpack/json.
 
 from __future__ import annotations
 
+import functools
 import json
 import pickle
 from typing import Any, Protocol, runtime_checkable
@@ -71,12 +72,9 @@ class PickleCodec:
 
     codec_id = PICKLE_ID
     name = "pickle"
-
-    def encode(self, obj: Any) -> bytes:
-        return pickle.dumps(obj, protocol=5)
-
-    def decode(self, data: bytes) -> Any:
-        return pickle.loads(data)
+    # The C functions themselves, not Python wrappers: one call frame less per message.
+    encode = staticmethod(functools.partial(pickle.dumps, protocol=5))
+    decode = staticmethod(pickle.loads)
 
 
 class MsgpackCodec:
