@@ -41,6 +41,7 @@ from easymesh.control import ControlLoops
 from easymesh.errors import (
     CodecError,
     ConnectionLost,
+    MeshError,
     NodeClosed,
     NoProviderError,
     RequestTimeout,
@@ -51,6 +52,8 @@ from easymesh.nodebase import check_name
 from easymesh.peers import SWEEP, PeerLinks, Pending, Waiter, control_frame
 from easymesh.protocol.codecs import codec_id_of, resolve_codec
 from easymesh.protocol.frames import (
+    HEADER,
+    JOIN_LIMIT,
     REQUEST,
     TOPIC,
     Frame,
@@ -72,6 +75,7 @@ from easymesh.uplink import CoordinatorLink
 from easymesh.workers import ServiceEntry, TopicEntry, TopicListener
 
 _new_frame = tuple.__new__
+_pack_header = HEADER.pack
 _LOCAL = None  # reply target of a request this node made to itself
 
 
@@ -321,8 +325,16 @@ class Node(CoordinatorLink, PeerLinks, ControlLoops):
 
     def _send_encoded(self, topic: str, nodes: Any, codec_id: int, body: Any) -> None:
         name = topic.encode("utf-8")
-        bufs = encode_frame(TOPIC, name, body, codec_id)
-        nbytes = 16 + len(name) + len(body)
+        blen = len(body)
+        if blen > self.max_message_size:
+            raise MeshError(
+                f"a message of {blen} bytes on topic {topic!r} is larger than max_message_size"
+                f" ({self.max_message_size}); receivers would refuse it"
+            )
+        # The frame, built inline (this is the hot path; see protocol/frames.py for the layout).
+        head = _pack_header(TOPIC, codec_id, len(name), blen, 0)
+        bufs = [head + name + body] if blen < JOIN_LIMIT else [head + name, body]
+        nbytes = 16 + len(name) + blen
         peers = self._peers
         for node in self._balancer.choose_nodes(topic, nodes):
             if node.id == self.id:
