@@ -4,7 +4,7 @@ replaced. At the end the coordinator's topology is exactly the stable nodes, eve
 survivor sees the same topology, and nothing leaked: threads and fds in the churn
 processes, connections (fds) in the coordinator, Unix socket files on disk.
 
-CI runs CHURN_SECONDS (default 20 s of churn; the test takes about 30-40 s).
+CI runs CHURN_SECONDS (default 20 s of churn; the test takes about 25 s here).
 The full one-minute run: ``EASYMESH_SLOW=1`` (or ``EASYMESH_CHURN_SECONDS=60``).
 """
 
