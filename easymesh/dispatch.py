@@ -34,6 +34,8 @@ from typing import Any
 log = logging.getLogger("easymesh.dispatch")
 
 _BATCH = 64
+#: A worker stops filling its batch past this many bytes (it always takes one item).
+_BATCH_BYTES = 1 << 20
 
 
 class Dispatcher:
@@ -152,16 +154,20 @@ class Dispatcher:
                     if nworkers == 1
                     else max(1, min(len(q) // nworkers, _BATCH))
                 )
+                taken = 0
                 for _ in range(n):
                     item, nbytes = q.popleft()
                     self._bytes -= nbytes
                     batch.append(item)
+                    taken += nbytes
+                    if taken >= _BATCH_BYTES:
+                        break  # large items one by one: bounded memory, the newest sooner
             for item in batch:
                 if self._abandon:
                     return
                 try:
                     run(item)
-                except Exception:
+                except BaseException:  # SystemExit from a callback must not end the worker
                     self.errors += 1
                     log.exception("easymesh: %s raised", self.describe)
             self.handled += len(batch)

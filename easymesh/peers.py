@@ -297,14 +297,14 @@ class PeerLinks(NodeBase):
                 rid,
                 "decode",
                 type(exc).__name__,
-                f"the request could not be decoded: {exc}",
+                f"the request could not be decoded: {_safe_str(exc)}",
             )
             return
         try:
             result = svc.handler(data)
-        except Exception as exc:
+        except BaseException as exc:  # SystemExit too: the caller gets an answer, the worker lives
             self._reply_error(
-                reply_to, rid, "error", type(exc).__name__, str(exc), traceback.format_exc()
+                reply_to, rid, "error", type(exc).__name__, _safe_str(exc), traceback.format_exc()
             )
             return
         try:
@@ -315,7 +315,7 @@ class PeerLinks(NodeBase):
                 rid,
                 "encode",
                 type(exc).__name__,
-                f"the result of service {svc.name!r} could not be encoded: {exc}",
+                f"the result of service {svc.name!r} could not be encoded: {_safe_str(exc)}",
             )
             return
         cid = codec_id_of(codec)
@@ -465,3 +465,11 @@ def set_exception(future: Future | Waiter, exc: BaseException) -> None:
         future.set_exception(exc)
     except Exception:  # already done or cancelled
         pass
+
+
+def _safe_str(exc: BaseException) -> str:
+    """``str(exc)``, or a stand-in when the exception's own ``__str__`` raises."""
+    try:
+        return str(exc)
+    except Exception:
+        return f"<{type(exc).__name__}: str() failed>"

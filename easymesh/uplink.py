@@ -33,6 +33,7 @@ from easymesh.protocol.frames import (
     CONTROL,
     ERROR,
     PING,
+    PONG,
     Frame,
     encode_frame,
 )
@@ -55,6 +56,7 @@ from easymesh.transport.listener import (
 log = logging.getLogger("easymesh.node")
 
 _PING = encode_frame(PING)
+_PONG = encode_frame(PONG)
 
 
 class CoordinatorLink(NodeBase):
@@ -217,6 +219,8 @@ class CoordinatorLink(NodeBase):
                         self._welcomed = True
                         self._reconnect_delay = 0.1
                         self._attempt_done.set()
+            elif frame.type == PING:  # the coordinator checks on a node it has not heard from
+                conn.send(_PONG, 16, droppable=False)
             elif frame.type == ERROR:
                 reason = bytes(frame.body[:200]).decode("utf-8", "replace")
                 log.warning("node %r: the coordinator closed the link: %s", self.name, reason)

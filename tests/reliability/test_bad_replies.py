@@ -15,7 +15,6 @@ SERVICES = ("echo:echo", "unencodable:unencodable", "unpicklable_exc:unpicklable
             "bad_str_exc:bad_str_exc", "system_exit:system_exit", "foreign_class:foreign_class",
             "big:big")
 
-NODE_FIX = "needs node fix (peers.py _serve): answer when str(exc) raises or the handler raises BaseException"
 
 
 @pytest.fixture
@@ -36,8 +35,8 @@ def _link(cli: easymesh.Node, srv_name: str) -> dict:
     ("unencodable", "could not be encoded"),
     ("unpicklable_exc", "cannot pickle me"),
     ("foreign_class", "could not be decoded"),
-    pytest.param("bad_str_exc", "BadStr", marks=pytest.mark.xfail(reason=NODE_FIX, strict=True)),
-    pytest.param("system_exit", "SystemExit", marks=pytest.mark.xfail(reason=NODE_FIX, strict=True)),
+    ("bad_str_exc", "BadStr"),
+    ("system_exit", "SystemExit"),
 ])
 def test_bad_reply_is_a_service_error_and_the_connection_keeps_working(server_and_client, service, says):
     srv, cli = server_and_client
@@ -77,7 +76,6 @@ def test_reply_larger_than_the_callers_limit(server_and_client):
     assert srv.wait_for_log("exceeds the limit", 10)
 
 
-@pytest.mark.xfail(reason="needs dispatch.py fix: a worker must survive SystemExit from a callback", strict=True)
 def test_callback_raising_system_exit_keeps_its_worker(node_factory):
     """A callback that calls sys.exit() ends only that call: the listener's worker thread
     goes on with the next message (a thread that silently died would stop the topic)."""

@@ -106,7 +106,6 @@ def test_frozen_coordinator(coordinator_factory, agent):
     assert stopped["n_errors"] == 0, stopped["errors"]
 
 
-@pytest.mark.xfail(reason="needs uplink.py (node) fix: answer the coordinator's PING with a PONG", strict=True)
 @pytest.mark.timeout(60)
 def test_coordinator_heartbeat_shorter_than_the_nodes(coordinator_factory, agent):
     """`easymesh --heartbeat-interval 0.2` with nodes at the default 1 s: the nodes must
