@@ -7,7 +7,7 @@ blocks). With ``--flood`` another process floods the command topic as fast as
 it can, to show that the loop's timing holds.
 
 Usage:
-  control_loop.py [--coordinator=HOST:PORT] [--seconds=S] [--rate=HZ] [--flood] [--size=N] [--json]
+  control_loop.py [--coordinator=HOST:PORT] [--seconds=S] [--rate=HZ] [--flood] [--size=N] [--realtime=PRIO] [--json]
   control_loop.py (-h | --help)
 
 Options:
@@ -16,6 +16,8 @@ Options:
   --rate=HZ                Loop rate [default: 100].
   --flood                  Start a process that floods the command topic.
   --size=N                 Bytes of payload per flood message [default: 1000].
+  --realtime=PRIO          Run the loop thread with SCHED_FIFO priority PRIO (Linux; needs
+                           root or an rtprio limit), as real robot control loops do.
   --json                   Print the result as one JSON line.
   -h --help                Show this screen.
 
@@ -58,8 +60,13 @@ def percentile(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * (len(s) - 1)))] if s else float("nan")
 
 
-def run_loop(node: easymesh.Node, seconds: float, rate: float) -> dict:
+def run_loop(node: easymesh.Node, seconds: float, rate: float, realtime: int = 0) -> dict:
     period = 1.0 / rate
+    if realtime:
+        # Only this thread: easymesh's I/O thread keeps normal priority. Under a flood that
+        # thread uses a whole core; with normal priority the loop then waits for the
+        # scheduler now and then (measured: cycle lateness p99 2-3 ms instead of 0.2 ms).
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(realtime))
     sub = node.subscribe("cmd", queue_size=1)
     state = {"position": 0.0, "cycle": 0}
     lateness: list[float] = []
@@ -114,8 +121,10 @@ def main(argv: list[str] | None = None) -> int:
                 if "flooding" not in flooder.stdout.readline():
                     print("control_loop: the flooder did not start", file=sys.stderr)
                     return 1
-            result = run_loop(node, float(args["--seconds"]), float(args["--rate"]))
+            realtime = int(args["--realtime"] or 0)
+            result = run_loop(node, float(args["--seconds"]), float(args["--rate"]), realtime)
             result["flood"] = bool(args["--flood"])
+            result["realtime"] = realtime
     finally:
         if flooder is not None:
             os.killpg(flooder.pid, 2)
