@@ -73,6 +73,8 @@ log = logging.getLogger("easymesh.transport")
 CONNECTING, HANDSHAKE, OPEN, CLOSED = "connecting", "handshake", "open", "closed"
 IOV_BATCH = 512
 #: Topic frames smaller than this may be coalesced with the ones that follow them.
+#: (Requests and replies are not: measured, coalescing them made 100 requests in flight
+#: about 15 % slower and did not lower the CPU per request.)
 COALESCE_MAX = 16 * 1024
 #: Two sends closer than this (seconds) are a burst: the second one starts a batch.
 BURST_GAP = 30e-6
