@@ -93,8 +93,13 @@ HANDSHAKE_BUFFER_SIZE = 1024
 MAX_NAME = 0xFFFF
 MAX_BODY_LIMIT = 0xFFFFFFFF
 
-#: Size of the decoder's reusable read buffer; frames up to this size are parsed in place.
+#: Largest size of the decoder's reusable read buffer; frames up to this size are parsed in place.
 READ_BUFFER_SIZE = 256 * 1024
+#: An open link's read buffer starts this small (an idle link costs little memory) and
+#: grows, up to READ_BUFFER_SIZE, whenever reads fill it.
+SESSION_BUFFER_SIZE = 16 * 1024
+#: Longest name (topic, service) accepted after the handshake; the API allows 1,024 bytes.
+SESSION_MAX_NAME = 4096
 #: Largest piece of body storage allocated at once for a large frame.
 BODY_CHUNK = 16 * 1024 * 1024
 #: Bodies at least this large are sent as a separate buffer (scatter/gather), not joined.
@@ -160,7 +165,7 @@ class FrameDecoder:
     __slots__ = (
         "max_body", "max_name", "allowed_types", "_buf", "_mv", "_start", "_end",
         "_big_head", "_big_name", "_big_chunks", "_big_cur", "_big_filled", "_big_left",
-        "_failed", "_pending",
+        "_failed", "_pending", "max_buffer",
     )
 
     def __init__(
@@ -169,9 +174,11 @@ class FrameDecoder:
         allowed_types: frozenset[int] = ALL_TYPES,
         buffer_size: int = READ_BUFFER_SIZE,
         max_name: int = MAX_NAME,
+        max_buffer: int = READ_BUFFER_SIZE,
     ) -> None:
         if buffer_size < HEADER_SIZE + max_name + 1:
             raise ValueError("buffer_size too small to hold a header and the longest name")
+        self.max_buffer = max(max_buffer, buffer_size)
         self.max_body = min(max_body, MAX_BODY_LIMIT)
         self.max_name = min(max_name, MAX_NAME)
         self.allowed_types = allowed_types
@@ -189,22 +196,27 @@ class FrameDecoder:
         self._pending: list[Frame] = []
 
     def set_limits(
-        self, max_body: int, allowed_types: frozenset[int], max_name: int = MAX_NAME,
-        buffer_size: int = READ_BUFFER_SIZE,
+        self, max_body: int, allowed_types: frozenset[int], max_name: int = SESSION_MAX_NAME,
+        buffer_size: int = SESSION_BUFFER_SIZE, max_buffer: int = READ_BUFFER_SIZE,
     ) -> None:
         """Change the limits (after a handshake); grows the read buffer to ``buffer_size``
-        if it is smaller. Applies to headers not yet parsed."""
+        if it is smaller, and lets it grow up to ``max_buffer`` on a busy link.
+        Applies to headers not yet parsed."""
         if buffer_size < HEADER_SIZE + max_name + 1:
             raise ValueError("buffer_size too small to hold a header and the longest name")
         self.max_body = min(max_body, MAX_BODY_LIMIT)
         self.max_name = min(max_name, MAX_NAME)
         self.allowed_types = allowed_types
+        self.max_buffer = max(max_buffer, buffer_size)
         if buffer_size > len(self._buf) and self._big_head is None:
-            n = self._end - self._start
-            buf = bytearray(buffer_size)
-            buf[0:n] = self._buf[self._start : self._end]
-            self._buf, self._mv = buf, memoryview(buf)
-            self._start, self._end = 0, n
+            self._resize(buffer_size)
+
+    def _resize(self, size: int) -> None:
+        n = self._end - self._start
+        buf = bytearray(size)
+        buf[0:n] = self._buf[self._start : self._end]
+        self._buf, self._mv = buf, memoryview(buf)
+        self._start, self._end = 0, n
 
     # -- input -------------------------------------------------------------------------------
 
@@ -213,7 +225,11 @@ class FrameDecoder:
         if self._big_cur is not None:
             return memoryview(self._big_cur)[self._big_filled :]
         if self._end == len(self._buf):
-            self._compact()
+            if len(self._buf) < self.max_buffer:
+                # Reads fill the buffer: a busy link. Read more per call from now on.
+                self._resize(min(self.max_buffer, 4 * len(self._buf)))
+            else:
+                self._compact()
             if self._end == len(self._buf):
                 # Full of complete frames: parse them out to make room.
                 self._pending.extend(self._parse())
