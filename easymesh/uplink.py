@@ -56,6 +56,9 @@ from easymesh.transport.listener import (
 log = logging.getLogger("easymesh.node")
 
 _PING = encode_frame(PING)
+#: Seconds a link to a node that left the mesh stays open, so that what it sent before
+#: leaving can still be read.
+PEER_RETIRE_GRACE = 5.0
 _PONG = encode_frame(PONG)
 
 
@@ -96,7 +99,7 @@ class CoordinatorLink(NodeBase):
                 self._topo_cond.wait(left)
 
     def _apply_topology(self, msg: Welcome | Diff) -> None:
-        """(I/O thread) Apply a coordinator message; drop links to nodes that left."""
+        """(I/O thread) Apply a coordinator message; retire links to nodes that left."""
         with self._topo_cond:
             self._topology.apply(msg)  # keeps our own record as set by _publish_self
             self._topo_cond.notify_all()
@@ -104,9 +107,20 @@ class CoordinatorLink(NodeBase):
         if isinstance(msg, Diff):
             for node_id in msg.remove:
                 self._retry_after.pop(node_id, None)
-                conn = self._peers.get(node_id)
-                if conn is not None:
-                    conn.close(ConnectionLost("the node left the mesh"))
+                with self._lock:
+                    self._peers.pop(node_id, None)  # nothing new goes there
+                # Messages it sent just before leaving may still be in our socket: read
+                # them first. A node that really left closes its side (EOF) long before;
+                # a frozen one is cut off after the grace period.
+                self._loop.call_later(PEER_RETIRE_GRACE, self._retire_links, node_id)
+
+    def _retire_links(self, node_id: str) -> None:
+        """(I/O thread) Close what is left of the links to a node that left the mesh."""
+        if node_id in self._topology.nodes:
+            return  # it came back (a coordinator restart reported it gone for a moment)
+        for conn in list(self._conns):
+            if conn.peer_id == node_id:
+                conn.close(ConnectionLost("the node left the mesh"))
 
     # -- coordinator link (I/O thread unless noted) --------------------------------------------
 
