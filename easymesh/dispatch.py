@@ -52,6 +52,7 @@ class Dispatcher:
         drop: str = "oldest",
         describe: str = "",
         on_put: Callable[[], None] | None = None,
+        on_discard: Callable[[list[Any]], None] | None = None,
     ) -> None:
         if workers < 0:
             raise ValueError("workers must be at least 0")
@@ -65,6 +66,7 @@ class Dispatcher:
         self.queue_bytes = queue_bytes
         self.drop_newest = drop == "newest"
         self.on_put = on_put
+        self.on_discard = on_discard
         self._q: deque[tuple[Any, int]] = deque()
         self._bytes = 0
         self._cond = threading.Condition(threading.Lock())
@@ -84,15 +86,19 @@ class Dispatcher:
 
     # -- producers ---------------------------------------------------------------------------
 
-    def put(self, item: Any, nbytes: int) -> None:
-        self.put_many(((item, nbytes),))
+    def put(self, item: Any, nbytes: int) -> bool:
+        """Queue one item; False if it was refused (``drop='newest'`` and full, or the
+        dispatcher is stopping): then the caller still owns it."""
+        return self.put_many(((item, nbytes),)) == 1
 
-    def put_many(self, items: Any) -> None:
-        """Queue ``(item, nbytes)`` pairs, dropping per the policy; wakes the workers once."""
+    def put_many(self, items: Any) -> int:
+        """Queue ``(item, nbytes)`` pairs, dropping per the policy; wakes the workers once.
+        Returns how many were queued. Queued items that ``stop()`` later discards go to
+        the ``on_discard`` hook (a service answers their callers)."""
         q = self._q
         with self._cond:
             if self._stopping:
-                return
+                return 0
             if len(q) + len(items) <= self.queue_size:
                 # The common case: room for the whole batch.
                 nbytes = self._bytes
@@ -106,7 +112,8 @@ class Dispatcher:
                         self._cond.notify(self._idle if len(q) > 1 else 1)
                     if self.on_put is not None:
                         self.on_put()
-                    return
+                    return len(items)
+            accepted = 0
             for entry in items:
                 self.received += 1
                 if len(q) >= self.queue_size or self._bytes + entry[1] > self.queue_bytes:
@@ -120,10 +127,24 @@ class Dispatcher:
                         self.dropped += 1
                 q.append(entry)
                 self._bytes += entry[1]
+                accepted += 1
             if self._idle:
                 self._cond.notify(self._idle if len(q) > 1 else 1)
         if self.on_put is not None:
             self.on_put()
+        return accepted
+
+    def _discard(self, items: list[Any]) -> None:
+        """Items that will never run: tell the owner (a service answers their callers)."""
+        if self.on_discard is not None and items:
+            try:
+                self.on_discard(items)
+            except Exception:
+                log.exception("easymesh: %s: discarding queued items failed", self.describe)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
 
     @property
     def queued(self) -> int:
@@ -162,8 +183,9 @@ class Dispatcher:
                     taken += nbytes
                     if taken >= _BATCH_BYTES:
                         break  # large items one by one: bounded memory, the newest sooner
-            for item in batch:
+            for i, item in enumerate(batch):
                 if self._abandon:
+                    self._discard(batch[i:])
                     return
                 try:
                     run(item)
@@ -201,11 +223,12 @@ class Dispatcher:
         seconds. Returns True if all workers ended. Safe to call from a worker."""
         with self._cond:
             self._stopping = True
-            if not drain:
+            left = []
+            if not drain or not self._threads:  # thread-less: nobody will run the queue now
                 self._abandon = True
-                self._q.clear()
-                self._bytes = 0
+                left = self._take_all()
             self._cond.notify_all()
+        self._discard(left)
         deadline = time.monotonic() + timeout
         me = threading.current_thread()
         ended = True
@@ -217,9 +240,17 @@ class Dispatcher:
         if not ended:
             with self._cond:
                 self._abandon = True  # stop after the current item
-                self._q.clear()
-                self._bytes = 0
+                left = self._take_all()
+            self._discard(left)
         return ended
+
+    def _take_all(self) -> list[Any]:
+        """(lock held) Empty the queue; the items, counted as dropped."""
+        items = [entry[0] for entry in self._q]
+        self.dropped += len(items)
+        self._q.clear()
+        self._bytes = 0
+        return items
 
     def owns_current_thread(self) -> bool:
         return threading.current_thread() in self._threads

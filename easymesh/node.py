@@ -30,7 +30,6 @@ import socket
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
@@ -49,7 +48,7 @@ from easymesh.errors import (
 from easymesh.handles import RawMessage, Service, Topic  # noqa: F401 - RawMessage re-exported
 from easymesh.loadbalancing import resolve_load_balancer
 from easymesh.nodebase import check_name
-from easymesh.peers import SWEEP, PeerLinks, Pending, Waiter, control_frame
+from easymesh.peers import PeerLinks, Pending, Waiter, control_frame
 from easymesh.protocol.codecs import codec_id_of, resolve_codec
 from easymesh.protocol.frames import (
     HEADER,
@@ -145,7 +144,11 @@ class Node(CoordinatorLink, PeerLinks, ControlLoops):
         self.max_message_size = max_message_size
         self.max_pending_bytes = max_pending_bytes
         self.queue_size = queue_size
-        self._bind_host = host
+        # Peers are told an IP address, never a name, so that nobody resolves names on a
+        # hot path; a name given here is resolved once, now.
+        self._bind_host = (
+            str(socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)[0][4][0]) if host else None
+        )
         if transport not in ("auto", "tcp"):
             raise ValueError("transport must be 'auto' or 'tcp'")
         self._use_unix = transport == "auto"
@@ -169,7 +172,8 @@ class Node(CoordinatorLink, PeerLinks, ControlLoops):
         self._spin_cond = threading.Condition(threading.Lock())
         self._pending = {}
         self._rid = itertools.count(1)
-        self._deadlines = {}  # timeout -> (deadline, rid)
+        self._deadlines = []  # heap of (deadline, rid, timeout)
+        self._deadline_lock = threading.Lock()
         self._sweep_armed = False
         self._closing = False
         self._closed = threading.Event()
@@ -261,9 +265,14 @@ class Node(CoordinatorLink, PeerLinks, ControlLoops):
 
     def _shutdown_loop(self) -> None:
         self._closing = True
+        listeners = [lst for lst in (self._unix, self._tcp) if lst is not None]
+        if self._loop.in_loop_thread():
+            for lst in listeners:  # also one paused (unregistered) after running out of fds
+                lst.close()
         self._loop.stop(timeout=3.0)
         if not self._loop.running:
-            self._unix.close()
+            for lst in listeners:
+                lst.close()
 
     def _owns_current_thread(self) -> bool:
         with self._lock:
@@ -298,13 +307,14 @@ class Node(CoordinatorLink, PeerLinks, ControlLoops):
         balancing). Does nothing when nobody listens. With ``latch=True`` this node
         also keeps the value and gives it, at once, to every node that starts
         listening to ``topic`` later (like rospy's ``latch=True``); the value lives
-        as long as this node does (see :meth:`clear_latch`).
+        as long as this node does (see :meth:`clear_latch`). Once a topic is latched,
+        every later send on it from this node updates the latched value.
         Raises NodeClosed after close(), CodecError if ``data`` cannot be encoded.
         """
         if self._closing:
             raise NodeClosed(f"node {self.name!r} is closed")
-        if latch:
-            self._send_latched(topic, data)
+        if latch or (self._latched and topic in self._latched):
+            self._send_latched(topic, data)  # a latched topic keeps its newest value
             return
         nodes = self._topology.listeners(topic)
         if not nodes:
@@ -324,6 +334,10 @@ class Node(CoordinatorLink, PeerLinks, ControlLoops):
             self._send_encoded(topic, nodes, codec, data)
 
     def _send_encoded(self, topic: str, nodes: Any, codec_id: int, body: Any) -> None:
+        if type(body) is not bytes:
+            # A bytearray or memoryview could change after send() returns (it may sit in a
+            # queue), and len() of a typed memoryview counts items, not bytes.
+            body = bytes(body)
         name = topic.encode("utf-8")
         blen = len(body)
         if blen > self.max_message_size:
@@ -357,41 +371,52 @@ class Node(CoordinatorLink, PeerLinks, ControlLoops):
             body = self._codec.encode(data)
         except Exception as exc:
             raise CodecError(f"cannot encode data for topic {topic!r}: {exc}") from exc
+        if type(body) is not bytes:
+            body = bytes(body)
+        # Sent while holding _latch_lock, like _check_latched's deliveries, so a late
+        # joiner never gets an older latched value after a newer one.
         with self._latch_lock:
             nodes = self._topology.listeners(topic)
-            self._latched[topic] = [self._codec_id, body, {n.id for n in nodes}]
-        if nodes:
-            self._send_encoded(topic, nodes, self._codec_id, body)
-        else:
-            self._counters["no_listener"] += 1
+            entry = self._latched.get(topic)
+            served = (entry[2] if entry else set()) | {n.id for n in nodes}
+            self._latched[topic] = [self._codec_id, body, served]
+            if nodes:
+                self._send_encoded(topic, nodes, self._codec_id, body)
+            else:
+                self._counters["no_listener"] += 1
 
     def clear_latch(self, topic: str) -> None:
         """Forget the latched value of ``topic`` (late listeners no longer get it)."""
         with self._latch_lock:
             self._latched.pop(topic, None)
 
-    def _check_latched(self) -> None:
+    def _check_latched(self, removed: tuple[str, ...] = ()) -> None:
         """After a topology change: give latched values to listeners that are new.
+        ``removed``: ids of nodes that left the mesh (they count as new if they return).
         Never called while holding self._lock (lock order: _latch_lock, then _lock)."""
         if not self._latched or self._closing:
             return
-        todo: list[tuple[str, NodeInfo, int, Any]] = []
         with self._latch_lock:
+            present = self._topology.nodes
             for topic, entry in self._latched.items():
+                codec_id, body, served = entry
+                served.difference_update(removed)
                 listeners = self._topology.listeners(topic)
-                served = entry[2]
-                todo.extend((topic, n, entry[0], entry[1]) for n in listeners if n.id not in served)
-                entry[2] = {n.id for n in listeners}
-        for topic, node, codec_id, body in todo:
-            name = topic.encode("utf-8")
-            if node.id == self.id:
-                self._deliver_local(name, codec_id, body)
-                continue
-            conn = self._peers.get(node.id) or self._peer_conn(node)
-            if conn is not None:
-                conn.send(
-                    encode_frame(TOPIC, name, body, codec_id), 16 + len(name) + len(body), True
-                )
+                for node in listeners:
+                    if node.id not in served:
+                        self._send_one(topic, node, codec_id, body)
+                # Nodes missing from the topology keep their mark (a restarted coordinator
+                # lists nodes as they come back); nodes present but not listening lose it.
+                entry[2] = {n.id for n in listeners} | {i for i in served if i not in present}
+
+    def _send_one(self, topic: str, node: NodeInfo, codec_id: int, body: bytes) -> None:
+        name = topic.encode("utf-8")
+        if node.id == self.id:
+            self._deliver_local(name, codec_id, body)
+            return
+        conn = self._peers.get(node.id) or self._peer_conn(node)
+        if conn is not None:
+            conn.send(encode_frame(TOPIC, name, body, codec_id), 16 + len(name) + len(body), True)
 
     def listen(
         self,
@@ -465,7 +490,8 @@ class Node(CoordinatorLink, PeerLinks, ControlLoops):
 
     def listening_to(self) -> list[str]:
         """Topics this node listens to."""
-        return sorted(e.topic for e in self._topics.values() if e.sinks)
+        with self._lock:
+            return sorted(e.topic for e in self._topics.values() if e.sinks)
 
     def has_listeners(self, topic: str) -> bool:
         """Whether any node in the mesh (this one included) listens to ``topic``."""
@@ -597,9 +623,9 @@ class Node(CoordinatorLink, PeerLinks, ControlLoops):
             if svc is None:
                 raise NoProviderError(f"no node provides service {service!r}")
             self._pending[rid] = Pending(future, None, service, self.id)
-            svc.dispatcher.put(
-                (_new_frame(Frame, (REQUEST, self._codec_id, name, rid, body)), _LOCAL), 0
-            )
+            request = _new_frame(Frame, (REQUEST, self._codec_id, name, rid, body))
+            if not svc.dispatcher.put((request, _LOCAL), 0):
+                self._refuse(svc, rid, None)  # fails the future at once
         else:
             conn = self._peers.get(node.id) or self._peer_conn(node)
             if conn is None:
@@ -612,15 +638,7 @@ class Node(CoordinatorLink, PeerLinks, ControlLoops):
                 self._pending.pop(rid, None)
                 raise ConnectionLost(f"connection to node {node.name!r} is closed")
         if timeout is not None and not math.isinf(timeout):
-            # One deque per timeout value: deadlines arrive in order, and one sweep timer
-            # (every SWEEP s while any request waits) expires them: no Timer per request.
-            q = self._deadlines.get(timeout)
-            if q is None:
-                q = self._deadlines.setdefault(timeout, deque())
-            q.append((time.monotonic() + timeout, rid))
-            if not self._sweep_armed:
-                self._sweep_armed = True
-                self._loop.call_later(min(SWEEP, timeout), self._sweep)
+            self._arm_deadline(rid, timeout)
         return rid, future
 
     def flush(self, timeout: float | None = None) -> bool:

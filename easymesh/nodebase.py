@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections import deque
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -71,7 +70,8 @@ class NodeBase:
     # requests
     _pending: dict[int, Pending]
     _rid: itertools.count[int]
-    _deadlines: dict[float, deque[tuple[float, int]]]
+    _deadlines: list[tuple[float, int, float]]
+    _deadline_lock: threading.Lock
     _sweep_armed: bool
     # lifecycle and the coordinator link
     _closing: bool
@@ -89,7 +89,7 @@ class NodeBase:
 
         def _check_open(self) -> None: ...
 
-        def _check_latched(self) -> None: ...
+        def _check_latched(self, removed: tuple[str, ...] = ()) -> None: ...
 
         def _on_accept(self, sock: socket.socket, addr: Any) -> None: ...
 

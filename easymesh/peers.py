@@ -12,6 +12,7 @@ puts its peer on a short retry backoff so that sends to a dead node stay cheap.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import socket
 import threading
@@ -146,10 +147,10 @@ class PeerLinks(NodeBase):
                 if node.unix and node.host_key == self._host_key and self._use_unix:
                     family, addr = socket.AF_UNIX, unix_address(node.unix)
                 elif node.tcp:
-                    family, addr = tcp_address(node.tcp)
+                    family, addr = tcp_address(node.tcp, numeric=True)  # nodes advertise IPs
                 else:
                     return None
-            except OSError:
+            except (OSError, ValueError):
                 return None
             ident, n = control_frame(Ident(self.id, self.name))
             conn = self._new_conn(is_client=True, label=f"node {node.name!r}", first=ident)
@@ -235,7 +236,7 @@ class PeerLinks(NodeBase):
                 reason = bytes(f.body[:200]).decode("utf-8", "replace")
                 log.warning("node %r: %s closed the link: %s", self.name, conn.label, reason)
                 conn.close(ConnectionLost(reason))
-                return
+                break  # what came before the ERROR is still delivered
         if items:
             self._deliver_batch(topics.get(last), items)
 
@@ -274,15 +275,37 @@ class PeerLinks(NodeBase):
                 f"node {self.name!r} does not provide service {frame.name.decode('utf-8', 'replace')!r}",
             )
             return
-        before = svc.dispatcher.dropped
-        svc.dispatcher.put((frame, conn), 0)
-        if svc.dispatcher.dropped != before:
+        if not svc.dispatcher.put((frame, conn), 0):
+            self._refuse(svc, frame.request_id, conn)
+
+    def _refuse(self, svc: ServiceEntry, rid: int, reply_to: Connection | None) -> None:
+        """A request the service's queue did not take (full, or the service is going)."""
+        if svc.dispatcher.stopping:
             self._reply_error(
-                conn,
-                frame.request_id,
+                reply_to,
+                rid,
+                "no-service",
+                "NoProviderError",
+                f"service {svc.name!r} on node {self.name!r} was removed",
+            )
+        else:
+            self._reply_error(
+                reply_to,
+                rid,
                 "overloaded",
                 "ServiceOverloaded",
                 f"service {svc.name!r} on node {self.name!r} has too many requests waiting",
+            )
+
+    def _discard_requests(self, svc: ServiceEntry, items: list[Any]) -> None:
+        """(any thread) Requests queued for a service that stopped before running them."""
+        for frame, reply_to in items:
+            self._reply_error(
+                reply_to,
+                frame.request_id,
+                "no-service",
+                "NoProviderError",
+                f"service {svc.name!r} on node {self.name!r} was removed before it ran",
             )
 
     def _serve(self, svc: ServiceEntry, frame: Frame, reply_to: Connection | None) -> None:
@@ -395,27 +418,47 @@ class PeerLinks(NodeBase):
         self._counters["decode_errors"] += 1
         log.error(
             "node %r: cannot decode a message on topic %r (codec %d): %s",
-            self.name, topic, codec_id, exc,
+            self.name,
+            topic,
+            codec_id,
+            exc,
         )
 
     # -- request deadlines and ping ------------------------------------------------------
 
+    def _arm_deadline(self, rid: int, timeout: float) -> None:
+        """(any thread) Fail request ``rid`` with RequestTimeout after ``timeout`` s. One
+        heap and one sweep timer (every SWEEP s while any request waits) for all requests:
+        no Timer per request."""
+        with self._deadline_lock:
+            heap = self._deadlines
+            heapq.heappush(heap, (time.monotonic() + timeout, rid, timeout))
+            if len(heap) > 2 * len(self._pending) + 1024:
+                # Entries of answered requests wait for their deadline; drop them in bulk.
+                pending = self._pending
+                self._deadlines = heap = [e for e in heap if e[1] in pending]
+                heapq.heapify(heap)
+            arm = not self._sweep_armed
+            self._sweep_armed = True
+        if arm:
+            self._loop.call_later(min(SWEEP, timeout), self._sweep)
+
     def _sweep(self) -> None:
         """(I/O thread) Fail the requests whose deadline passed; re-arm while any wait."""
         now = time.monotonic()
-        waiting = False
-        for timeout, q in list(self._deadlines.items()):
-            while q and q[0][0] <= now:
-                self._expire(q.popleft()[1], timeout)
-            while q and q[0][1] not in self._pending:
-                q.popleft()  # answered already
-            waiting = waiting or bool(q)
-        self._sweep_armed = waiting and not self._closing
-        if self._sweep_armed:
-            self._loop.call_later(SWEEP, self._sweep)
-        elif any(self._deadlines.values()) and not self._closing:  # raced with a new request
-            self._sweep_armed = True
-            self._loop.call_later(SWEEP, self._sweep)
+        expired = []
+        with self._deadline_lock:
+            heap = self._deadlines
+            pending = self._pending
+            while heap and (heap[0][0] <= now or heap[0][1] not in pending):
+                deadline, rid, timeout = heapq.heappop(heap)
+                if deadline <= now:
+                    expired.append((rid, timeout))
+            self._sweep_armed = bool(heap) and not self._closing
+            if self._sweep_armed:
+                self._loop.call_later(SWEEP, self._sweep)
+        for rid, timeout in expired:
+            self._expire(rid, timeout)
 
     def _expire(self, rid: int, timeout: float) -> None:
         p = self._pending.pop(rid, None)

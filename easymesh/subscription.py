@@ -21,15 +21,17 @@ returns. All methods are thread-safe.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from easymesh.errors import RequestTimeout, SubscriptionClosed
+from easymesh.errors import CodecError, RequestTimeout, SubscriptionClosed
 
 _NOTHING = object()
+log = logging.getLogger("easymesh.subscription")
 
 
 class Subscription:
@@ -79,7 +81,8 @@ class Subscription:
 
     def latest(self) -> Any:
         """The newest data received so far, or None if nothing arrived yet.
-        Never blocks; does not consume."""
+        Never blocks; does not consume. Raises CodecError if that message cannot be
+        decoded (an unknown codec: a configuration error worth hearing about)."""
         with self._cond:
             frame, value = self._latest_frame, self._latest_value
         if frame is None:
@@ -93,26 +96,43 @@ class Subscription:
 
     def get(self, timeout: float | None = None) -> Any:
         """The next unread message (oldest first), waiting up to ``timeout`` seconds
-        (None: forever). Raises RequestTimeout (a TimeoutError) when it runs out,
-        SubscriptionClosed once the subscription (or its node) is closed."""
+        (None: forever). A message that cannot be decoded is skipped (counted in the
+        node's ``decode_errors`` and logged). Raises RequestTimeout (a TimeoutError) when
+        it runs out, SubscriptionClosed once the subscription (or its node) is closed."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            while not self._q:
-                if self._closed:
-                    raise SubscriptionClosed(f"subscription to {self.topic!r} is closed")
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    raise RequestTimeout(f"no message on {self.topic!r} within {timeout:g} s")
-                self._cond.wait(left)
-            frame = self._q.popleft()
-        return self._decode(frame.codec, frame.body)
+        while True:
+            with self._cond:
+                while not self._q:
+                    if self._closed:
+                        raise SubscriptionClosed(f"subscription to {self.topic!r} is closed")
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        raise RequestTimeout(f"no message on {self.topic!r} within {timeout:g} s")
+                    self._cond.wait(left)
+                frame = self._q.popleft()
+            value = self._try_decode(frame)
+            if value is not _NOTHING:
+                return value
 
     def drain(self) -> list[Any]:
-        """Every unread message, oldest first (maybe none). Never blocks."""
+        """Every unread message, oldest first (maybe none). Never blocks. Messages that
+        cannot be decoded are skipped (counted and logged)."""
         with self._cond:
             frames = list(self._q)
             self._q.clear()
-        return [self._decode(f.codec, f.body) for f in frames]
+        out = []
+        for f in frames:
+            value = self._try_decode(f)
+            if value is not _NOTHING:
+                out.append(value)
+        return out
+
+    def _try_decode(self, frame: Any) -> Any:
+        try:
+            return self._decode(frame.codec, frame.body)
+        except CodecError as exc:  # the node counted it already
+            log.error("easymesh: subscription to %r: skipping a message: %s", self.topic, exc)
+            return _NOTHING
 
     def __iter__(self) -> Iterator[Any]:
         """Messages as they arrive; ends when the subscription is closed."""

@@ -103,7 +103,7 @@ class CoordinatorLink(NodeBase):
         with self._topo_cond:
             self._topology.apply(msg)  # keeps our own record as set by _publish_self
             self._topo_cond.notify_all()
-        self._check_latched()
+        self._check_latched(msg.remove if isinstance(msg, Diff) else ())
         if isinstance(msg, Diff):
             for node_id in msg.remove:
                 self._retry_after.pop(node_id, None)

@@ -106,6 +106,7 @@ class ServiceEntry:
             drop="newest",
             describe=f"handler of service {name!r}",
             on_put=None if workers else node._spin_wake,
+            on_discard=lambda items: node._discard_requests(self, items),
         )
 
     def run(self, item: Any) -> None:

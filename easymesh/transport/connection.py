@@ -115,8 +115,10 @@ class Connection:
         self.on_open = on_open
         self.on_close = on_close
         self.decoder = FrameDecoder(
-            max_body=HANDSHAKE_MAX_BODY, allowed_types=HANDSHAKE_TYPES,
-            buffer_size=HANDSHAKE_BUFFER_SIZE, max_name=HANDSHAKE_MAX_NAME,
+            max_body=HANDSHAKE_MAX_BODY,
+            allowed_types=HANDSHAKE_TYPES,
+            buffer_size=HANDSHAKE_BUFFER_SIZE,
+            max_name=HANDSHAKE_MAX_NAME,
         )
         self._hs: ClientHandshake | ServerHandshake = (
             ClientHandshake(authkey) if is_client else ServerHandshake(authkey)
@@ -149,6 +151,9 @@ class Connection:
         """(I/O thread) Start a non-blocking connect to ``address``."""
         if self.state != CONNECTING:
             return
+        if self.loop.stopping:
+            self._fail(ConnectionLost("the node is closing"))
+            return
         self.peer_address = _fmt(address)
         try:
             sock = socket.socket(family, socket.SOCK_STREAM)
@@ -169,7 +174,11 @@ class Connection:
             self.loop.register(sock, WRITE, self._on_connect_ready)
             self._arm_handshake_timer()
         else:
-            self._fail(ConnectionLost(f"cannot connect to {self.peer_address}: {errno.errorcode.get(err, err)}"))
+            self._fail(
+                ConnectionLost(
+                    f"cannot connect to {self.peer_address}: {errno.errorcode.get(err, err)}"
+                )
+            )
 
     def start_server(self, sock: socket.socket, address: Any) -> None:
         """(I/O thread) Adopt an accepted socket and wait for the client's HELLO."""
@@ -186,7 +195,9 @@ class Connection:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if TCP_USER_TIMEOUT and hasattr(socket, "TCP_USER_TIMEOUT"):
                 try:  # see config.TCP_USER_TIMEOUT: a vanished peer fails sends in seconds
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(TCP_USER_TIMEOUT * 1000))
+                    sock.setsockopt(
+                        socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(TCP_USER_TIMEOUT * 1000)
+                    )
                 except OSError:
                     pass
         if self.socket_buffer:
@@ -203,14 +214,22 @@ class Connection:
 
     def _handshake_timeout(self) -> None:
         if self.state in (CONNECTING, HANDSHAKE):
-            log.warning("easymesh: %s: no handshake within %g s, closing", self.describe(), HANDSHAKE_TIMEOUT)
+            log.warning(
+                "easymesh: %s: no handshake within %g s, closing",
+                self.describe(),
+                HANDSHAKE_TIMEOUT,
+            )
             self._fail(ConnectionLost(f"handshake with {self.peer_address} timed out"))
 
     def _on_connect_ready(self, _mask: int) -> None:
         assert self.sock is not None
         err = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
-            self._fail(ConnectionLost(f"cannot connect to {self.peer_address}: {errno.errorcode.get(err, err)}"))
+            self._fail(
+                ConnectionLost(
+                    f"cannot connect to {self.peer_address}: {errno.errorcode.get(err, err)}"
+                )
+            )
             return
         self.loop.modify(self.sock, READ, self._on_event)
         self._begin_handshake()
@@ -248,7 +267,9 @@ class Connection:
                 except (BlockingIOError, InterruptedError):
                     sent = 0
                 except OSError as exc:
-                    self.loop.call_soon(self._fail, ConnectionLost(f"write to {self.peer_address} failed: {exc}"))
+                    self.loop.call_soon(
+                        self._fail, ConnectionLost(f"write to {self.peer_address} failed: {exc}")
+                    )
                     return False
                 self.frames_out += 1
                 if sent == nbytes:
@@ -371,7 +392,9 @@ class Connection:
                 except (BlockingIOError, InterruptedError):
                     return False
                 except OSError as exc:
-                    self.loop.call_soon(self._fail, ConnectionLost(f"write to {self.peer_address} failed: {exc}"))
+                    self.loop.call_soon(
+                        self._fail, ConnectionLost(f"write to {self.peer_address} failed: {exc}")
+                    )
                     return False
             else:
                 bufs: list[Any] = []
@@ -394,7 +417,9 @@ class Connection:
                 except (BlockingIOError, InterruptedError):
                     return False
                 except OSError as exc:
-                    self.loop.call_soon(self._fail, ConnectionLost(f"write to {self.peer_address} failed: {exc}"))
+                    self.loop.call_soon(
+                        self._fail, ConnectionLost(f"write to {self.peer_address} failed: {exc}")
+                    )
                     return False
             full = sent < offered
             sent += head
@@ -424,7 +449,9 @@ class Connection:
             self._peer_gone(ConnectionLost(f"read from {self.peer_address} failed: {exc}"))
             return
         if n == 0:
-            self._peer_gone(ConnectionLost(f"{self.label or self.peer_address} closed the connection"))
+            self._peer_gone(
+                ConnectionLost(f"{self.label or self.peer_address} closed the connection")
+            )
             return
         decoder.buffer_updated(n)
         self.bytes_in += n
@@ -499,17 +526,28 @@ class Connection:
         connecting side the caller gets the exception (Node() raises it)."""
         text = str(exc)
         if isinstance(exc, AuthenticationError):
-            reason = text if text.startswith("authentication failed") else f"authentication failed: {text}"
-            log.log(logging.DEBUG if self.is_client else logging.WARNING, "easymesh: %s: %s",
-                    self.describe(), reason)
+            reason = (
+                text
+                if text.startswith("authentication failed")
+                else f"authentication failed: {text}"
+            )
+            log.log(
+                logging.DEBUG if self.is_client else logging.WARNING,
+                "easymesh: %s: %s",
+                self.describe(),
+                reason,
+            )
         else:
             log.warning("easymesh: %s: protocol error, closing: %s", self.describe(), text)
             reason = f"protocol error: {text}"
-        if self.sock is not None:
-            try:
-                self.sock.send(error_frame(reason))
-            except OSError:
-                pass
+        with self._lock:
+            # Only at a frame boundary: nothing half-written (a sender writes whole frames
+            # under this lock; a partly written one stays at the head of _out).
+            if self.sock is not None and not self._hs_out and self._head_sent == 0:
+                try:
+                    self.sock.send(error_frame(reason))
+                except OSError:
+                    pass
         self._fail(exc, log_it=False)
 
     # -- closing -----------------------------------------------------------------------------
@@ -557,8 +595,11 @@ class Connection:
         """Who is at the other end, for log lines: 'connection from 10.0.0.7:50112',
         'connection to coordinator at 10.0.0.1:6374'."""
         if self.is_client:
-            return f"connection to {self.label} at {self.peer_address}" if self.label else (
-                f"connection to {self.peer_address}")
+            return (
+                f"connection to {self.label} at {self.peer_address}"
+                if self.label
+                else (f"connection to {self.peer_address}")
+            )
         known = self.label not in ("", "node", "peer")
         return f"connection from {self.peer_address}" + (f" ({self.label})" if known else "")
 
@@ -573,8 +614,9 @@ def _blen(b: Any) -> int:
 def _peer_credentials(sock: socket.socket) -> str:
     """'unix:pid=1234,uid=1000' for an accepted Unix-socket peer (Linux), else 'unix:(anonymous)'."""
     try:
-        pid, uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
-                                                             struct.calcsize("3i")))
+        pid, uid, _gid = struct.unpack(
+            "3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        )
         return f"unix:pid={pid},uid={uid}"
     except (OSError, AttributeError, struct.error):
         return _fmt("")

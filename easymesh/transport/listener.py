@@ -65,12 +65,15 @@ def unix_address(endpoint: str) -> str | bytes:
     return endpoint
 
 
-def tcp_address(endpoint: str) -> tuple[int, tuple[Any, ...]]:
-    """(family, sockaddr) for a ``host:port`` endpoint."""
+def tcp_address(endpoint: str, numeric: bool = False) -> tuple[int, tuple[Any, ...]]:
+    """(family, sockaddr) for a ``host:port`` endpoint. With ``numeric`` the host must be
+    an IP address (no DNS lookup: safe on the I/O thread and under locks). Raises
+    OSError (socket.gaierror) or ValueError for an address it cannot use."""
     from easymesh.config import parse_address
 
     host, port = parse_address(endpoint)
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    flags = socket.AI_NUMERICHOST if numeric else 0
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=flags)
     family, _, _, _, sockaddr = infos[0]
     return family, sockaddr
 

@@ -89,6 +89,11 @@ class IOLoop:
     def _set_stopping(self) -> None:
         self._stopping = True
 
+    @property
+    def stopping(self) -> bool:
+        """True once stop() was requested (and processed) or the loop ended."""
+        return self._stopping or self.stopped.is_set()
+
     def in_loop_thread(self) -> bool:
         return threading.get_ident() == self._ident
 
@@ -205,6 +210,17 @@ class IOLoop:
                 log.exception("easymesh %s: timer failed", self.name)
 
     def _close_all(self) -> None:
+        self._abort_registered()
+        # calls queued before or by the closers (on_close notifications) run now; one of
+        # them may register a new socket (a connect queued just before the stop): abort
+        # whatever is registered once more.
+        self._run_calls(self._calls)
+        self._abort_registered()
+        self._selector.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def _abort_registered(self) -> None:
         closers = []
         for key in list(self._selector.get_map().values()):
             if key.fileobj is self._wake_r:
@@ -224,8 +240,3 @@ class IOLoop:
                 close()
             except Exception:
                 log.exception("easymesh %s: closing failed", self.name)
-        # calls queued by the closers (on_close notifications) run now
-        self._run_calls(self._calls)
-        self._selector.close()
-        self._wake_r.close()
-        self._wake_w.close()
