@@ -267,9 +267,7 @@ class Connection:
                 except (BlockingIOError, InterruptedError):
                     sent = 0
                 except OSError as exc:
-                    self.loop.call_soon(
-                        self._fail, ConnectionLost(f"write to {self.peer_address} failed: {exc}")
-                    )
+                    self._write_failed(exc)
                     return False
                 self.frames_out += 1
                 if sent == nbytes:
@@ -325,6 +323,12 @@ class Connection:
         return True
 
     # -- I/O thread --------------------------------------------------------------------------
+
+    def _write_failed(self, exc: OSError) -> None:
+        """(any thread, lock held) A write failed: close from the I/O thread."""
+        self.loop.call_soon(
+            self._fail, ConnectionLost(f"write to {self.peer_address} failed: {exc}")
+        )
 
     def _want_write(self) -> None:
         if self.state == OPEN and self.sock is not None:
@@ -392,9 +396,7 @@ class Connection:
                 except (BlockingIOError, InterruptedError):
                     return False
                 except OSError as exc:
-                    self.loop.call_soon(
-                        self._fail, ConnectionLost(f"write to {self.peer_address} failed: {exc}")
-                    )
+                    self._write_failed(exc)
                     return False
             else:
                 bufs: list[Any] = []
@@ -417,9 +419,7 @@ class Connection:
                 except (BlockingIOError, InterruptedError):
                     return False
                 except OSError as exc:
-                    self.loop.call_soon(
-                        self._fail, ConnectionLost(f"write to {self.peer_address} failed: {exc}")
-                    )
+                    self._write_failed(exc)
                     return False
             full = sent < offered
             sent += head
