@@ -3,47 +3,22 @@
 from __future__ import annotations
 
 import sys
-from collections import defaultdict
 from typing import Any, TextIO
 
 from easymesh.errors import MeshError, RequestTimeout, ServiceError
 from easymesh.node import Node
 from easymesh.tools.display import format_data
 from easymesh.tools.session import others
-from easymesh.tools.table import format_table
+from easymesh.tools.table import print_membership
 
 
 def list_services(node: Node, verbose: bool = False, out: TextIO | None = None) -> int:
     """Print each service with its providing groups (``-v``: one row per providing
     node with id, host and pid). Prints a note on stderr when there are none."""
-    out = out or sys.stdout
-    by_service: dict[str, list[Any]] = defaultdict(list)
-    for info in others(node):
-        for name in info.services:
-            by_service[name].append(info)
-    if not by_service:
+    if not print_membership(
+        others(node), lambda n: n.services, "SERVICE", "PROVIDERS", verbose, out or sys.stdout
+    ):
         print("meshservice: no node provides any service", file=sys.stderr)
-        return 0
-    if verbose:
-        rows = [
-            (name, info.name, info.id, info.hostname, info.pid)
-            for name in sorted(by_service)
-            for info in sorted(by_service[name], key=lambda i: (i.name, i.id))
-        ]
-        print(format_table(("SERVICE", "NODE", "ID", "HOST", "PID"), rows), file=out, flush=True)
-        return 0
-    rows2 = []
-    for name in sorted(by_service):
-        groups: dict[str, int] = defaultdict(int)
-        for info in by_service[name]:
-            groups[info.name] += 1
-        rows2.append(
-            (
-                name,
-                ", ".join(g if n == 1 else f"{g} ({n} nodes)" for g, n in sorted(groups.items())),
-            )
-        )
-    print(format_table(("SERVICE", "PROVIDERS"), rows2), file=out, flush=True)
     return 0
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TextIO
 
 
 def format_table(headers: Sequence[str], rows: Iterable[Sequence[object]], gap: int = 2) -> str:
@@ -23,3 +25,47 @@ def join_or(items: Iterable[str], empty: str = "-") -> str:
     """``'a, b'`` for a non-empty iterable, else ``empty``."""
     text = ", ".join(items)
     return text if text else empty
+
+
+def print_membership(
+    nodes: Iterable[Any],
+    names_of: Callable[[Any], Iterable[str]],
+    what: str,
+    members: str,
+    verbose: bool,
+    out: TextIO,
+) -> bool:
+    """Print a listing of names (topics, services) with the nodes that have them.
+
+    ``names_of(node)`` gives a node's names; ``what``/``members`` are the column titles
+    (``TOPIC``/``LISTENERS``). Plain: one row per name with its groups (``worker (3
+    nodes)``); ``verbose``: one row per node with id, host and pid. Returns False, and
+    prints nothing, when no node has any name.
+    """
+    by_name: dict[str, list[Any]] = defaultdict(list)
+    for info in nodes:
+        for name in names_of(info):
+            by_name[name].append(info)
+    if not by_name:
+        return False
+    if verbose:
+        rows: list[tuple[object, ...]] = [
+            (name, info.name, info.id, info.hostname, info.pid)
+            for name in sorted(by_name)
+            for info in sorted(by_name[name], key=lambda i: (i.name, i.id))
+        ]
+        print(format_table((what, "NODE", "ID", "HOST", "PID"), rows), file=out, flush=True)
+        return True
+    rows = []
+    for name in sorted(by_name):
+        groups: dict[str, int] = defaultdict(int)
+        for info in by_name[name]:
+            groups[info.name] += 1
+        rows.append(
+            (
+                name,
+                ", ".join(g if n == 1 else f"{g} ({n} nodes)" for g, n in sorted(groups.items())),
+            )
+        )
+    print(format_table((what, members), rows), file=out, flush=True)
+    return True

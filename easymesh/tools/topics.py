@@ -13,7 +13,6 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
@@ -22,7 +21,7 @@ from easymesh.node import Node, RawMessage
 from easymesh.tools.display import decode, format_data, format_size
 from easymesh.tools.session import others
 from easymesh.tools.stats import Snapshot, Window
-from easymesh.tools.table import format_table
+from easymesh.tools.table import print_membership
 
 REPORT_EVERY = 1.0
 
@@ -30,32 +29,10 @@ REPORT_EVERY = 1.0
 def list_topics(node: Node, verbose: bool = False, out: TextIO | None = None) -> int:
     """Print each topic with its listening groups (``-v``: one row per listening node
     with its id, host and pid). Prints a note on stderr when nobody listens to anything."""
-    out = out or sys.stdout
-    by_topic: dict[str, list[Any]] = defaultdict(list)
-    for info in others(node):
-        for topic in info.topics:
-            by_topic[topic].append(info)
-    if not by_topic:
+    if not print_membership(
+        others(node), lambda n: n.topics, "TOPIC", "LISTENERS", verbose, out or sys.stdout
+    ):
         print("meshtopic: no node listens to any topic", file=sys.stderr)
-        return 0
-    if verbose:
-        rows = [
-            (topic, info.name, info.id, info.hostname, info.pid)
-            for topic in sorted(by_topic)
-            for info in sorted(by_topic[topic], key=lambda i: (i.name, i.id))
-        ]
-        print(format_table(("TOPIC", "NODE", "ID", "HOST", "PID"), rows), file=out, flush=True)
-        return 0
-    rows2 = []
-    for topic in sorted(by_topic):
-        groups: dict[str, int] = defaultdict(int)
-        for info in by_topic[topic]:
-            groups[info.name] += 1
-        listeners = ", ".join(
-            name if n == 1 else f"{name} ({n} nodes)" for name, n in sorted(groups.items())
-        )
-        rows2.append((topic, listeners))
-    print(format_table(("TOPIC", "LISTENERS"), rows2), file=out, flush=True)
     return 0
 
 
