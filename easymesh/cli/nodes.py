@@ -23,7 +23,6 @@ Options:
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 
 from docopt import docopt
@@ -31,17 +30,12 @@ from docopt import docopt
 from easymesh.cli.options import node_kwargs, run_main
 from easymesh.node import Node
 from easymesh.tools import nodes
-from easymesh.tools.session import UsageError, number, run_tool
+from easymesh.tools.session import number, run_cli
 
 
 def main(argv: list[str] | None = None) -> int:
     args = docopt(__doc__, argv=argv)
-    try:
-        action = _action(args)
-    except UsageError as exc:
-        print(f"meshnode: {exc}", file=sys.stderr)
-        return 2
-    return run_tool("meshnode", args["--name"], node_kwargs(args), action)
+    return run_cli("meshnode", args, node_kwargs(args), _action)
 
 
 def _action(args: dict) -> Callable[[Node], int]:

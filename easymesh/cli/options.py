@@ -6,11 +6,6 @@ import logging
 import sys
 from typing import Any
 
-NODE_OPTIONS = """\
-  --name=NAME              Node name [default: {name}].
-  --coordinator=HOST:PORT  Coordinator address [default: $EASYMESH_COORDINATOR or localhost:6374].
-  --authkey=KEY            Shared secret [default: $EASYMESH_AUTHKEY or none]."""
-
 
 def node_kwargs(args: dict[str, Any]) -> dict[str, Any]:
     """Keyword arguments for easymesh.Node from parsed docopt options."""

@@ -24,7 +24,6 @@ Options:
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 
 from docopt import docopt
@@ -32,17 +31,12 @@ from docopt import docopt
 from easymesh.cli.options import node_kwargs, run_main
 from easymesh.node import Node
 from easymesh.tools import services
-from easymesh.tools.session import UsageError, literal, number, run_tool
+from easymesh.tools.session import literal, number, run_cli
 
 
 def main(argv: list[str] | None = None) -> int:
     args = docopt(__doc__, argv=argv)
-    try:
-        action = _action(args)
-    except UsageError as exc:
-        print(f"meshservice: {exc}", file=sys.stderr)
-        return 2
-    return run_tool("meshservice", args["--name"], node_kwargs(args), action)
+    return run_cli("meshservice", args, node_kwargs(args), _action)
 
 
 def _action(args: dict) -> Callable[[Node], int]:

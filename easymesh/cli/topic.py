@@ -40,17 +40,12 @@ from docopt import docopt
 from easymesh.cli.options import node_kwargs, run_main
 from easymesh.node import Node
 from easymesh.tools import topics
-from easymesh.tools.session import UsageError, literal, number, run_tool
+from easymesh.tools.session import literal, number, run_cli
 
 
 def main(argv: list[str] | None = None) -> int:
     args = docopt(__doc__, argv=argv)
-    try:
-        action = _action(args)
-    except UsageError as exc:
-        print(f"meshtopic: {exc}", file=sys.stderr)
-        return 2
-    return run_tool("meshtopic", args["--name"], node_kwargs(args), action)
+    return run_cli("meshtopic", args, node_kwargs(args), _action)
 
 
 def _action(args: dict) -> Callable[[Node], int]:

@@ -102,3 +102,20 @@ def literal(text: str) -> Any:
         raise UsageError(
             f"DATA {text!r} is not a Python literal; to send a string, quote it: \"'{text}'\""
         ) from None
+
+
+def run_cli(
+    prog: str,
+    args: dict[str, Any],
+    node_kwargs: dict[str, Any],
+    make_action: Callable[[dict[str, Any]], Callable[[Node], int]],
+) -> int:
+    """What meshtopic, meshservice and meshnode do with their parsed arguments: build the
+    action (a malformed value prints ``<prog>: <reason>`` and gives exit status 2), then
+    :func:`run_tool` it."""
+    try:
+        action = make_action(args)
+    except UsageError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
+    return run_tool(prog, args["--name"], node_kwargs, action)
