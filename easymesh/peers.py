@@ -69,10 +69,6 @@ _PONG = encode_frame(PONG)
 SWEEP = 0.05  # seconds between sweeps of request deadlines: a timeout fires up to this late
 
 
-def _nbytes(bufs: list[Any]) -> int:
-    return sum(b.nbytes if isinstance(b, memoryview) else len(b) for b in bufs)
-
-
 def control_frame(msg: Any) -> tuple[list[Any], int]:
     name, body = encode_control(msg)
     bufs = encode_frame(CONTROL, name, body)

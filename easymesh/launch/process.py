@@ -155,10 +155,6 @@ class Child:
             os.kill(self._proc.pid, sig)
         return True
 
-    def group_alive(self) -> bool:
-        """True while any process of the child's group exists (leader or left-behind child)."""
-        return self.signal_group(0)
-
     def join(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for both threads (all output printed).
 
