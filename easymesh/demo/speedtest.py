@@ -49,6 +49,7 @@ paced run (--rate); at full speed latency includes the queueing of a saturated p
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import struct
@@ -402,8 +403,8 @@ def cmd_call(node: easymesh.Node, args: dict[str, Any]) -> int:
         def one(kind: int, seq: int) -> None:
             slots.acquire(timeout=15)
             t = now()
-            node.request_future(name, make_msg(codec, kind, seq, payload), timeout=10) \
-                .add_done_callback(lambda f, t=t: done(f, t))
+            future = node.request_future(name, make_msg(codec, kind, seq, payload), timeout=10)
+            future.add_done_callback(functools.partial(done, t=t))
 
         t_end = now() + float(args["--warmup"])
         while now() < t_end:
