@@ -26,6 +26,8 @@ from easymesh.errors import (
     RequestTimeout,
     ServiceError,
     SubscriptionClosed,
+    TooManyRequests,
+    WouldDeadlock,
 )
 from easymesh.handles import RawMessage, Service, Topic
 from easymesh.loadbalancing import (
@@ -64,6 +66,8 @@ __all__ = [
     "Subscription",
     "SubscriptionClosed",
     "Topic",
+    "TooManyRequests",
+    "WouldDeadlock",
     "__version__",
     "build_mesh_node",
     "build_node",

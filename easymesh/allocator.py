@@ -11,8 +11,12 @@ again, on both the sending and the receiving side.
 :func:`tune` raises the mmap threshold to 32 MiB and the trim threshold to
 64 MiB (``mallopt``), so freed large blocks are reused. The price: a process
 may keep up to about 64 MiB of freed memory for reuse instead of returning it
-to the kernel at once. It is applied once per process when the first Node is
-created, only with glibc, and never when ``EASYMESH_MALLOC_TUNING=0``.
+to the kernel at once. It is applied once per process, only with glibc, never
+when ``EASYMESH_MALLOC_TUNING=0``, and only once large messages actually flow:
+when a node first sends or receives a message of at least ``LARGE_MESSAGE``
+bytes (glibc's default mmap threshold, below which the settings change nothing).
+A process that embeds a node but only exchanges small messages keeps its own
+malloc settings.
 """
 
 from __future__ import annotations
@@ -27,6 +31,10 @@ M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 32 * 1024 * 1024
 TRIM_THRESHOLD = 64 * 1024 * 1024
+
+#: Messages at least this large make a node apply the settings (glibc's default mmap
+#: threshold: smaller blocks never took the slow path).
+LARGE_MESSAGE = 128 * 1024
 
 _done = False
 _lock = threading.Lock()

@@ -24,6 +24,8 @@ DEFAULT_MAX_PENDING_BYTES = 32 * 1024 * 1024
 PEER_SOCKET_BUFFER = 4 * 1024 * 1024
 #: Default bound on a listener's queue, in messages (drop-oldest past it).
 DEFAULT_QUEUE_SIZE = 10_000
+#: Requests that may wait for an answer at once, per node (beyond: TooManyRequests).
+DEFAULT_MAX_IN_FLIGHT = 100_000
 #: Default bound on a listener's queue, in bytes of encoded messages.
 DEFAULT_QUEUE_BYTES = 64 * 1024 * 1024
 #: Seconds between heartbeats on the coordinator link.

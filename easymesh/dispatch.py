@@ -20,6 +20,12 @@ other topics, services, heartbeats and the coordinator link go on.
 * ``workers=0`` makes a thread-less dispatcher: items wait (bounded, the same
   drop policy) until the owner calls :meth:`Dispatcher.run_queued` from its own
   thread (``Node.spin_once``); ``on_put`` tells the owner something arrived.
+* ``start=False`` creates the workers without starting them: items queue (bounded)
+  until :meth:`Dispatcher.start`. A listener that replaces another starts only once
+  the old one's workers have ended (:meth:`Dispatcher.when_ended`), so the old and
+  the new callback never run at the same time.
+* Stopping is two steps, :meth:`begin_stop` and :meth:`join`, so that an owner with
+  many dispatchers (a closing node) stops them all together under one deadline.
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ class Dispatcher:
         describe: str = "",
         on_put: Callable[[], None] | None = None,
         on_discard: Callable[[list[Any]], None] | None = None,
+        start: bool = True,
     ) -> None:
         if workers < 0:
             raise ValueError("workers must be at least 0")
@@ -61,6 +68,8 @@ class Dispatcher:
         if drop not in ("oldest", "newest"):
             raise ValueError("drop must be 'oldest' or 'newest'")
         self.run = run
+        #: False for a thread-less dispatcher (``workers=0``: the owner runs the queue).
+        self.threaded = workers > 0
         self.describe = describe or thread_name
         self.queue_size = queue_size
         self.queue_bytes = queue_bytes
@@ -81,8 +90,44 @@ class Dispatcher:
             threading.Thread(target=self._work, name=f"{thread_name}-{i + 1}", daemon=True)
             for i in range(workers)
         ]
+        self._alive = 0
+        self._started = False
+        self._on_ended: list[Callable[[], None]] = []
+        if start:
+            self.start()
+
+    def start(self) -> None:
+        """Start the workers (once; no-op when already started or thread-less)."""
+        with self._cond:
+            if self._started:
+                return
+            self._started = True
+            if self._abandon:  # stopped before it ever started: nothing will run
+                self._threads = []
+            self._alive = len(self._threads)
         for t in self._threads:
             t.start()
+        if not self._threads:
+            self._ended()
+
+    def when_ended(self, fn: Callable[[], None]) -> None:
+        """Call ``fn()`` once no worker of this dispatcher runs any more (after
+        :meth:`begin_stop`); at once if that is already so. Runs in the last worker's
+        thread or in the caller's."""
+        with self._cond:
+            if self._alive or not self._started:
+                self._on_ended.append(fn)
+                return
+        fn()
+
+    def _ended(self) -> None:
+        with self._cond:
+            fns, self._on_ended = self._on_ended, []
+        for fn in fns:
+            try:
+                fn()
+            except Exception:
+                log.exception("easymesh: %s: end hook failed", self.describe)
 
     # -- producers ---------------------------------------------------------------------------
 
@@ -153,6 +198,16 @@ class Dispatcher:
     # -- workers -----------------------------------------------------------------------------
 
     def _work(self) -> None:
+        try:
+            self._work_loop()
+        finally:
+            with self._cond:
+                self._alive -= 1
+                last = self._alive == 0
+            if last:
+                self._ended()
+
+    def _work_loop(self) -> None:
         q = self._q
         cond = self._cond
         run = self.run
@@ -221,15 +276,28 @@ class Dispatcher:
     def stop(self, timeout: float = 2.0, drain: bool = True) -> bool:
         """Stop the workers; with ``drain`` they first finish the queue, up to ``timeout``
         seconds. Returns True if all workers ended. Safe to call from a worker."""
+        self.begin_stop(drain)
+        return self.join(time.monotonic() + timeout)
+
+    def begin_stop(self, drain: bool = True) -> None:
+        """Refuse new items and tell the workers to end (after the queue, with ``drain``).
+        Returns at once; see :meth:`join`."""
         with self._cond:
             self._stopping = True
             left = []
-            if not drain or not self._threads:  # thread-less: nobody will run the queue now
+            if not drain or not self._threads or not self._started:
+                # thread-less, or never started: nobody will run the queue now
                 self._abandon = True
                 left = self._take_all()
             self._cond.notify_all()
         self._discard(left)
-        deadline = time.monotonic() + timeout
+        if not self._started:
+            self.start()  # runs the end hooks (no worker will ever run)
+
+    def join(self, deadline: float) -> bool:
+        """Wait until the workers ended or ``deadline`` (a ``time.monotonic()`` value)
+        passes; then abandon what is still queued (each worker ends after its current
+        item). Never joins the calling thread. True if all workers ended."""
         me = threading.current_thread()
         ended = True
         for t in self._threads:

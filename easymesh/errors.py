@@ -56,6 +56,17 @@ class NodeClosed(MeshError, RuntimeError):
     """The node was closed; it cannot send, listen or request any more."""
 
 
+class WouldDeadlock(MeshError, RuntimeError):
+    """A blocking call was made from a thread that the call itself would have to wait
+    for (the node's I/O thread, the thread that completes request futures, or the
+    thread that spins a ``threaded=False`` service it calls): it could never finish,
+    so it fails at once instead of hanging until its timeout."""
+
+
+class TooManyRequests(MeshError, RuntimeError):
+    """The node already has ``max_in_flight`` requests waiting for an answer."""
+
+
 class SubscriptionClosed(MeshError, EOFError):
     """The subscription (or its node) was closed; no more messages will come."""
 

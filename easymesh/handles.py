@@ -7,10 +7,28 @@ to one name often; a ``raw=True`` listener receives :class:`RawMessage` objects.
 from __future__ import annotations
 
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
-if TYPE_CHECKING:
-    from easymesh.node import Node
+
+class _Owner(Protocol):
+    """The part of a Node that handles use (a Protocol, so this module does not
+    import the node: handles sit below it)."""
+
+    name: str
+
+    def send(self, topic: str, data: Any, *, latch: bool = False) -> None: ...
+
+    def has_listeners(self, topic: str) -> bool: ...
+
+    def wait_for_listener(self, topic: str, timeout: float | None = None) -> None: ...
+
+    def request(self, service: str, data: Any, timeout: float | None = None) -> Any: ...
+
+    def request_future(self, service: str, data: Any, timeout: float | None = None) -> Future: ...
+
+    def has_service(self, name: str) -> bool: ...
+
+    def wait_for_service(self, name: str, timeout: float | None = None) -> None: ...
 
 
 class RawMessage(NamedTuple):
@@ -23,7 +41,7 @@ class RawMessage(NamedTuple):
 class Topic:
     """A handle on one topic of one node: ``send``, ``has_listeners``, ``wait_for_listener``."""
 
-    def __init__(self, node: Node, name: str, latch: bool = False) -> None:
+    def __init__(self, node: _Owner, name: str, latch: bool = False) -> None:
         self.node = node
         self.name = name
         self.latch = latch
@@ -44,7 +62,7 @@ class Topic:
 class Service:
     """A handle on one service: ``request``, ``request_future``, ``wait_for_provider``."""
 
-    def __init__(self, node: Node, name: str) -> None:
+    def __init__(self, node: _Owner, name: str) -> None:
         self.node = node
         self.name = name
 

@@ -1,84 +1,75 @@
-"""Node: the object a user holds. Topics, services, futures.
+"""Node: the object a user holds. A thin facade that wires the node's parts together.
 
-Threads (see STYLE.md): the node's I/O thread (``easymesh-<name>-io``) owns all
-sockets; each listener and each service owns a worker pool that runs user
-code; the user's own threads call :meth:`Node.send` / :meth:`Node.request`.
+The parts (see docs/architecture.md for who owns what, the lock order and the
+paths of a message, a request and a topology change):
 
-Hand-offs on the hot paths, counted (each costs tens of µs on a busy machine):
+* :class:`~easymesh.view.TopologyView` — the mesh as this node knows it; waits;
+* :class:`~easymesh.registry.Registry` — this node's listeners, subscriptions,
+  services, published topics, and the thread-less queues ``spin_once`` runs;
+* :class:`~easymesh.router.Router` — the links to peers, and what arrives on them;
+* :class:`~easymesh.publisher.Publisher` — sending topics, latched values
+  (:class:`~easymesh.latch.LatchStore`);
+* :class:`~easymesh.caller.Caller` — requests and pings, over the
+  :class:`~easymesh.requests.RequestTable`;
+* :class:`~easymesh.servicehost.ServiceHost` — runs handlers, sends replies;
+* :class:`~easymesh.coordclient.CoordinatorClient` — register, heartbeat,
+  reconnect, topology diffs;
+* :class:`~easymesh.decoder.Decoder` — the node's codec and the codecs it accepts.
 
-* ``send()``: the caller encodes once and writes the frame to the peer's
-  socket itself when nothing is queued (connection.py); the receiver's I/O
-  thread parses and queues it; the listener's worker decodes and calls back.
-  One hand-off at each end, none when the kernel keeps up.
-* ``request()``: the caller writes the request itself; the provider's I/O
-  thread queues it for the service's worker, which runs the handler and writes
-  the reply itself; the caller's I/O thread decodes the reply and completes
-  the Future, waking the caller. Two hand-offs in all.
-
-Routing: the topology (who listens to what) comes from the coordinator; a
-peer on the same host (equal ``host_key``) is reached over its Unix socket,
-others over TCP. One connection per peer pair is enough: a node that accepted
-a connection also sends over it, and replies always go back on the
-connection the request came in on.
+The Node holds no table of its own: each part owns its state and its lock and gets
+the few collaborators it needs as callables. Threads: one I/O thread
+(``easymesh-<name>-io``) owns the sockets and never runs user code; each listener and
+service has its worker pool; request futures are completed on ``easymesh-<name>-futures``.
 """
 
 from __future__ import annotations
 
-import itertools
-import math
+import atexit
+import os
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from typing import Any
 
-from easymesh import allocator, config
+from easymesh import config
+from easymesh.caller import Caller
 from easymesh.config import format_address
-from easymesh.control import ControlLoops
-from easymesh.errors import (
-    CodecError,
-    ConnectionLost,
-    MeshError,
-    NodeClosed,
-    NoProviderError,
-    RequestTimeout,
-)
+from easymesh.coordclient import CoordinatorClient
+from easymesh.decoder import Decoder
+from easymesh.errors import NodeClosed, WouldDeadlock
 from easymesh.handles import RawMessage, Service, Topic  # noqa: F401 - RawMessage re-exported
 from easymesh.loadbalancing import resolve_load_balancer
-from easymesh.nodebase import check_name
-from easymesh.peers import PeerLinks, Pending, Waiter, control_frame
-from easymesh.protocol.codecs import codec_id_of, resolve_codec
-from easymesh.protocol.frames import (
-    HEADER,
-    JOIN_LIMIT,
-    REQUEST,
-    TOPIC,
-    Frame,
-    encode_frame,
-)
-from easymesh.protocol.messages import (
-    Bye,
-    NodeInfo,
-)
-from easymesh.protocol.topology import Topology
-from easymesh.transport.connection import OPEN
-from easymesh.transport.listener import (
-    Listener,
-    host_key,
-    unix_server_socket,
-)
+from easymesh.protocol.messages import Diff, NodeInfo, Welcome
+from easymesh.publisher import Publisher
+from easymesh.registry import Registry, Snapshot, check_name
+from easymesh.router import PEER_RETIRE_GRACE, Router
+from easymesh.servicehost import ServiceHost
+from easymesh.subscription import Subscription
+from easymesh.transport.connection import Connection
+from easymesh.transport.listener import host_key
 from easymesh.transport.loop import IOLoop
-from easymesh.uplink import CoordinatorLink
-from easymesh.workers import ServiceEntry, TopicEntry, TopicListener
+from easymesh.view import TopologyView
+from easymesh.workers import ServiceEntry, TopicListener
 
-_new_frame = tuple.__new__
-_pack_header = HEADER.pack
-_LOCAL = None  # reply target of a request this node made to itself
+__all__ = ["Node", "build_node", "build_mesh_node"]
+
+_live: weakref.WeakSet[Node] = weakref.WeakSet()
 
 
-class Node(CoordinatorLink, PeerLinks, ControlLoops):
+@atexit.register
+def _close_at_exit() -> None:
+    """A script that ends without ``close()`` still delivers what it sent: every node
+    still open closes (with its linger) when the interpreter exits, as ``with Node()``
+    would have done."""
+    for node in list(_live):
+        node.close()
+
+
+class Node:
     """A member of the mesh. Connects, authenticates and registers before returning.
 
     Arguments (all but ``name`` keyword-only):
@@ -89,6 +80,9 @@ class Node(CoordinatorLink, PeerLinks, ControlLoops):
     ``authkey``: bytes or str shared by the whole mesh; default ``$EASYMESH_AUTHKEY``.
     ``codec``: ``'pickle'`` (default), ``'msgpack'``, ``'json'``, ``'raw'`` or an
     object with ``encode``/``decode`` (see protocol/codecs.py).
+    ``accept_codecs``: the codecs this node decodes when peers send them (names, ids or
+    codec objects; its own codec always). Default: all of them if ``codec`` is pickle,
+    else all but pickle (see decoder.py). Frames in other codecs are dropped unread.
     ``load_balancer``: ``'round-robin'`` (default), ``'random'``, ``None`` (every
     listener gets every message) or an object (see loadbalancing.py).
     ``connect_timeout``: seconds to keep trying to reach the coordinator (10).
@@ -97,6 +91,7 @@ class Node(CoordinatorLink, PeerLinks, ControlLoops):
     ``linger``: seconds ``close()`` waits for queued messages to leave (2).
     ``max_message_size``: largest frame body accepted from a peer (256 MiB).
     ``max_pending_bytes``: bound on bytes queued towards one peer (32 MiB).
+    ``max_in_flight``: requests that may wait for an answer at once (100,000).
     ``queue_size``: default bound of each listener's queue (10,000 messages).
     ``host``: IP to bind and advertise for TCP; default: the address this
     machine uses to reach the coordinator.
@@ -115,6 +110,7 @@ class Node(CoordinatorLink, PeerLinks, ControlLoops):
         coordinator: str | None = None,
         authkey: bytes | str | None = None,
         codec: Any = "pickle",
+        accept_codecs: Iterable[Any] | None = None,
         load_balancer: Any = "round-robin",
         connect_timeout: float = config.DEFAULT_CONNECT_TIMEOUT,
         heartbeat_interval: float = config.DEFAULT_HEARTBEAT_INTERVAL,
@@ -122,6 +118,7 @@ class Node(CoordinatorLink, PeerLinks, ControlLoops):
         linger: float = config.DEFAULT_LINGER,
         max_message_size: int = config.DEFAULT_MAX_MESSAGE_SIZE,
         max_pending_bytes: int = config.DEFAULT_MAX_PENDING_BYTES,
+        max_in_flight: int = config.DEFAULT_MAX_IN_FLIGHT,
         queue_size: int = config.DEFAULT_QUEUE_SIZE,
         host: str | None = None,
         socket_dir: str | None = None,
@@ -129,14 +126,12 @@ class Node(CoordinatorLink, PeerLinks, ControlLoops):
     ) -> None:
         if not isinstance(name, str) or not name or len(name) > 256:
             raise ValueError("a node name must be a non-empty string of at most 256 characters")
+        if transport not in ("auto", "tcp"):
+            raise ValueError("transport must be 'auto' or 'tcp'")
         self.name = name
         self.id = uuid.uuid4().hex[:16]
-        self._codec = resolve_codec(codec)
-        self._codec_id = codec_id_of(self._codec)
-        self._balancer = resolve_load_balancer(load_balancer)
         host_, port = config.coordinator_address(coordinator)
         self.coordinator = format_address(host_, port)
-        self._authkey = config.authkey_bytes(authkey)
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_timeout = heartbeat_interval * config.HEARTBEAT_TIMEOUT_FACTOR
         self.request_timeout = request_timeout
@@ -149,64 +144,132 @@ class Node(CoordinatorLink, PeerLinks, ControlLoops):
         self._bind_host = (
             str(socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)[0][4][0]) if host else None
         )
-        if transport not in ("auto", "tcp"):
-            raise ValueError("transport must be 'auto' or 'tcp'")
-        self._use_unix = transport == "auto"
-        self._host_key = host_key()
         self._hostname = socket.gethostname()
-
-        allocator.tune()
-        self._loop = IOLoop(name)
-        self._lock = threading.RLock()  # registration tables, peer map, lifecycle
-        self._topo_lock = threading.Lock()
-        self._topo_cond = threading.Condition(self._topo_lock)
-        self._topology = Topology()
-        self._topics = {}
-        self._services = {}
-        self._peers = {}  # node id -> connection used to reach it
-        self._conns = set()
-        self._retry_after = {}
-        self._latched = {}  # topic -> [codec id, body, ids already served]
-        self._latch_lock = threading.Lock()
-        self._spinnable = []  # thread-less listeners and services
-        self._spin_cond = threading.Condition(threading.Lock())
-        self._pending = {}
-        self._rid = itertools.count(1)
-        self._deadlines = []  # heap of (deadline, rid, timeout)
-        self._deadline_lock = threading.Lock()
-        self._sweep_armed = False
+        self._host_key = host_key()
         self._closing = False
+        self._close_started = False
+        self._close_reason: BaseException | None = None
+        self._close_lock = threading.Lock()
         self._closed = threading.Event()
-        self._coord = None
-        self._coord_ready = False  # Register sent on self._coord
-        self._coord_sockaddr = None
-        self._reconnect_delay = 0.1
-        self._attempt_done = threading.Event()
-        self._attempt_error = None
-        self._welcomed = False
-        self._tcp = None
-        self._tcp_endpoint = ""
-        self._counters = {
-            "sent": 0,
-            "no_listener": 0,
-            "dropped_outbound": 0,
-            "unroutable": 0,
-            "decode_errors": 0,
-            "requests": 0,
-        }
-
-        sock, self._unix_endpoint, path = unix_server_socket(self.id, config.socket_dir(socket_dir))
-        self._unix = Listener(self._loop, sock, self._on_accept, path)
-        self._loop.call_soon(self._unix.start)
+        self._wire(
+            config.authkey_bytes(authkey), codec, accept_codecs, load_balancer, max_in_flight,
+            socket_dir, transport,
+        )  # fmt: skip
         self._loop.start()
         try:
-            self._connect(connect_timeout)
+            self._router.start()
+            self._coordinator.connect(connect_timeout)
         except BaseException:
+            self._coordinator.stop()
             self._shutdown_loop()
             raise
-        self._loop.call_later(self.heartbeat_interval, self._heartbeat)
+        _live.add(self)
 
-    # -- public: lifecycle ---------------------------------------------------------------------
+    def _wire(
+        self,
+        authkey: bytes | None,
+        codec: Any,
+        accept_codecs: Iterable[Any] | None,
+        load_balancer: Any,
+        max_in_flight: int,
+        socket_dir: str | None,
+        transport: str,
+    ) -> None:
+        """Build the parts and connect them (no thread runs yet)."""
+        self._decoder = Decoder(codec, accept_codecs, self.name)
+        balancer = resolve_load_balancer(load_balancer)
+        self._loop = IOLoop(self.name, on_crash=self._on_io_crash)
+        in_io = self._loop.in_loop_thread
+        self._view = TopologyView(in_io)
+        self._registry = Registry(self._record_changed)
+        self._router = Router(
+            loop=self._loop, node_name=self.name, node_id=self.id, authkey=authkey,
+            use_unix=transport == "auto", host_key=self._host_key,
+            max_message_size=self.max_message_size, max_pending_bytes=self.max_pending_bytes,
+            socket_dir=socket_dir, decoder=self._decoder, entry=self._registry.entry,
+            on_request=lambda link, frame: self._host.on_request(link, frame),
+            on_answer=lambda link, frame: self._caller.on_answer(link, frame),
+            on_link_closed=lambda link, exc: self._caller.fail_link(link, exc),
+        )  # fmt: skip
+        self._host = ServiceHost(
+            self.name, self._registry, self._decoder,
+            lambda *answer: self._caller.complete_local(*answer),
+        )  # fmt: skip
+        self._caller = Caller(
+            node_name=self.name, node_id=self.id, view=self._view, registry=self._registry,
+            host=self._host, decoder=self._decoder, balancer=balancer,
+            link_to=self._router.link_to, call_later=self._loop.call_later, in_io_thread=in_io,
+            request_timeout=self.request_timeout, max_in_flight=max_in_flight,
+        )  # fmt: skip
+        self._publisher = Publisher(
+            node_id=self.id, view=self._view, registry=self._registry, decoder=self._decoder,
+            balancer=balancer, link_to=self._router.link_to, links=self._router.links,
+            max_message_size=self.max_message_size,
+        )  # fmt: skip
+        self._coordinator = CoordinatorClient(
+            loop=self._loop, address=self.coordinator, authkey=authkey, node_name=self.name,
+            heartbeat_interval=self.heartbeat_interval, heartbeat_timeout=self.heartbeat_timeout,
+            self_info=self._self_info, on_first_open=self._start_tcp,
+            on_topology=self._on_topology,
+        )  # fmt: skip
+        self._view.set_local(self._self_info())
+
+    # -- wiring callbacks ------------------------------------------------------------------
+
+    def _self_info(self, snapshot: Snapshot | None = None) -> NodeInfo:
+        s = snapshot or self._registry.snapshot()
+        return NodeInfo(
+            id=self.id,
+            name=self.name,
+            hostname=self._hostname,
+            host_key=self._host_key,
+            tcp=self._router.tcp_endpoint,
+            unix=self._router.unix_endpoint,
+            topics=s.topics,
+            services=s.services,
+            pid=os.getpid(),
+        )
+
+    def _record_changed(self, snapshot: Snapshot) -> None:
+        """(registry lock held) Our record changed: the view first, then the coordinator."""
+        self._view.set_local(self._self_info(snapshot))
+        self._coordinator.send_update()
+        if self._publisher.latches:
+            self._loop.call_soon(self._publisher.catch_up_latched)
+
+    def _start_tcp(self, coordinator_link: Connection) -> None:
+        sock = coordinator_link.sock
+        self._router.start_tcp(
+            self._bind_host or (sock.getsockname()[0] if sock is not None else "127.0.0.1")
+        )
+        self._view.set_local(self._self_info())
+
+    def _on_topology(self, msg: Welcome | Diff) -> None:
+        """(I/O thread) The coordinator told us of a change."""
+        self._view.apply(msg)
+        removed = msg.remove if isinstance(msg, Diff) else ()
+        self._publisher.catch_up_latched(removed)
+        for node_id in removed:
+            # Messages it sent just before leaving may still be in our socket: read them
+            # first. A node that really left closes its side long before the grace ends.
+            self._router.forget(node_id)
+            self._loop.call_later(PEER_RETIRE_GRACE, self._retire, node_id)
+
+    def _retire(self, node_id: str) -> None:
+        if node_id not in self._view.nodes:
+            self._router.retire(node_id)
+
+    def _on_io_crash(self, exc: BaseException) -> None:
+        """The I/O thread died: fail loudly (closed, with the reason), never hang."""
+        reason = NodeClosed(f"node {self.name!r} failed: its I/O thread died ({exc!r})")
+        with self._close_lock:
+            self._closing = True
+            self._close_reason = reason
+        self._view.close(reason)
+        self._caller.close(reason, time.monotonic() + 2.0)
+        self._registry.wake_spinner()
+
+    # -- public: lifecycle -----------------------------------------------------------------
 
     def __enter__(self) -> Node:
         return self
@@ -222,63 +285,53 @@ class Node(CoordinatorLink, PeerLinks, ControlLoops):
         return self._closing
 
     def close(self, linger: float | None = None) -> None:
-        """Leave the mesh. Idempotent, bounded in time, safe from any thread (a callback too).
+        """Leave the mesh. Idempotent, bounded in time (about ``linger`` + 2.5 s in all,
+        however many listeners and services), safe from any thread (a callback too).
 
         Waits up to ``linger`` seconds (default: the node's ``linger``) for messages
         already sent to leave, then fails every pending request with NodeClosed,
-        stops the listeners' workers (they finish what is queued, bounded) and the
-        I/O thread.
+        stops all listeners' and services' workers together (they finish what is
+        queued, within 2 s) and the I/O thread. Called from a thread of this node (a
+        callback, a handler, a done-callback, the I/O thread) it never waits for that
+        thread itself.
         """
-        with self._lock:
-            already = self._closing
+        with self._close_lock:
+            already, self._close_started = self._close_started, True
             self._closing = True
-        on_own_thread = self._loop.in_loop_thread() or self._owns_current_thread()
+            if self._close_reason is None:
+                self._close_reason = NodeClosed(f"node {self.name!r} is closed")
+        _live.discard(self)
         if already:
-            if not on_own_thread:
+            if not self._own_thread():
                 self._closed.wait(10.0)
             return
+        in_io = self._loop.in_loop_thread()
         linger = self.linger if linger is None else linger
-        deadline = time.monotonic() + max(0.0, linger)
-        if not self._loop.in_loop_thread():
-            for conn in list(self._peers.values()):
-                conn.wait_flushed(max(0.0, deadline - time.monotonic()))
-        coord = self._coord
-        if coord is not None and coord.state == OPEN:
-            bufs, n = control_frame(Bye())
-            coord.send(bufs, n, droppable=False)
-            if not self._loop.in_loop_thread():
-                coord.wait_flushed(0.5)
-        self._fail_pending(lambda p: True, NodeClosed(f"node {self.name!r} was closed"))
-        with self._lock:
-            entries = list(self._topics.values())
-            services = list(self._services.values())
-        for entry in entries:
-            for sink in entry.sinks:
-                sink.stop(timeout=2.0)
-        for svc in services:
-            svc.dispatcher.stop(timeout=2.0)
+        if not in_io:
+            self._router.wait_flushed(time.monotonic() + max(0.0, linger))
+        self._router.begin_close()
+        self._coordinator.leave(wait=not in_io)
+        self._view.close(self._close_reason)
+        deadline = time.monotonic() + 2.0
+        self._caller.close(self._close_reason, deadline)
+        self._registry.close(deadline)
         self._shutdown_loop()
-        with self._topo_cond:
-            self._topo_cond.notify_all()
-        self._spin_wake()
         self._closed.set()
 
     def _shutdown_loop(self) -> None:
         self._closing = True
-        listeners = [lst for lst in (self._unix, self._tcp) if lst is not None]
         if self._loop.in_loop_thread():
-            for lst in listeners:  # also one paused (unregistered) after running out of fds
-                lst.close()
+            self._router.close_listeners()  # also one paused after running out of fds
         self._loop.stop(timeout=3.0)
         if not self._loop.running:
-            for lst in listeners:
-                lst.close()
+            self._router.close_listeners()
 
-    def _owns_current_thread(self) -> bool:
-        with self._lock:
-            dispatchers = [e.listener.dispatcher for e in self._topics.values() if e.listener]
-            dispatchers += [s.dispatcher for s in self._services.values()]
-        return any(d.owns_current_thread() for d in dispatchers)
+    def _own_thread(self) -> bool:
+        return (
+            self._loop.in_loop_thread()
+            or self._registry.owns_current_thread()
+            or self._caller.owns_current_thread()
+        )
 
     def forever(self) -> None:
         """Block until :meth:`close`, Ctrl-C (SIGINT) or SIGTERM; then close cleanly."""
@@ -296,9 +349,9 @@ class Node(CoordinatorLink, PeerLinks, ControlLoops):
 
     def _check_open(self) -> None:
         if self._closing:
-            raise NodeClosed(f"node {self.name!r} is closed")
+            raise self._close_reason or NodeClosed(f"node {self.name!r} is closed")
 
-    # -- public: topics ------------------------------------------------------------------------
+    # -- public: topics --------------------------------------------------------------------
 
     def send(self, topic: str, data: Any, *, latch: bool = False) -> None:
         """Send ``data`` to the listeners of ``topic`` (at most once, never blocks).
@@ -312,111 +365,17 @@ class Node(CoordinatorLink, PeerLinks, ControlLoops):
         Raises NodeClosed after close(), CodecError if ``data`` cannot be encoded.
         """
         if self._closing:
-            raise NodeClosed(f"node {self.name!r} is closed")
-        if latch or (self._latched and topic in self._latched):
-            self._send_latched(topic, data)  # a latched topic keeps its newest value
-            return
-        nodes = self._topology.listeners(topic)
-        if not nodes:
-            self._counters["no_listener"] += 1
-            return
-        try:
-            body = self._codec.encode(data)
-        except Exception as exc:
-            raise CodecError(f"cannot encode data for topic {topic!r}: {exc}") from exc
-        self._send_encoded(topic, nodes, self._codec_id, body)
+            self._check_open()
+        self._publisher.send(topic, data, latch)
 
     def send_raw(self, topic: str, codec: int, data: bytes | bytearray) -> None:
         """Send bytes already encoded with codec id ``codec`` (as a raw listener got them)."""
         self._check_open()
-        nodes = self._topology.listeners(topic)
-        if nodes:
-            self._send_encoded(topic, nodes, codec, data)
-
-    def _send_encoded(self, topic: str, nodes: Any, codec_id: int, body: Any) -> None:
-        if type(body) is not bytes:
-            # A bytearray or memoryview could change after send() returns (it may sit in a
-            # queue), and len() of a typed memoryview counts items, not bytes.
-            body = bytes(body)
-        name = topic.encode("utf-8")
-        blen = len(body)
-        if blen > self.max_message_size:
-            raise MeshError(
-                f"a message of {blen} bytes on topic {topic!r} is larger than max_message_size"
-                f" ({self.max_message_size}); receivers would refuse it"
-            )
-        # The frame, built inline (this is the hot path; see protocol/frames.py for the layout).
-        head = _pack_header(TOPIC, codec_id, len(name), blen, 0)
-        bufs = [head + name + body] if blen < JOIN_LIMIT else [head + name, body]
-        nbytes = 16 + len(name) + blen
-        peers = self._peers
-        for node in self._balancer.choose_nodes(topic, nodes):
-            if node.id == self.id:
-                self._deliver_local(name, codec_id, body)
-                continue
-            conn = peers.get(node.id) or self._peer_conn(node)
-            if conn is None or not conn.send(bufs, nbytes, True):
-                self._counters["dropped_outbound"] += 1
-        self._counters["sent"] += 1
-
-    def _deliver_local(self, name: bytes, codec_id: int, body: Any) -> None:
-        entry = self._topics.get(name)
-        if entry is not None:
-            entry.deliver(((_new_frame(Frame, (TOPIC, codec_id, name, 0, body)), len(body)),))
-
-    # -- latched topics ------------------------------------------------------------------------
-
-    def _send_latched(self, topic: str, data: Any) -> None:
-        try:
-            body = self._codec.encode(data)
-        except Exception as exc:
-            raise CodecError(f"cannot encode data for topic {topic!r}: {exc}") from exc
-        if type(body) is not bytes:
-            body = bytes(body)
-        # Sent while holding _latch_lock, like _check_latched's deliveries, so a late
-        # joiner never gets an older latched value after a newer one.
-        with self._latch_lock:
-            nodes = self._topology.listeners(topic)
-            entry = self._latched.get(topic)
-            served = (entry[2] if entry else set()) | {n.id for n in nodes}
-            self._latched[topic] = [self._codec_id, body, served]
-            if nodes:
-                self._send_encoded(topic, nodes, self._codec_id, body)
-            else:
-                self._counters["no_listener"] += 1
+        self._publisher.send_raw(topic, codec, data)
 
     def clear_latch(self, topic: str) -> None:
         """Forget the latched value of ``topic`` (late listeners no longer get it)."""
-        with self._latch_lock:
-            self._latched.pop(topic, None)
-
-    def _check_latched(self, removed: tuple[str, ...] = ()) -> None:
-        """After a topology change: give latched values to listeners that are new.
-        ``removed``: ids of nodes that left the mesh (they count as new if they return).
-        Never called while holding self._lock (lock order: _latch_lock, then _lock)."""
-        if not self._latched or self._closing:
-            return
-        with self._latch_lock:
-            present = self._topology.nodes
-            for topic, entry in self._latched.items():
-                codec_id, body, served = entry
-                served.difference_update(removed)
-                listeners = self._topology.listeners(topic)
-                for node in listeners:
-                    if node.id not in served:
-                        self._send_one(topic, node, codec_id, body)
-                # Nodes missing from the topology keep their mark (a restarted coordinator
-                # lists nodes as they come back); nodes present but not listening lose it.
-                entry[2] = {n.id for n in listeners} | {i for i in served if i not in present}
-
-    def _send_one(self, topic: str, node: NodeInfo, codec_id: int, body: bytes) -> None:
-        name = topic.encode("utf-8")
-        if node.id == self.id:
-            self._deliver_local(name, codec_id, body)
-            return
-        conn = self._peers.get(node.id) or self._peer_conn(node)
-        if conn is not None:
-            conn.send(encode_frame(TOPIC, name, body, codec_id), 16 + len(name) + len(body), True)
+        self._publisher.latches.clear(topic)
 
     def listen(
         self,
@@ -440,7 +399,8 @@ class Node(CoordinatorLink, PeerLinks, ControlLoops):
         past them the oldest are dropped and counted (``stats()``). With the default
         single worker, messages from one sender reach the callback in order.
         ``raw=True`` passes a :class:`RawMessage` (codec id, bytes) instead of decoding.
-        Listening again to the same topic replaces the callback.
+        Listening again to the same topic replaces the callback: the new one starts
+        once the old one finished what it had queued (never both at once).
         Raises NodeClosed, ValueError/TypeError on bad arguments.
         """
         self._check_open()
@@ -448,68 +408,81 @@ class Node(CoordinatorLink, PeerLinks, ControlLoops):
         if not callable(callback):
             raise TypeError("callback must be callable as callback(topic, data)")
         listener = TopicListener(
-            self,
+            f"easymesh-{self.name}-{topic}",
             topic,
             callback,
-            raw,
-            workers if threaded else 0,
-            queue_size or self.queue_size,
-            queue_bytes,
+            raw=raw,
+            workers=workers if threaded else 0,
+            queue_size=queue_size or self.queue_size,
+            queue_bytes=queue_bytes,
+            decoder=self._decoder,
+            on_put=None if threaded else self._registry.wake_spinner,
+            start=False,
         )
-        name = topic.encode("utf-8")
-        with self._lock:
-            entry = self._topics.get(name)
-            if entry is None:
-                entry = self._topics[name] = TopicEntry(topic)
-            old, entry.listener = entry.listener, listener
-            entry.refresh()
-            if not threaded:
-                self._spinnable.append(listener.dispatcher)
-            if old is not None and old.dispatcher in self._spinnable:
-                self._spinnable.remove(old.dispatcher)
-            self._publish_self()
-        if old is not None:
-            old.dispatcher.stop(timeout=1.0)
+        old = self._registry.listen(listener)
+        if old is not None and not self._own_thread():
+            old.dispatcher.join(time.monotonic() + 1.0)
 
     def stop_listening(self, topic: str) -> None:
         """Stop the callback for ``topic`` (no-op if none). Messages already queued are
         still handled (bounded)."""
-        name = topic.encode("utf-8")
-        with self._lock:
-            entry = self._topics.get(name)
-            if entry is None or entry.listener is None:
-                return
-            old, entry.listener = entry.listener, None
-            entry.refresh()
-            if not entry.sinks:
-                del self._topics[name]
-            if old.dispatcher in self._spinnable:
-                self._spinnable.remove(old.dispatcher)
-            self._publish_self()
-        old.dispatcher.stop(timeout=1.0)
+        old = self._registry.stop_listening(topic)
+        if old is not None and not self._own_thread():
+            old.dispatcher.join(time.monotonic() + 1.0)
 
     def listening_to(self) -> list[str]:
         """Topics this node listens to."""
-        with self._lock:
-            return sorted(e.topic for e in self._topics.values() if e.sinks)
+        return self._registry.listening_to()
 
     def has_listeners(self, topic: str) -> bool:
         """Whether any node in the mesh (this one included) listens to ``topic``."""
-        return bool(self._topology.listeners(topic))
+        return bool(self._view.listeners(topic))
 
     def wait_for_listener(self, topic: str, timeout: float | None = None) -> None:
         """Block until some node listens to ``topic``. Raises RequestTimeout (a
-        TimeoutError) after ``timeout`` seconds (None: wait forever), NodeClosed."""
-        self._wait_topology(
-            lambda: self._topology.listeners(topic), timeout, f"no listener for topic {topic!r}"
-        )
+        TimeoutError) after ``timeout`` seconds (None: wait forever; 0 or less: check
+        once), NodeClosed, WouldDeadlock (called on the node's I/O thread)."""
+        self._view.wait_for_listener(topic, timeout)
 
     def topic(self, name: str, *, latch: bool = False) -> Topic:
         """A handle for sending to one topic often; ``latch=True`` latches every send."""
         check_name(name, "topic")
         return Topic(self, name, latch)
 
-    # -- public: services ----------------------------------------------------------------------
+    # -- public: control loops -------------------------------------------------------------
+
+    def subscribe(self, topic: str, queue_size: int = 1) -> Subscription:
+        """Buffer the newest ``queue_size`` messages of ``topic`` for the caller to take
+        (``latest()``, ``get()``, ``drain()``, iteration); never calls user code.
+        Close it (or use ``with``) to stop. Raises NodeClosed, ValueError."""
+        self._check_open()
+        check_name(topic, "topic")
+        sub = Subscription(topic, queue_size, self._decoder.decode, self._registry.unsubscribe)
+        self._registry.subscribe(sub)
+        return sub
+
+    def wait_for_message(self, topic: str, timeout: float | None = None) -> Any:
+        """The next message on ``topic`` (like rospy's ``wait_for_message``).
+        Raises RequestTimeout (a TimeoutError) after ``timeout`` seconds (None: forever),
+        NodeClosed / SubscriptionClosed if the node closes meanwhile."""
+        if self._loop.in_loop_thread():
+            raise WouldDeadlock("wait_for_message() on the node's I/O thread would never end")
+        with self.subscribe(topic, queue_size=1) as sub:
+            return sub.get(timeout)
+
+    def spin_once(self, timeout: float | None = 0.0) -> int:
+        """Run the queued calls of ``threaded=False`` listeners and services in this
+        thread; return how many ran. If none is queued, wait up to ``timeout`` seconds
+        for one (0: do not wait; None: until one arrives or the node closes).
+        Per listener, calls run in arrival order."""
+        return self._registry.spin_once(timeout, lambda: self._closing)
+
+    def spin(self) -> None:
+        """Run queued ``threaded=False`` calls in this thread until :meth:`close`."""
+        while not self._closing:
+            self.spin_once(timeout=None)
+
+    # -- public: services ------------------------------------------------------------------
 
     def add_service(
         self,
@@ -532,168 +505,114 @@ class Node(CoordinatorLink, PeerLinks, ControlLoops):
         check_name(name, "service")
         if not callable(handler):
             raise TypeError("handler must be callable as handler(data)")
-        svc = ServiceEntry(self, name, handler, workers if threaded else 0, queue_size)
-        with self._lock:
-            old = self._services.get(name.encode("utf-8"))
-            self._services[name.encode("utf-8")] = svc
-            if not threaded:
-                self._spinnable.append(svc.dispatcher)
-            if old is not None and old.dispatcher in self._spinnable:
-                self._spinnable.remove(old.dispatcher)
-            self._publish_self()
-        if old is not None:
-            old.dispatcher.stop(timeout=1.0)
+        svc = ServiceEntry(
+            f"easymesh-{self.name}-{name}",
+            name,
+            handler,
+            workers=workers if threaded else 0,
+            queue_size=queue_size,
+            serve=self._host.serve,
+            discard=self._host.discard,
+            on_put=None if threaded else self._registry.wake_spinner,
+        )
+        old = self._registry.add_service(svc)
+        if old is not None and not self._own_thread():
+            old.dispatcher.join(time.monotonic() + 1.0)
 
     def remove_service(self, name: str) -> None:
         """Stop providing ``name`` (no-op if not provided)."""
-        with self._lock:
-            svc = self._services.pop(name.encode("utf-8"), None)
-            if svc is None:
-                return
-            if svc.dispatcher in self._spinnable:
-                self._spinnable.remove(svc.dispatcher)
-            self._publish_self()
-        svc.dispatcher.stop(timeout=1.0)
+        old = self._registry.remove_service(name)
+        if old is not None and not self._own_thread():
+            old.dispatcher.join(time.monotonic() + 1.0)
 
     def has_service(self, name: str) -> bool:
         """Whether any node in the mesh (this one included) provides ``name``."""
-        return bool(self._topology.providers(name))
+        return bool(self._view.providers(name))
 
     def wait_for_service(self, name: str, timeout: float | None = None) -> None:
         """Block until some node provides ``name``. Raises RequestTimeout (a TimeoutError)
-        after ``timeout`` seconds (None: wait forever), NodeClosed."""
-        self._wait_topology(
-            lambda: self._topology.providers(name), timeout, f"no provider for service {name!r}"
-        )
+        after ``timeout`` seconds (None: wait forever; 0 or less: check once),
+        NodeClosed, WouldDeadlock (called on the node's I/O thread)."""
+        self._view.wait_for_provider(name, timeout)
 
     def request(self, service: str, data: Any, timeout: float | None = None) -> Any:
         """Call ``service`` with ``data`` and return its result.
 
         ``timeout`` in seconds; None means the node's ``request_timeout`` (60 s);
-        ``math.inf`` waits forever (a lost connection still fails the call).
+        ``math.inf`` waits forever (a lost connection still fails the call); 0 or a
+        negative value leaves no time: RequestTimeout at once, nothing sent.
         Raises NoProviderError (nobody provides it), RequestTimeout (a TimeoutError),
         ServiceError (the handler raised; see ``remote_traceback``), ConnectionLost
-        (the provider went away), NodeClosed, CodecError.
+        (the provider went away), NodeClosed, CodecError, TooManyRequests,
+        WouldDeadlock (called where the answer could never arrive: the I/O thread,
+        or the thread that spins the ``threaded=False`` service it calls).
         """
-        t = self.request_timeout if timeout is None else timeout
-        waiter = Waiter()
-        rid = self._start_request(service, data, None, waiter)[0]
-        if not waiter.wait(None if math.isinf(t) else t):
-            if self._pending.pop(rid, None) is not None:
-                raise RequestTimeout(f"service {service!r} did not answer within {t:g} s")
-            waiter.wait(None)  # completed at this very moment: its result is being set
-        if waiter.error is not None:
-            raise waiter.error
-        return waiter.result
+        return self._caller.request(service, data, timeout)
 
     def request_future(self, service: str, data: Any, timeout: float | None = None) -> Future:
         """Start a request and return a ``concurrent.futures.Future`` for its result at once.
 
         The future fails with RequestTimeout after ``timeout`` seconds (None: the
-        node's ``request_timeout``), or with the errors :meth:`request` raises.
-        Done-callbacks run on the node's I/O thread: keep them short.
-        Raises NoProviderError, NodeClosed, CodecError immediately.
+        node's ``request_timeout``; 0 or less: at once), or with the errors
+        :meth:`request` raises. It is completed, and its done-callbacks run, on the
+        node's futures thread (``easymesh-<node>-futures``), never on the I/O thread.
+        Raises NoProviderError, NodeClosed, CodecError, TooManyRequests immediately.
         """
-        t = self.request_timeout if timeout is None else timeout
-        return self._start_request(service, data, t, Future())[1]  # type: ignore[return-value]
+        return self._caller.request_future(service, data, timeout)
 
     def service(self, name: str) -> Service:
         """A handle for calling one service often."""
         check_name(name, "service")
         return Service(self, name)
 
-    def _start_request(
-        self, service: str, data: Any, timeout: float | None, future: Future | Waiter
-    ) -> tuple[int, Future | Waiter]:
-        if self._closing:
-            raise NodeClosed(f"node {self.name!r} is closed")
-        providers = self._topology.providers(service)
-        if not providers:
-            raise NoProviderError(f"no node provides service {service!r}")
-        node = self._balancer.choose_node(service, providers)
-        try:
-            body = self._codec.encode(data)
-        except Exception as exc:
-            raise CodecError(f"cannot encode the request to {service!r}: {exc}") from exc
-        rid = next(self._rid)
-        name = service.encode("utf-8")
-        self._counters["requests"] += 1
-        if node.id == self.id:
-            svc = self._services.get(name)
-            if svc is None:
-                raise NoProviderError(f"no node provides service {service!r}")
-            self._pending[rid] = Pending(future, None, service, self.id)
-            request = _new_frame(Frame, (REQUEST, self._codec_id, name, rid, body))
-            if not svc.dispatcher.put((request, _LOCAL), 0):
-                self._refuse(svc, rid, None)  # fails the future at once
-        else:
-            conn = self._peers.get(node.id) or self._peer_conn(node)
-            if conn is None:
-                raise ConnectionLost(
-                    f"cannot reach node {node.name!r} ({node.id}) providing {service!r}"
-                )
-            self._pending[rid] = Pending(future, conn, service, node.id)
-            bufs = encode_frame(REQUEST, name, body, self._codec_id, rid)
-            if not conn.send(bufs, 16 + len(name) + len(body), False):
-                self._pending.pop(rid, None)
-                raise ConnectionLost(f"connection to node {node.name!r} is closed")
-        if timeout is not None and not math.isinf(timeout):
-            self._arm_deadline(rid, timeout)
-        return rid, future
-
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every message already sent has been handed to the kernel (or its
         connection closed), up to ``timeout`` seconds (None: forever). True if all left.
         ``send()`` itself never waits; call this where you want back-pressure, e.g.
-        before replaying a large file as fast as possible."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        for conn in list(self._peers.values()):
-            left = 1e9 if deadline is None else max(0.0, deadline - time.monotonic())
-            if not conn.wait_flushed(left):
-                return False
-        return True
+        before replaying a large file as fast as possible. Raises WouldDeadlock on the
+        node's I/O thread (which is the one that writes the queues)."""
+        if self._loop.in_loop_thread():
+            raise WouldDeadlock("flush() on the node's I/O thread would never end")
+        deadline = time.monotonic() + (1e9 if timeout is None else timeout)
+        return self._router.wait_flushed(deadline)
 
-    # -- public: introspection -----------------------------------------------------------------
+    # -- public: introspection -------------------------------------------------------------
 
     def nodes(self) -> list[NodeInfo]:
         """The mesh as this node knows it (NodeInfo records, this node included)."""
-        return sorted(self._topology.nodes.values(), key=lambda n: (n.name, n.id))
+        return sorted(self._view.nodes.values(), key=lambda n: (n.name, n.id))
+
+    def ping(self, node: str, timeout: float = 5.0) -> float:
+        """Round-trip time in seconds to ``node`` (a node id, or a name: one member of
+        that group) over the mesh link, as the data would travel.
+
+        Raises NoProviderError (no such node), RequestTimeout (no answer within
+        ``timeout``), ConnectionLost, NodeClosed, WouldDeadlock (on the I/O thread).
+        """
+        return self._caller.ping(node, timeout)
 
     def stats(self) -> dict[str, Any]:
         """Counters: messages sent, dropped on the way out (per peer bound) or in
-        (per listener bound), per topic, per service and per peer connection."""
-        with self._lock:
-            topics = {
-                e.topic: e.listener.dispatcher.stats() for e in self._topics.values() if e.listener
-            }
-            services = {s.name: s.dispatcher.stats() for s in self._services.values()}
-            conns = list(self._conns)
-        peers = {}
-        dropped_out = self._counters["dropped_outbound"]
-        for c in conns:
-            key = f"{c.peer_name or '?'}:{c.peer_id or c.peer_address}"
-            peers[key] = {
-                "state": c.state,
-                "pending_bytes": c.pending_bytes,
-                "dropped": c.dropped,
-                "frames_in": c.frames_in,
-                "frames_out": c.frames_out,
-            }
-            dropped_out += c.dropped
+        (per listener bound), refused (codec not accepted), per topic, per service and
+        per peer link."""
+        topics, services = self._registry.stats()
+        pub = self._publisher
         return {
             "name": self.name,
             "id": self.id,
-            "sent": self._counters["sent"],
-            "requests": self._counters["requests"],
-            "no_listener": self._counters["no_listener"],
-            "dropped_outbound": dropped_out,
+            "sent": pub.sent.value,
+            "requests": self._caller.requests.value,
+            "no_listener": pub.no_listener.value,
+            "dropped_outbound": pub.dropped.value + self._router.dropped_outbound(),
             "dropped_queue": sum(t["dropped"] for t in topics.values()),
             "received": sum(t["received"] for t in topics.values()),
-            "decode_errors": self._counters["decode_errors"],
-            "unroutable": self._counters["unroutable"],
+            "decode_errors": self._decoder.errors.value,
+            "refused_codec": self._decoder.refused.value,
+            "unroutable": self._router.unroutable.value,
+            "unmatched_answers": self._caller.unmatched.value,
             "topics": topics,
             "services": services,
-            "peers": peers,
+            "peers": self._router.stats(),
         }
 
 

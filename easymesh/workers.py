@@ -4,25 +4,28 @@ worker pools (or thread-less queues) and run user callbacks and handlers.
 * :class:`TopicEntry` — one topic on this node: an optional callback listener and any
   number of subscriptions; the I/O thread hands each arriving batch to all of them.
 * :class:`TopicListener` — a callback and its Dispatcher (decodes, then calls back).
-* :class:`ServiceEntry` — a handler and its Dispatcher (decodes, runs, replies; the
-  request/reply plumbing is in peers.py).
+* :class:`ServiceEntry` — a handler and its Dispatcher; what runs for each request
+  (decode, call, reply) is the service host's, passed in as ``serve``.
+
+None of them knows the node: each gets the few collaborators it needs (a decoder,
+a wake-up for spinning, the service host's callbacks).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from easymesh.decoder import Decoder
 from easymesh.dispatch import Dispatcher
+from easymesh.errors import CodecError
+from easymesh.escape import printable
 from easymesh.handles import RawMessage
-from easymesh.protocol.codecs import codec_for_id
-from easymesh.protocol.frames import (
-    Frame,
-)
+from easymesh.protocol.frames import Frame
 from easymesh.subscription import Subscription
 
-if TYPE_CHECKING:
-    from easymesh.node import Node
+log = logging.getLogger("easymesh.node")
 
 
 class TopicEntry:
@@ -49,67 +52,89 @@ class TopicListener:
 
     def __init__(
         self,
-        node: Node,
+        thread_name: str,
         topic: str,
         callback: Callable[[str, Any], Any],
+        *,
         raw: bool,
         workers: int,
         queue_size: int,
         queue_bytes: int,
+        decoder: Decoder,
+        on_put: Callable[[], None] | None,
+        start: bool,
     ) -> None:
         self.topic = topic
         self.callback = callback
-        self.raw = raw
-        self.node = node
-        self._own_id = node._codec_id
-        self._own_decode = node._codec.decode
+        self.decoder = decoder
+        self._own_id = decoder.codec_id
+        self._own_decode = decoder.codec.decode
         self.dispatcher = Dispatcher(
-            f"easymesh-{node.name}-{topic}",
+            thread_name,
             self.run_raw if raw else self.run,
             workers=workers,
             queue_size=queue_size,
             queue_bytes=queue_bytes,
             describe=f"callback for topic {topic!r}",
-            on_put=None if workers else node._spin_wake,
+            on_put=on_put,
+            start=start,
         )
 
     def run(self, frame: Frame) -> None:
-        try:
-            if frame[1] == self._own_id:
+        if frame[1] == self._own_id:
+            try:
                 data = self._own_decode(frame[4])
-            else:
-                data = codec_for_id(frame[1]).decode(frame[4])
-        except Exception as exc:
-            self.node._decode_failed(frame[1], exc, self.topic)
-            return
+            except Exception as exc:
+                self._failed(frame[1], exc)
+                return
+        else:
+            try:
+                data = self.decoder.decode(frame[1], frame[4])
+            except CodecError as exc:
+                self._failed(frame[1], exc, counted=True)
+                return
         self.callback(self.topic, data)
 
     def run_raw(self, frame: Frame) -> None:
         self.callback(self.topic, RawMessage(frame.codec, frame.body))
+
+    def _failed(self, codec_id: int, exc: Exception, counted: bool = False) -> None:
+        if not counted:
+            self.decoder.errors.incr()
+        log.error(
+            "node %s: cannot decode a message on topic %r (codec %d): %s",
+            printable(self.decoder.node_name),
+            self.topic,
+            codec_id,
+            printable(exc),
+        )
 
 
 class ServiceEntry:
     """A service handler and the worker pool that runs it."""
 
     def __init__(
-        self, node: Node, name: str, handler: Callable[[Any], Any], workers: int, queue_size: int
+        self,
+        thread_name: str,
+        name: str,
+        handler: Callable[[Any], Any],
+        *,
+        workers: int,
+        queue_size: int,
+        serve: Callable[[ServiceEntry, Any], None],
+        discard: Callable[[ServiceEntry, list[Any]], None],
+        on_put: Callable[[], None] | None,
     ) -> None:
         self.name = name
         self.handler = handler
-        self.node = node
         self.dispatcher = Dispatcher(
-            f"easymesh-{node.name}-{name}",
-            self.run,
+            thread_name,
+            lambda item: serve(self, item),
             workers=workers,
             queue_size=queue_size,
             queue_bytes=1 << 62,
             drop="newest",
             describe=f"handler of service {name!r}",
-            on_put=None if workers else node._spin_wake,
-            on_discard=lambda items: node._discard_requests(self, items),
+            on_put=on_put,
+            on_discard=lambda items: discard(self, items),
         )
-
-    def run(self, item: Any) -> None:
-        frame, reply_to = item
-        self.node._serve(self, frame, reply_to)
-

@@ -7,7 +7,10 @@ connection's lock, see connection.py). Other threads hand work to the loop with
 byte on a socketpair; wake-ups are coalesced (one byte per batch of calls).
 
 A handler that raises is logged and the loop carries on: an exception never
-kills the I/O thread.
+kills the I/O thread. Should the thread end any other way (a ``BaseException``
+such as ``KeyboardInterrupt`` delivered to it, or a bug in the loop itself), the
+owner hears of it through ``on_crash(exc)`` — a node then fails loudly (marks
+itself closed with the reason, fails its pending requests) instead of hanging.
 """
 
 from __future__ import annotations
@@ -57,8 +60,13 @@ class Timer:
 class IOLoop:
     """The I/O thread: a selector, a call queue, timers and a wake-up socketpair."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(
+        self, name: str, on_crash: Callable[[BaseException], None] | None = None
+    ) -> None:
         self.name = name
+        self.on_crash = on_crash
+        #: Why the thread ended, if it ended by an exception (None otherwise).
+        self.crashed: BaseException | None = None
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -174,9 +182,21 @@ class IOLoop:
                         key.data(mask)
                     except Exception:
                         log.exception("easymesh %s: I/O handler failed", self.name)
+        except BaseException as exc:
+            self.crashed = exc
+            log.critical("easymesh %s: the I/O thread died", self.name, exc_info=True)
+            self._stopping = True
         finally:
-            self._close_all()
+            try:
+                self._close_all()
+            except BaseException:
+                log.exception("easymesh %s: closing the sockets failed", self.name)
             self.stopped.set()
+            if self.crashed is not None and self.on_crash is not None:
+                try:
+                    self.on_crash(self.crashed)
+                except BaseException:
+                    log.exception("easymesh %s: the crash handler failed", self.name)
 
     def _run_calls(self, calls: deque[tuple[Callable[..., Any], tuple[Any, ...]]]) -> None:
         self._wake_pending = False

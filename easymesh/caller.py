@@ -1,0 +1,396 @@
+"""The caller: this node's side of requests (``request``, ``request_future``, ``ping``).
+
+Path of a request, counted in thread hand-offs (each costs tens of µs here):
+
+* the caller's thread encodes the request and writes it to the provider's link
+  itself, after recording it in the :class:`~easymesh.requests.RequestTable`;
+* the I/O thread reads the answer and pops the entry — only for the link the
+  request went out on (a peer cannot answer what it was not asked) — and hands the
+  *undecoded* answer on:
+
+  - to a blocking ``request()``: by releasing the :class:`Waiter` it sleeps on; the
+    caller's own thread decodes the answer (one hand-off, no user code — a custom
+    codec's ``decode`` is user code — on the I/O thread);
+  - to a ``request_future()``: through the node's futures thread
+    (``easymesh-<node>-futures``), which decodes and completes the Future, so that
+    done-callbacks run there and never on the I/O thread. ``result()`` called on that
+    very thread for a future it has not completed yet raises WouldDeadlock at once.
+
+Timeouts: ``timeout=None`` means the node's ``request_timeout``; ``math.inf`` waits
+forever (a lost link or close still fails the call); ``0`` or a negative timeout
+leaves no time for an answer: the request is not sent and RequestTimeout is raised
+(``request``) or set on the returned future (``request_future``) at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+import msgpack
+
+from easymesh.counters import Counter
+from easymesh.decoder import Decoder
+from easymesh.dispatch import Dispatcher
+from easymesh.errors import (
+    CodecError,
+    ConnectionLost,
+    MeshError,
+    NodeClosed,
+    NoProviderError,
+    RequestTimeout,
+    ServiceError,
+    WouldDeadlock,
+)
+from easymesh.protocol.frames import PING, PONG, REPLY, REQUEST, Frame, encode_frame
+from easymesh.protocol.messages import NodeInfo
+from easymesh.registry import Registry
+from easymesh.requests import Pending, RequestTable
+from easymesh.servicehost import ServiceHost
+from easymesh.view import TopologyView
+
+log = logging.getLogger("easymesh.node")
+
+__all__ = ["Caller", "RequestFuture", "Waiter"]
+
+#: Seconds between sweeps of request deadlines: a future's timeout fires up to this late.
+SWEEP = 0.05
+_new_frame = tuple.__new__
+_FAILED = -1  # "frame type" of a completion that is an exception
+
+
+class Waiter:
+    """What a blocking call sleeps on: a lock the completing thread releases. Lighter
+    than a Future (no Condition, no callbacks). Completed exactly once."""
+
+    __slots__ = ("_lock", "answer", "error")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+        self.answer: tuple[int, int, Any] | None = None
+        self.error: BaseException | None = None
+
+    def deliver(self, ftype: int, codec_id: int, body: Any) -> None:
+        self.answer = (ftype, codec_id, body)
+        self._lock.release()
+
+    def fail(self, exc: BaseException) -> None:
+        self.error = exc
+        self._lock.release()
+
+    def wait(self, timeout: float | None) -> bool:
+        if timeout is None:
+            return self._lock.acquire()
+        return self._lock.acquire(timeout=max(0.0, timeout))
+
+
+class RequestFuture(Future):
+    """A ``concurrent.futures.Future`` that refuses to wait on the thread that would
+    complete it (a done-callback calling ``result()`` on another pending request)."""
+
+    _completer: Callable[[], bool] = staticmethod(lambda: False)
+
+    def result(self, timeout: float | None = None) -> Any:
+        self._check_wait()
+        return super().result(timeout)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        self._check_wait()
+        return super().exception(timeout)
+
+    def _check_wait(self) -> None:
+        if not self.done() and self._completer():
+            raise WouldDeadlock(
+                "result() of a pending request, called on the node's futures thread (from a"
+                " done-callback), would never return: that thread completes it"
+            )
+
+
+class Caller:
+    """Requests and pings from this node (thread-safe)."""
+
+    def __init__(
+        self,
+        *,
+        node_name: str,
+        node_id: str,
+        view: TopologyView,
+        registry: Registry,
+        host: ServiceHost,
+        decoder: Decoder,
+        balancer: Any,
+        link_to: Callable[[NodeInfo], Any],
+        call_later: Callable[..., Any],
+        in_io_thread: Callable[[], bool],
+        request_timeout: float,
+        max_in_flight: int,
+    ) -> None:
+        self.node_name = node_name
+        self.node_id = node_id
+        self.view = view
+        self.registry = registry
+        self.host = host
+        self.decoder = decoder
+        self.balancer = balancer
+        self.link_to = link_to
+        self.call_later = call_later
+        self.in_io_thread = in_io_thread
+        self.request_timeout = request_timeout
+        self.table = RequestTable(max_in_flight=max_in_flight)
+        self.requests = Counter()
+        self.unmatched = Counter()
+        self._closed: BaseException | None = None
+        self._lock = threading.Lock()  # the sweep flag and the futures thread
+        self._sweep_armed = False
+        self._completer: Dispatcher | None = None
+
+    # -- public calls (the caller's thread) ------------------------------------------------
+
+    def request(self, service: str, data: Any, timeout: float | None) -> Any:
+        t = self.request_timeout if timeout is None else timeout
+        if t <= 0:
+            raise RequestTimeout(f"service {service!r}: a timeout of {t:g} s leaves no time")
+        if self.in_io_thread():
+            raise WouldDeadlock("request() on the node's I/O thread would never get its answer")
+        waiter = Waiter()
+        rid = self._start(service, data, waiter, None)
+        if not waiter.wait(None if math.isinf(t) else t):
+            if self.table.discard(rid) is not None:
+                raise RequestTimeout(f"service {service!r} did not answer within {t:g} s")
+            waiter.wait(None)  # completed at this very moment: its answer is being set
+        if waiter.error is not None:
+            raise waiter.error
+        assert waiter.answer is not None
+        return self._outcome(service, *waiter.answer)
+
+    def request_future(self, service: str, data: Any, timeout: float | None) -> Future:
+        t = self.request_timeout if timeout is None else timeout
+        future = RequestFuture()
+        future._completer = self._on_completer_thread  # type: ignore[method-assign]
+        if t <= 0:
+            self._check_open()
+            future.set_exception(
+                RequestTimeout(f"service {service!r}: a timeout of {t:g} s leaves no time")
+            )
+            return future
+        self._start(service, data, future, t)
+        return future
+
+    def ping(self, name_or_id: str, timeout: float) -> float:
+        self._check_open()
+        target = self.view.find(name_or_id)
+        if target is None:
+            raise NoProviderError(f"no node named or with id {name_or_id!r}")
+        if target.id == self.node_id:
+            return 0.0
+        if timeout <= 0:
+            raise RequestTimeout(f"a ping timeout of {timeout:g} s leaves no time")
+        if self.in_io_thread():
+            raise WouldDeadlock("ping() on the node's I/O thread would never get its answer")
+        link = self.link_to(target)
+        if link is None:
+            raise ConnectionLost(f"cannot reach node {target.name!r} ({target.id})")
+        waiter = Waiter()
+        rid = self.table.add(waiter, link, "<ping>", target.id)
+        start = time.perf_counter()
+        if not link.send(encode_frame(PING, request_id=rid), 16, False):
+            self.table.discard(rid)
+            raise ConnectionLost(f"connection to node {target.name!r} is closed")
+        if not waiter.wait(timeout):
+            if self.table.discard(rid) is not None:
+                raise RequestTimeout(
+                    f"node {target.name!r} did not answer a ping within {timeout:g} s"
+                )
+            waiter.wait(None)
+        if waiter.error is not None:
+            raise waiter.error
+        return time.perf_counter() - start
+
+    def _check_open(self) -> None:
+        if self._closed is not None:
+            raise NodeClosed(str(self._closed))
+
+    def _start(self, service: str, data: Any, future: Any, timeout: float | None) -> int:
+        self._check_open()
+        providers = self.view.providers(service)
+        if not providers:
+            raise NoProviderError(f"no node provides service {service!r}")
+        node = self.balancer.choose_node(service, providers)
+        try:
+            body = self.decoder.encode(data)
+        except Exception as exc:
+            raise CodecError(f"cannot encode the request to {service!r}: {exc}") from exc
+        name = service.encode("utf-8")
+        self.requests.incr()
+        if node.id == self.node_id:
+            rid = self._start_local(service, name, body, future, timeout)
+        else:
+            link = self.link_to(node)
+            if link is None:
+                raise ConnectionLost(
+                    f"cannot reach node {node.name!r} ({node.id}) providing {service!r}"
+                )
+            rid = self.table.add(future, link, service, node.id, timeout)
+            bufs = encode_frame(REQUEST, name, body, self.decoder.codec_id, rid)
+            if not link.send(bufs, 16 + len(name) + len(body), False):
+                self.table.discard(rid)
+                raise ConnectionLost(f"connection to node {node.name!r} is closed")
+        if timeout is not None and not math.isinf(timeout):
+            self._arm_sweep()
+        return rid
+
+    def _start_local(
+        self, service: str, name: bytes, body: Any, future: Any, timeout: float | None
+    ) -> int:
+        svc = self.registry.service(name)
+        if svc is None:
+            raise NoProviderError(f"no node provides service {service!r}")
+        if not svc.dispatcher.threaded and isinstance(future, Waiter) and self.registry.is_spinner():
+            raise WouldDeadlock(
+                f"service {service!r} runs in spin_once() on this very thread: a blocking"
+                " request() from here would never be served (use request_future())"
+            )
+        rid = self.table.add(future, None, service, self.node_id, timeout)
+        self.host.on_request(None, _new_frame(Frame, (REQUEST, self.decoder.codec_id, name, rid, body)))
+        return rid
+
+    # -- answers ----------------------------------------------------------------------------
+
+    def on_answer(self, link: Any, frame: Frame) -> None:
+        """(I/O thread) A REPLY, REPLY_ERROR or PONG arrived on ``link``."""
+        p = self.table.pop(frame[3], link)
+        if p is None:
+            self.unmatched.incr()  # timed out, or never asked on this link
+            return
+        if frame[0] == REPLY and not self.decoder.allowed[frame[1]]:
+            self.decoder.refuse(link, frame[1], "a reply")
+            self._fail(p, CodecError(f"the reply to {p.service!r} came in a refused codec"))
+            return
+        self._deliver(p, frame[0], frame[1], frame[4])
+
+    def complete_local(self, rid: int, ftype: int, codec_id: int, body: Any) -> None:
+        """(service worker) The answer to a request this node made to itself."""
+        p = self.table.pop(rid, None)
+        if p is not None:
+            self._deliver(p, ftype, codec_id, body)
+
+    def fail_link(self, link: Any, exc: BaseException) -> None:
+        """(I/O thread) ``link`` closed: fail what went out on it."""
+        for p in self.table.take_where(lambda p: p.link is link):
+            self._fail(p, exc)
+
+    def _deliver(self, p: Pending, ftype: int, codec_id: int, body: Any) -> None:
+        if type(p.future) is Waiter:
+            p.future.deliver(ftype, codec_id, body)
+        else:
+            self._complete_later(p, ftype, codec_id, body)
+
+    def _fail(self, p: Pending, exc: BaseException) -> None:
+        if type(p.future) is Waiter:
+            p.future.fail(exc)
+        else:
+            self._complete_later(p, _FAILED, 0, exc)
+
+    def _outcome(self, service: str, ftype: int, codec_id: int, body: Any) -> Any:
+        """(the waiting thread) The result of an answer, or raise its error."""
+        if ftype == PONG:
+            return None
+        if ftype == REPLY:
+            try:
+                return self.decoder.decode(codec_id, body)
+            except CodecError as exc:
+                raise ServiceError(
+                    type(exc.__cause__ or exc).__name__,
+                    f"the reply could not be decoded: {exc}",
+                    "",
+                    service,
+                ) from None
+        try:
+            kind, etype, message, tb = msgpack.unpackb(body, raw=False)
+        except Exception:
+            kind, etype, message, tb = "error", "ProtocolError", "malformed error reply", ""
+        if kind == "no-service":
+            raise NoProviderError(str(message))
+        raise ServiceError(str(etype), str(message), str(tb), service)
+
+    # -- the futures thread -----------------------------------------------------------------
+
+    def _complete_later(self, p: Pending, ftype: int, codec_id: int, body: Any) -> None:
+        completer = self._completer
+        if completer is None:
+            with self._lock:
+                if self._completer is None:
+                    self._completer = Dispatcher(
+                        f"easymesh-{self.node_name}-futures",
+                        self._finish,
+                        workers=1,
+                        queue_size=1 << 30,
+                        queue_bytes=1 << 62,
+                        drop="newest",
+                        describe="request futures",
+                    )
+                completer = self._completer
+        if not completer.put((p, ftype, codec_id, body), 0):
+            self._finish((p, ftype, codec_id, body))  # stopping: finish here
+
+    def _finish(self, item: tuple[Pending, int, int, Any]) -> None:
+        p, ftype, codec_id, body = item
+        future = p.future
+        try:
+            if ftype == _FAILED:
+                future.set_exception(body)
+            else:
+                try:
+                    result = self._outcome(p.service, ftype, codec_id, body)
+                except MeshError as exc:
+                    future.set_exception(exc)
+                else:
+                    future.set_result(result)
+        except Exception:  # cancelled by its owner meanwhile
+            pass
+
+    def _on_completer_thread(self) -> bool:
+        c = self._completer
+        return c is not None and c.owns_current_thread()
+
+    # -- deadlines --------------------------------------------------------------------------
+
+    def _arm_sweep(self) -> None:
+        with self._lock:
+            if self._sweep_armed:
+                return
+            self._sweep_armed = True
+        self.call_later(SWEEP, self._sweep)
+
+    def _sweep(self) -> None:
+        """(I/O thread) Fail the futures whose deadline passed; re-arm while any wait."""
+        for p in self.table.expired():
+            self._fail(p, RequestTimeout(f"service {p.service!r} did not answer within {p.timeout:g} s"))
+        with self._lock:
+            self._sweep_armed = self.table.has_deadlines() and self._closed is None
+            if not self._sweep_armed:
+                return
+        self.call_later(SWEEP, self._sweep)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def close(self, reason: BaseException, deadline: float) -> None:
+        """Fail every request in flight with ``reason``; let the futures thread deliver
+        those failures (until ``deadline``) and end."""
+        self._closed = reason
+        for p in self.table.take_where(lambda p: True):
+            self._fail(p, reason)
+        with self._lock:
+            completer = self._completer
+        if completer is not None:
+            completer.begin_stop(drain=True)
+            completer.join(deadline)
+
+    def owns_current_thread(self) -> bool:
+        return self._on_completer_thread()

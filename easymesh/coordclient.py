@@ -1,0 +1,262 @@
+"""The coordinator client: this node's link to the coordinator.
+
+``connect()`` (the user's thread, inside ``Node()``) keeps trying for
+``connect_timeout``: connect, authenticate, start the TCP listener on the address
+this machine uses to reach the coordinator, register (the node's record), and
+wait for the Welcome (the whole topology). Afterwards diffs keep the topology view
+current (``on_topology``). Every ``heartbeat_interval`` the client sends a PING and
+treats a coordinator silent for ``heartbeat_timeout`` as lost; then it reconnects
+with backoff (:class:`~easymesh.backoff.Backoff`, 0.1 s doubling to 2 s, jittered)
+and registers again, while the node keeps talking to the peers it knows.
+
+Every change of the node's record (a new listener, service or published topic) is
+sent as an Update, from the I/O thread, with the record as it is *then*: updates
+that pile up collapse into the newest.
+
+State is touched on the I/O thread only, except for the few fields ``connect()``
+reads (the attempt's outcome, set before the event that wakes it).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from easymesh import config
+from easymesh.backoff import Backoff
+from easymesh.config import format_address
+from easymesh.errors import (
+    AuthenticationError,
+    ConnectionLost,
+    CoordinatorUnavailable,
+    ProtocolError,
+)
+from easymesh.escape import printable
+from easymesh.protocol.frames import CONTROL, ERROR, PING, Frame, encode_frame
+from easymesh.protocol.messages import (
+    MAX_CONTROL_BODY,
+    Bye,
+    Diff,
+    NodeInfo,
+    Register,
+    Update,
+    Welcome,
+    decode_control,
+)
+from easymesh.router import answer_ping, control_frame
+from easymesh.transport.connection import CLOSED, OPEN, Connection
+from easymesh.transport.listener import tcp_address
+from easymesh.transport.loop import IOLoop
+
+log = logging.getLogger("easymesh.node")
+
+__all__ = ["CoordinatorClient"]
+
+_PING = encode_frame(PING)
+
+
+class CoordinatorClient:
+    """Register with the coordinator, keep the link alive, receive the topology."""
+
+    def __init__(
+        self,
+        *,
+        loop: IOLoop,
+        address: str,
+        authkey: bytes | None,
+        node_name: str,
+        heartbeat_interval: float,
+        heartbeat_timeout: float,
+        self_info: Callable[[], NodeInfo],
+        on_first_open: Callable[[Connection], None],
+        on_topology: Callable[[Welcome | Diff], None],
+    ) -> None:
+        self.loop = loop
+        self.address = address
+        self._authkey = authkey
+        self.node_name = node_name
+        self.heartbeat_interval = heartbeat_interval
+        self.heartbeat_timeout = heartbeat_timeout
+        self._self_info = self_info
+        self._on_first_open = on_first_open
+        self._on_topology = on_topology
+        self._conn: Connection | None = None
+        self._ready = False  # Register sent on self._conn
+        self._sockaddr: tuple[int, Any] | None = None
+        self._reconnect = Backoff(0.1, 2.0)
+        self._attempt_done = threading.Event()
+        self._attempt_error: BaseException | None = None
+        self._stopped = threading.Event()
+        self._update_queued = False
+        self.welcomed = False
+
+    # -- joining (the user's thread) -------------------------------------------------------
+
+    def connect(self, timeout: float) -> None:
+        """Reach the coordinator, register, wait for the topology. Raises
+        CoordinatorUnavailable, AuthenticationError."""
+        host, port = config.parse_address(self.address)
+        deadline = time.monotonic() + timeout
+        backoff = Backoff(0.05, 1.0)
+        last: BaseException | None = None
+        while True:
+            if self._sockaddr is None:
+                try:
+                    self._sockaddr = tcp_address(format_address(host, port))
+                except OSError as exc:
+                    last = exc
+            if self._sockaddr is not None:
+                last = self._attempt(deadline - time.monotonic())
+                if self.welcomed:
+                    self.loop.call_later(self.heartbeat_interval, self._heartbeat)
+                    return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise CoordinatorUnavailable(self.address, str(last or "timed out"))
+            if self._stopped.wait(min(backoff.next(), left)):
+                raise CoordinatorUnavailable(self.address, "the node was closed")
+
+    def _attempt(self, left: float) -> BaseException | None:
+        self._attempt_done.clear()
+        self._attempt_error = None
+        self.loop.call_soon(self._open)
+        if not self._attempt_done.wait(max(0.5, min(left, config.HANDSHAKE_TIMEOUT + 1))):
+            self._attempt_error = ConnectionLost("no answer")
+        if self.welcomed:
+            return None
+        last = self._attempt_error
+        if isinstance(last, AuthenticationError):
+            raise AuthenticationError(f"coordinator {self.address}: {last}") from None
+        if isinstance(last, ProtocolError):
+            raise CoordinatorUnavailable(self.address, f"not an easymesh coordinator? {last}")
+        return last
+
+    # -- the link (I/O thread) -------------------------------------------------------------
+
+    def _open(self) -> None:
+        if self._stopped.is_set() or self._sockaddr is None:
+            return
+        if self._conn is not None and self._conn.state != CLOSED:
+            return
+        conn = Connection(
+            self.loop,
+            authkey=self._authkey,
+            is_client=True,
+            max_body=MAX_CONTROL_BODY,
+            max_pending=64 * 1024 * 1024,
+            on_frames=self._on_frames,
+            on_open=self._on_open,
+            on_close=self._on_close,
+            label="coordinator",
+        )
+        self._conn = conn
+        self._ready = False
+        conn.start_connect(*self._sockaddr)
+
+    def _on_open(self, conn: Connection) -> None:
+        self._on_first_open(conn)
+        bufs, n = control_frame(Register(self._self_info()))
+        self._ready = True
+        conn.send(bufs, n, droppable=False)
+
+    def send_update(self) -> None:
+        """(any thread) Tell the coordinator the node's record changed."""
+        if not self._update_queued:
+            self._update_queued = True
+            self.loop.call_soon(self._send_update)
+
+    def _send_update(self) -> None:
+        self._update_queued = False
+        conn = self._conn
+        if conn is not None and self._ready and conn.state == OPEN and not self._stopped.is_set():
+            bufs, n = control_frame(Update(self._self_info()))
+            conn.send(bufs, n, droppable=False)
+
+    def _on_frames(self, conn: Connection, frames: list[Frame]) -> None:
+        for frame in frames:
+            if frame.type == CONTROL:
+                try:
+                    msg = decode_control(frame.name, frame.body)
+                except ProtocolError as exc:
+                    log.warning(
+                        "node %s: bad message from the coordinator: %s",
+                        printable(self.node_name),
+                        printable(exc),
+                    )
+                    conn.close(exc)
+                    return
+                if isinstance(msg, (Welcome, Diff)):
+                    self._on_topology(msg)
+                    if isinstance(msg, Welcome):
+                        self._welcomed()
+            elif frame.type == PING:  # the coordinator checks on a node it has not heard from
+                answer_ping(conn, frame)
+            elif frame.type == ERROR:
+                log.warning(
+                    "node %s: the coordinator closed the link: %s",
+                    printable(self.node_name),
+                    printable(frame.body),
+                )
+
+    def _welcomed(self) -> None:
+        if self.welcomed and self._reconnect.attempts > 0:
+            log.warning(
+                "node %s: registered again with the coordinator at %s",
+                printable(self.node_name),
+                self.address,
+            )
+        self.welcomed = True
+        self._reconnect.reset()
+        self._attempt_done.set()
+
+    def _on_close(self, conn: Connection, exc: BaseException | None) -> None:
+        if conn is not self._conn:
+            return
+        self._ready = False
+        if not self.welcomed:
+            self._attempt_error = exc
+            self._attempt_done.set()
+            return
+        if self._stopped.is_set():
+            return
+        delay = self._reconnect.next()
+        log.warning(
+            "node %s: lost the coordinator at %s (%s); reconnecting in %.1f s",
+            printable(self.node_name),
+            self.address,
+            printable(exc),
+            delay,
+        )
+        self.loop.call_later(delay, self._open)
+
+    def _heartbeat(self) -> None:
+        if self._stopped.is_set():
+            return
+        conn = self._conn
+        if conn is not None and conn.state == OPEN:
+            silent = time.monotonic() - conn.last_received
+            if silent > self.heartbeat_timeout:
+                conn.close(ConnectionLost(f"coordinator silent for {silent:.1f} s"))
+            else:
+                conn.send(_PING, 16, droppable=False)
+        self.loop.call_later(self.heartbeat_interval, self._heartbeat)
+
+    # -- leaving ---------------------------------------------------------------------------
+
+    def leave(self, wait: bool) -> None:
+        """Say Bye (the coordinator drops our record at once) and stop reconnecting;
+        with ``wait``, give the Bye up to 0.5 s to leave."""
+        self._stopped.set()
+        conn = self._conn
+        if conn is not None and conn.state == OPEN:
+            bufs, n = control_frame(Bye())
+            conn.send(bufs, n, droppable=False)
+            if wait:
+                conn.wait_flushed(0.5)
+
+    def stop(self) -> None:
+        """Stop trying (``connect`` gives up, no reconnect)."""
+        self._stopped.set()

@@ -1,0 +1,158 @@
+"""The publisher: this node's side of topics (``send``, ``send_raw``, latched values).
+
+Path of a topic message: the sending thread asks the topology view for the
+listeners (a lock-free cached lookup), encodes once, lets the load balancer pick
+one member of each listening group, and writes the frame to each chosen peer's
+link itself (the router's link; the connection writes at once when nothing is
+queued, see transport/connection.py). A listener in this very node gets the frame
+through the registry without any socket. The first send on a topic records it
+as published (the record reaches the coordinator asynchronously: ``send`` never
+waits for it).
+
+Counters (exact from any thread): ``sent``, ``no_listener`` (sent while nobody
+listened), ``dropped_outbound`` (a link refused the frame: its bound was full or
+it could not be reached).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from easymesh import allocator
+from easymesh.counters import Counter
+from easymesh.decoder import Decoder
+from easymesh.errors import CodecError, MeshError
+from easymesh.latch import LatchStore
+from easymesh.protocol.frames import HEADER, JOIN_LIMIT, TOPIC, Frame, encode_frame
+from easymesh.protocol.messages import NodeInfo
+from easymesh.registry import Registry
+from easymesh.view import TopologyView
+
+__all__ = ["Publisher"]
+
+_new_frame = tuple.__new__
+_pack_header = HEADER.pack
+
+
+class Publisher:
+    """Sends this node's topic messages (thread-safe)."""
+
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        view: TopologyView,
+        registry: Registry,
+        decoder: Decoder,
+        balancer: Any,
+        link_to: Callable[[NodeInfo], Any],
+        links: dict[str, Any],
+        max_message_size: int,
+    ) -> None:
+        self.node_id = node_id
+        self.view = view
+        self.registry = registry
+        self.decoder = decoder
+        self.balancer = balancer
+        self.link_to = link_to
+        self._links = links  # the router's table of dialled links, read lock-free
+        self.max_message_size = max_message_size
+        # Bodies at least this large are checked against the limit and tune malloc.
+        self._large = min(allocator.LARGE_MESSAGE, max_message_size + 1)
+        self.latches = LatchStore()
+        self.sent = Counter()
+        self.no_listener = Counter()
+        self.dropped = Counter()
+
+    def send(self, topic: str, data: Any, latch: bool) -> None:
+        if not self.registry.is_published(topic):
+            self.registry.publish(topic)
+        if latch or (self.latches and topic in self.latches):
+            self._send_latched(topic, data)  # a latched topic keeps its newest value
+            return
+        nodes = self.view.listeners(topic)
+        if not nodes:
+            self.no_listener.incr()
+            return
+        try:
+            body = self.decoder.encode(data)
+        except Exception as exc:
+            raise CodecError(f"cannot encode data for topic {topic!r}: {exc}") from exc
+        self.send_encoded(topic, nodes, self.decoder.codec_id, body)
+
+    def send_raw(self, topic: str, codec_id: int, data: Any) -> None:
+        if not self.registry.is_published(topic):
+            self.registry.publish(topic)
+        nodes = self.view.listeners(topic)
+        if nodes:
+            self.send_encoded(topic, nodes, codec_id, data)
+        else:
+            self.no_listener.incr()
+
+    def send_encoded(self, topic: str, nodes: Any, codec_id: int, body: Any) -> None:
+        if type(body) is not bytes:
+            # A bytearray or memoryview could change after send() returns (it may sit in a
+            # queue), and len() of a typed memoryview counts items, not bytes.
+            body = bytes(body)
+        name = topic.encode("utf-8")
+        blen = len(body)
+        if blen >= self._large:
+            if blen > self.max_message_size:
+                raise MeshError(
+                    f"a message of {blen} bytes on topic {topic!r} is larger than"
+                    f" max_message_size ({self.max_message_size}); receivers would refuse it"
+                )
+            allocator.tune()
+        # The frame, built inline (this is the hot path; see protocol/frames.py for the layout).
+        head = _pack_header(TOPIC, codec_id, len(name), blen, 0)
+        bufs = [head + name + body] if blen < JOIN_LIMIT else [head + name, body]
+        nbytes = 16 + len(name) + blen
+        links = self._links
+        for node in self.balancer.choose_nodes(topic, nodes):
+            if node.id == self.node_id:
+                self.deliver_local(name, codec_id, body)
+                continue
+            link = links.get(node.id) or self.link_to(node)
+            if link is None or not link.send(bufs, nbytes, True):
+                self.dropped.incr()
+        self.sent.incr()
+
+    def deliver_local(self, name: bytes, codec_id: int, body: Any) -> None:
+        entry = self.registry.entry(name)
+        if entry is not None:
+            entry.deliver(((_new_frame(Frame, (TOPIC, codec_id, name, 0, body)), len(body)),))
+
+    # -- latched topics --------------------------------------------------------------------
+
+    def _send_latched(self, topic: str, data: Any) -> None:
+        try:
+            body = self.decoder.encode(data)
+        except Exception as exc:
+            raise CodecError(f"cannot encode data for topic {topic!r}: {exc}") from exc
+        if type(body) is not bytes:
+            body = bytes(body)
+        codec_id = self.decoder.codec_id
+        nodes = self.latches.publish(
+            topic,
+            codec_id,
+            body,
+            self.view.listeners,
+            lambda nodes: self.send_encoded(topic, nodes, codec_id, body),
+        )
+        if not nodes:
+            self.no_listener.incr()
+
+    def catch_up_latched(self, removed: tuple[str, ...] = ()) -> None:
+        """(I/O thread) After a topology change: latched values to new listeners."""
+        if self.latches:
+            self.latches.catch_up(self.view.listeners, self.view.nodes, removed, self._send_one)
+
+    def _send_one(self, topic: str, node: NodeInfo, codec_id: int, body: bytes) -> None:
+        name = topic.encode("utf-8")
+        if node.id == self.node_id:
+            self.deliver_local(name, codec_id, body)
+            return
+        link = self._links.get(node.id) or self.link_to(node)
+        if link is not None:
+            link.send(encode_frame(TOPIC, name, body, codec_id), 16 + len(name) + len(body), True)

@@ -1,0 +1,146 @@
+"""The service host: runs this node's service handlers and sends their replies.
+
+Requests arrive on the I/O thread (:meth:`ServiceHost.on_request`), which only
+queues them for the service's worker pool (or refuses them at once when the queue
+is full or the service is going: the caller always gets an answer). The worker
+decodes the request, runs the handler, encodes the result and writes the reply
+itself on the link the request came in on (no hand-off back to the I/O thread).
+A request this node made to itself has no link: its answer goes straight to the
+caller part (``complete_local``).
+
+Error replies (REPLY_ERROR) carry ``[kind, type, message, traceback]`` in msgpack:
+``kind`` is ``no-service``, ``overloaded``, ``decode``, ``encode`` or ``error``.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+
+from easymesh.decoder import Decoder
+from easymesh.errors import CodecError
+from easymesh.protocol.codecs import codec_for_id, codec_id_of
+from easymesh.protocol.frames import REPLY, REPLY_ERROR, Frame, encode_frame
+from easymesh.registry import Registry
+from easymesh.workers import ServiceEntry
+
+log = logging.getLogger("easymesh.node")
+
+__all__ = ["ServiceHost", "safe_str"]
+
+#: complete_local(rid, frame type, codec id, body): the answer to a request to ourselves.
+CompleteLocal = Callable[[int, int, int, Any], None]
+
+
+def safe_str(exc: BaseException) -> str:
+    """``str(exc)``, or a stand-in when the exception's own ``__str__`` raises."""
+    try:
+        return str(exc)
+    except Exception:
+        return f"<{type(exc).__name__}: str() failed>"
+
+
+class ServiceHost:
+    """Serves the services in the registry."""
+
+    def __init__(
+        self, node_name: str, registry: Registry, decoder: Decoder, complete_local: CompleteLocal
+    ) -> None:
+        self.node_name = node_name
+        self.registry = registry
+        self.decoder = decoder
+        self.complete_local = complete_local
+
+    # -- I/O thread ------------------------------------------------------------------------
+
+    def on_request(self, link: Any, frame: Frame) -> None:
+        """(I/O thread; or the caller's thread for a request to ourselves, ``link=None``)"""
+        svc = self.registry.service(frame.name)
+        if svc is None:
+            name = frame.name.decode("utf-8", "replace")
+            self.reply_error(
+                link,
+                frame.request_id,
+                "no-service",
+                "NoProviderError",
+                f"node {self.node_name!r} does not provide service {name!r}",
+            )
+            return
+        if not svc.dispatcher.put((frame, link), 0):
+            self.refuse(svc, frame.request_id, link)
+
+    def refuse(self, svc: ServiceEntry, rid: int, link: Any) -> None:
+        """A request the service's queue did not take (full, or the service is going)."""
+        if svc.dispatcher.stopping:
+            self.reply_error(
+                link,
+                rid,
+                "no-service",
+                "NoProviderError",
+                f"service {svc.name!r} on node {self.node_name!r} was removed",
+            )
+        else:
+            self.reply_error(
+                link,
+                rid,
+                "overloaded",
+                "ServiceOverloaded",
+                f"service {svc.name!r} on node {self.node_name!r} has too many requests waiting",
+            )
+
+    # -- service workers -------------------------------------------------------------------
+
+    def discard(self, svc: ServiceEntry, items: list[Any]) -> None:
+        """(any thread) Requests queued for a service that stopped before running them."""
+        for frame, link in items:
+            self.reply_error(
+                link,
+                frame.request_id,
+                "no-service",
+                "NoProviderError",
+                f"service {svc.name!r} on node {self.node_name!r} was removed before it ran",
+            )
+
+    def serve(self, svc: ServiceEntry, item: tuple[Frame, Any]) -> None:
+        """(service worker) Decode, run the handler, encode and send the reply."""
+        frame, link = item
+        rid = frame.request_id
+        try:
+            data = self.decoder.decode(frame.codec, frame.body)
+        except CodecError as exc:
+            msg = f"the request could not be decoded: {safe_str(exc)}"
+            self.reply_error(link, rid, "decode", type(exc).__name__, msg)
+            return
+        try:
+            result = svc.handler(data)
+        except BaseException as exc:  # SystemExit too: the caller gets an answer, the worker lives
+            tb = traceback.format_exc()
+            self.reply_error(link, rid, "error", type(exc).__name__, safe_str(exc), tb)
+            return
+        # The reply uses the request's codec: the caller surely decodes that one.
+        codec = self.decoder.codec if frame.codec == self.decoder.codec_id else None
+        try:
+            codec = codec or codec_for_id(frame.codec)
+            body = codec.encode(result)
+        except Exception as exc:
+            msg = f"the result of service {svc.name!r} could not be encoded: {safe_str(exc)}"
+            self.reply_error(link, rid, "encode", type(exc).__name__, msg)
+            return
+        cid = codec_id_of(codec)
+        if link is None:
+            self.complete_local(rid, REPLY, cid, body)
+        else:
+            link.send(encode_frame(REPLY, b"", body, cid, rid), 16 + len(body), False)
+
+    def reply_error(
+        self, link: Any, rid: int, kind: str, etype: str, message: str, tb: str = ""
+    ) -> None:
+        body = msgpack.packb([kind, etype, message[:10000], tb[-20000:]], use_bin_type=True)
+        if link is None:
+            self.complete_local(rid, REPLY_ERROR, 0, body)
+        else:
+            link.send(encode_frame(REPLY_ERROR, b"", body, 0, rid), 16 + len(body), False)
