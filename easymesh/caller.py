@@ -251,13 +251,19 @@ class Caller:
         svc = self.registry.service(name)
         if svc is None:
             raise NoProviderError(f"no node provides service {service!r}")
-        if not svc.dispatcher.threaded and isinstance(future, Waiter) and self.registry.is_spinner():
+        if (
+            not svc.dispatcher.threaded
+            and isinstance(future, Waiter)
+            and self.registry.is_spinner()
+        ):
             raise WouldDeadlock(
                 f"service {service!r} runs in spin_once() on this very thread: a blocking"
                 " request() from here would never be served (use request_future())"
             )
         rid = self.table.add(future, None, service, self.node_id, timeout)
-        self.host.on_request(None, _new_frame(Frame, (REQUEST, self.decoder.codec_id, name, rid, body)))
+        self.host.on_request(
+            None, _new_frame(Frame, (REQUEST, self.decoder.codec_id, name, rid, body))
+        )
         return rid
 
     # -- answers ----------------------------------------------------------------------------
@@ -371,7 +377,9 @@ class Caller:
     def _sweep(self) -> None:
         """(I/O thread) Fail the futures whose deadline passed; re-arm while any wait."""
         for p in self.table.expired():
-            self._fail(p, RequestTimeout(f"service {p.service!r} did not answer within {p.timeout:g} s"))
+            self._fail(
+                p, RequestTimeout(f"service {p.service!r} did not answer within {p.timeout:g} s")
+            )
         with self._lock:
             self._sweep_armed = self.table.has_deadlines() and self._closed is None
             if not self._sweep_armed:

@@ -64,7 +64,9 @@ def _accepted_ids(own_id: int, accept: Iterable[Any] | None) -> list[bool]:
 class Decoder:
     """The node's codec, the codecs it accepts from peers, and their counters."""
 
-    def __init__(self, codec: Any, accept: Iterable[Any] | None = None, node_name: str = "") -> None:
+    def __init__(
+        self, codec: Any, accept: Iterable[Any] | None = None, node_name: str = ""
+    ) -> None:
         self.codec = resolve_codec(codec)
         self.codec_id = codec_id_of(self.codec)
         self.encode = self.codec.encode

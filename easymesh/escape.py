@@ -15,7 +15,6 @@ from typing import Any
 __all__ = ["printable"]
 
 
-
 def _escape(ch: str) -> str:
     code = ord(ch)
     if code < 0x100:

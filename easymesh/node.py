@@ -25,9 +25,7 @@ service has its worker pool; request futures are completed on ``easymesh-<name>-
 from __future__ import annotations
 
 import atexit
-import os
 import socket
-import threading
 import time
 import uuid
 import weakref
@@ -36,23 +34,13 @@ from concurrent.futures import Future
 from typing import Any
 
 from easymesh import config
-from easymesh.caller import Caller
+from easymesh.assembly import Parts, Settings
 from easymesh.config import format_address
-from easymesh.coordclient import CoordinatorClient
-from easymesh.decoder import Decoder
-from easymesh.errors import NodeClosed, WouldDeadlock
+from easymesh.errors import WouldDeadlock
 from easymesh.handles import RawMessage, Service, Topic  # noqa: F401 - RawMessage re-exported
-from easymesh.loadbalancing import resolve_load_balancer
-from easymesh.protocol.messages import Diff, NodeInfo, Welcome
-from easymesh.publisher import Publisher
-from easymesh.registry import Registry, Snapshot, check_name
-from easymesh.router import PEER_RETIRE_GRACE, Router
-from easymesh.servicehost import ServiceHost
+from easymesh.protocol.messages import NodeInfo
+from easymesh.registry import check_name
 from easymesh.subscription import Subscription
-from easymesh.transport.connection import Connection
-from easymesh.transport.listener import host_key
-from easymesh.transport.loop import IOLoop
-from easymesh.view import TopologyView
 from easymesh.workers import ServiceEntry, TopicListener
 
 __all__ = ["Node", "build_node", "build_mesh_node"]
@@ -141,133 +129,24 @@ class Node:
         self.queue_size = queue_size
         # Peers are told an IP address, never a name, so that nobody resolves names on a
         # hot path; a name given here is resolved once, now.
-        self._bind_host = (
+        bind_host = (
             str(socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)[0][4][0]) if host else None
         )
-        self._hostname = socket.gethostname()
-        self._host_key = host_key()
-        self._closing = False
-        self._close_started = False
-        self._close_reason: BaseException | None = None
-        self._close_lock = threading.Lock()
-        self._closed = threading.Event()
-        self._wire(
-            config.authkey_bytes(authkey), codec, accept_codecs, load_balancer, max_in_flight,
-            socket_dir, transport,
-        )  # fmt: skip
-        self._loop.start()
-        try:
-            self._router.start()
-            self._coordinator.connect(connect_timeout)
-        except BaseException:
-            self._coordinator.stop()
-            self._shutdown_loop()
-            raise
+        self._p = p = Parts(Settings(
+            name=name, node_id=self.id, coordinator=self.coordinator,
+            authkey=config.authkey_bytes(authkey), codec=codec, accept_codecs=accept_codecs,
+            load_balancer=load_balancer, heartbeat_interval=heartbeat_interval,
+            heartbeat_timeout=self.heartbeat_timeout, request_timeout=request_timeout,
+            max_message_size=max_message_size, max_pending_bytes=max_pending_bytes,
+            max_in_flight=max_in_flight, bind_host=bind_host, socket_dir=socket_dir,
+            transport=transport,
+        ))  # fmt: skip
+        # The parts the public methods below talk to (the node holds no state of its own).
+        self._view, self._registry, self._router = p.view, p.registry, p.router
+        self._publisher, self._caller, self._host = p.publisher, p.caller, p.host
+        self._decoder, self._loop = p.decoder, p.loop
+        p.start(connect_timeout)
         _live.add(self)
-
-    def _wire(
-        self,
-        authkey: bytes | None,
-        codec: Any,
-        accept_codecs: Iterable[Any] | None,
-        load_balancer: Any,
-        max_in_flight: int,
-        socket_dir: str | None,
-        transport: str,
-    ) -> None:
-        """Build the parts and connect them (no thread runs yet)."""
-        self._decoder = Decoder(codec, accept_codecs, self.name)
-        balancer = resolve_load_balancer(load_balancer)
-        self._loop = IOLoop(self.name, on_crash=self._on_io_crash)
-        in_io = self._loop.in_loop_thread
-        self._view = TopologyView(in_io)
-        self._registry = Registry(self._record_changed)
-        self._router = Router(
-            loop=self._loop, node_name=self.name, node_id=self.id, authkey=authkey,
-            use_unix=transport == "auto", host_key=self._host_key,
-            max_message_size=self.max_message_size, max_pending_bytes=self.max_pending_bytes,
-            socket_dir=socket_dir, decoder=self._decoder, entry=self._registry.entry,
-            on_request=lambda link, frame: self._host.on_request(link, frame),
-            on_answer=lambda link, frame: self._caller.on_answer(link, frame),
-            on_link_closed=lambda link, exc: self._caller.fail_link(link, exc),
-        )  # fmt: skip
-        self._host = ServiceHost(
-            self.name, self._registry, self._decoder,
-            lambda *answer: self._caller.complete_local(*answer),
-        )  # fmt: skip
-        self._caller = Caller(
-            node_name=self.name, node_id=self.id, view=self._view, registry=self._registry,
-            host=self._host, decoder=self._decoder, balancer=balancer,
-            link_to=self._router.link_to, call_later=self._loop.call_later, in_io_thread=in_io,
-            request_timeout=self.request_timeout, max_in_flight=max_in_flight,
-        )  # fmt: skip
-        self._publisher = Publisher(
-            node_id=self.id, view=self._view, registry=self._registry, decoder=self._decoder,
-            balancer=balancer, link_to=self._router.link_to, links=self._router.links,
-            max_message_size=self.max_message_size,
-        )  # fmt: skip
-        self._coordinator = CoordinatorClient(
-            loop=self._loop, address=self.coordinator, authkey=authkey, node_name=self.name,
-            heartbeat_interval=self.heartbeat_interval, heartbeat_timeout=self.heartbeat_timeout,
-            self_info=self._self_info, on_first_open=self._start_tcp,
-            on_topology=self._on_topology,
-        )  # fmt: skip
-        self._view.set_local(self._self_info())
-
-    # -- wiring callbacks ------------------------------------------------------------------
-
-    def _self_info(self, snapshot: Snapshot | None = None) -> NodeInfo:
-        s = snapshot or self._registry.snapshot()
-        return NodeInfo(
-            id=self.id,
-            name=self.name,
-            hostname=self._hostname,
-            host_key=self._host_key,
-            tcp=self._router.tcp_endpoint,
-            unix=self._router.unix_endpoint,
-            topics=s.topics,
-            services=s.services,
-            pid=os.getpid(),
-        )
-
-    def _record_changed(self, snapshot: Snapshot) -> None:
-        """(registry lock held) Our record changed: the view first, then the coordinator."""
-        self._view.set_local(self._self_info(snapshot))
-        self._coordinator.send_update()
-        if self._publisher.latches:
-            self._loop.call_soon(self._publisher.catch_up_latched)
-
-    def _start_tcp(self, coordinator_link: Connection) -> None:
-        sock = coordinator_link.sock
-        self._router.start_tcp(
-            self._bind_host or (sock.getsockname()[0] if sock is not None else "127.0.0.1")
-        )
-        self._view.set_local(self._self_info())
-
-    def _on_topology(self, msg: Welcome | Diff) -> None:
-        """(I/O thread) The coordinator told us of a change."""
-        self._view.apply(msg)
-        removed = msg.remove if isinstance(msg, Diff) else ()
-        self._publisher.catch_up_latched(removed)
-        for node_id in removed:
-            # Messages it sent just before leaving may still be in our socket: read them
-            # first. A node that really left closes its side long before the grace ends.
-            self._router.forget(node_id)
-            self._loop.call_later(PEER_RETIRE_GRACE, self._retire, node_id)
-
-    def _retire(self, node_id: str) -> None:
-        if node_id not in self._view.nodes:
-            self._router.retire(node_id)
-
-    def _on_io_crash(self, exc: BaseException) -> None:
-        """The I/O thread died: fail loudly (closed, with the reason), never hang."""
-        reason = NodeClosed(f"node {self.name!r} failed: its I/O thread died ({exc!r})")
-        with self._close_lock:
-            self._closing = True
-            self._close_reason = reason
-        self._view.close(reason)
-        self._caller.close(reason, time.monotonic() + 2.0)
-        self._registry.wake_spinner()
 
     # -- public: lifecycle -----------------------------------------------------------------
 
@@ -282,7 +161,7 @@ class Node:
 
     @property
     def closed(self) -> bool:
-        return self._closing
+        return self._p.closing
 
     def close(self, linger: float | None = None) -> None:
         """Leave the mesh. Idempotent, bounded in time (about ``linger`` + 2.5 s in all,
@@ -295,43 +174,8 @@ class Node:
         callback, a handler, a done-callback, the I/O thread) it never waits for that
         thread itself.
         """
-        with self._close_lock:
-            already, self._close_started = self._close_started, True
-            self._closing = True
-            if self._close_reason is None:
-                self._close_reason = NodeClosed(f"node {self.name!r} is closed")
         _live.discard(self)
-        if already:
-            if not self._own_thread():
-                self._closed.wait(10.0)
-            return
-        in_io = self._loop.in_loop_thread()
-        linger = self.linger if linger is None else linger
-        if not in_io:
-            self._router.wait_flushed(time.monotonic() + max(0.0, linger))
-        self._router.begin_close()
-        self._coordinator.leave(wait=not in_io)
-        self._view.close(self._close_reason)
-        deadline = time.monotonic() + 2.0
-        self._caller.close(self._close_reason, deadline)
-        self._registry.close(deadline)
-        self._shutdown_loop()
-        self._closed.set()
-
-    def _shutdown_loop(self) -> None:
-        self._closing = True
-        if self._loop.in_loop_thread():
-            self._router.close_listeners()  # also one paused after running out of fds
-        self._loop.stop(timeout=3.0)
-        if not self._loop.running:
-            self._router.close_listeners()
-
-    def _own_thread(self) -> bool:
-        return (
-            self._loop.in_loop_thread()
-            or self._registry.owns_current_thread()
-            or self._caller.owns_current_thread()
-        )
+        self._p.close(self.linger if linger is None else linger)
 
     def forever(self) -> None:
         """Block until :meth:`close`, Ctrl-C (SIGINT) or SIGTERM; then close cleanly."""
@@ -339,7 +183,7 @@ class Node:
 
         restore = _install_signal_handlers(self.close)
         try:
-            while not self._closed.wait(3600):
+            while not self._p.closed.wait(3600):
                 pass
         except KeyboardInterrupt:
             pass
@@ -348,8 +192,10 @@ class Node:
             self.close()
 
     def _check_open(self) -> None:
-        if self._closing:
-            raise self._close_reason or NodeClosed(f"node {self.name!r} is closed")
+        self._p.check_open()
+
+    def _own_thread(self) -> bool:
+        return self._p.own_thread()
 
     # -- public: topics --------------------------------------------------------------------
 
@@ -364,8 +210,8 @@ class Node:
         every later send on it from this node updates the latched value.
         Raises NodeClosed after close(), CodecError if ``data`` cannot be encoded.
         """
-        if self._closing:
-            self._check_open()
+        if self._p.closing:
+            self._p.check_open()
         self._publisher.send(topic, data, latch)
 
     def send_raw(self, topic: str, codec: int, data: bytes | bytearray) -> None:
@@ -475,11 +321,11 @@ class Node:
         thread; return how many ran. If none is queued, wait up to ``timeout`` seconds
         for one (0: do not wait; None: until one arrives or the node closes).
         Per listener, calls run in arrival order."""
-        return self._registry.spin_once(timeout, lambda: self._closing)
+        return self._registry.spin_once(timeout, lambda: self._p.closing)
 
     def spin(self) -> None:
         """Run queued ``threaded=False`` calls in this thread until :meth:`close`."""
-        while not self._closing:
+        while not self._p.closing:
             self.spin_once(timeout=None)
 
     # -- public: services ------------------------------------------------------------------

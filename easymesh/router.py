@@ -39,11 +39,11 @@ from typing import Any
 
 from easymesh import allocator, config
 from easymesh.backoff import Backoff
+from easymesh.config import format_address
 from easymesh.counters import Counter
 from easymesh.decoder import Decoder
 from easymesh.errors import ConnectionLost, MeshError, NodeClosed, ProtocolError
 from easymesh.escape import printable
-from easymesh.config import format_address
 from easymesh.protocol.frames import (
     CONTROL,
     ERROR,
@@ -135,12 +135,17 @@ class Router:
         self._closing = False
         self.unroutable = Counter()
         self.dropped = Counter()  # topic frames a link dropped from its queue (closed links)
-        sock, self.unix_endpoint, path = unix_server_socket(node_id, config.socket_dir(socket_dir))
-        self._unix = Listener(loop, sock, self._on_accept, path)
+        self._socket_dir = socket_dir
+        self._unix: Listener | None = None
         self._tcp: Listener | None = None
+        self.unix_endpoint = ""
         self.tcp_endpoint = ""
 
     def start(self) -> None:
+        """Bind the Unix socket peers on this host dial (raises MeshError/OSError)."""
+        sock, endpoint, path = unix_server_socket(self.node_id, config.socket_dir(self._socket_dir))
+        self._unix = Listener(self.loop, sock, self._on_accept, path)
+        self.unix_endpoint = endpoint
         self.loop.call_soon(self._unix.start)
 
     def start_tcp(self, ip: str) -> None:

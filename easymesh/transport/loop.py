@@ -60,9 +60,7 @@ class Timer:
 class IOLoop:
     """The I/O thread: a selector, a call queue, timers and a wake-up socketpair."""
 
-    def __init__(
-        self, name: str, on_crash: Callable[[BaseException], None] | None = None
-    ) -> None:
+    def __init__(self, name: str, on_crash: Callable[[BaseException], None] | None = None) -> None:
         self.name = name
         self.on_crash = on_crash
         #: Why the thread ended, if it ended by an exception (None otherwise).

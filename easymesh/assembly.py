@@ -1,0 +1,225 @@
+"""The assembly of a node: builds its parts, connects them, and runs its lifecycle.
+
+:class:`~easymesh.node.Node` is the public face; this is the composition root
+behind it. It creates each part with the few collaborators that part needs (as
+callables, so no part imports another part's owner), holds the callbacks that
+pass events between parts (a topology change reaches the view, the latch store and
+the router; a change of the node's own record reaches the view and the coordinator
+client), and owns the node's lifecycle: starting, closing in a bounded time, and
+failing loudly if the I/O thread dies. It holds no table of its own.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from easymesh.caller import Caller
+from easymesh.coordclient import CoordinatorClient
+from easymesh.decoder import Decoder
+from easymesh.errors import NodeClosed
+from easymesh.loadbalancing import resolve_load_balancer
+from easymesh.protocol.messages import Diff, NodeInfo, Welcome
+from easymesh.publisher import Publisher
+from easymesh.registry import Registry, Snapshot
+from easymesh.router import PEER_RETIRE_GRACE, Router
+from easymesh.servicehost import ServiceHost
+from easymesh.transport.connection import Connection
+from easymesh.transport.listener import host_key
+from easymesh.transport.loop import IOLoop
+from easymesh.view import TopologyView
+
+__all__ = ["Parts", "Settings"]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What ``Node()`` was asked for, checked and resolved (see ``Node`` for each)."""
+
+    name: str
+    node_id: str
+    coordinator: str
+    authkey: bytes | None
+    codec: Any
+    accept_codecs: Iterable[Any] | None
+    load_balancer: Any
+    heartbeat_interval: float
+    heartbeat_timeout: float
+    request_timeout: float
+    max_message_size: int
+    max_pending_bytes: int
+    max_in_flight: int
+    bind_host: str | None
+    socket_dir: str | None
+    transport: str
+
+
+class Parts:
+    """One node's parts, wired together, and its lifecycle."""
+
+    def __init__(self, cfg: Settings) -> None:
+        name, node_id = cfg.name, cfg.node_id
+        self.name = name
+        self.id = node_id
+        self._bind_host = cfg.bind_host
+        self._hostname = socket.gethostname()
+        self._host_key = host_key()
+        self.closing = False
+        self._close_started = False
+        self.close_reason: BaseException | None = None
+        self._close_lock = threading.Lock()
+        self.closed = threading.Event()
+        self.decoder = Decoder(cfg.codec, cfg.accept_codecs, name)
+        balancer = resolve_load_balancer(cfg.load_balancer)
+        self.loop = IOLoop(name, on_crash=self._on_io_crash)
+        in_io = self.loop.in_loop_thread
+        self.view = TopologyView(in_io)
+        self.registry = Registry(self._record_changed)
+        self.router = Router(
+            loop=self.loop, node_name=name, node_id=node_id, authkey=cfg.authkey,
+            use_unix=cfg.transport == "auto", host_key=self._host_key,
+            max_message_size=cfg.max_message_size, max_pending_bytes=cfg.max_pending_bytes,
+            socket_dir=cfg.socket_dir, decoder=self.decoder, entry=self.registry.entry,
+            on_request=lambda link, frame: self.host.on_request(link, frame),
+            on_answer=lambda link, frame: self.caller.on_answer(link, frame),
+            on_link_closed=lambda link, exc: self.caller.fail_link(link, exc),
+        )  # fmt: skip
+        self.host = ServiceHost(
+            name, self.registry, self.decoder, lambda *answer: self.caller.complete_local(*answer)
+        )
+        self.caller = Caller(
+            node_name=name, node_id=node_id, view=self.view, registry=self.registry,
+            host=self.host, decoder=self.decoder, balancer=balancer,
+            link_to=self.router.link_to, call_later=self.loop.call_later, in_io_thread=in_io,
+            request_timeout=cfg.request_timeout, max_in_flight=cfg.max_in_flight,
+        )  # fmt: skip
+        self.publisher = Publisher(
+            node_id=node_id, view=self.view, registry=self.registry, decoder=self.decoder,
+            balancer=balancer, link_to=self.router.link_to, links=self.router.links,
+            max_message_size=cfg.max_message_size,
+        )  # fmt: skip
+        self.coordinator = CoordinatorClient(
+            loop=self.loop, address=cfg.coordinator, authkey=cfg.authkey, node_name=name,
+            heartbeat_interval=cfg.heartbeat_interval, heartbeat_timeout=cfg.heartbeat_timeout,
+            self_info=self.self_info, on_first_open=self._start_tcp,
+            on_topology=self._on_topology,
+        )  # fmt: skip
+
+    def start(self, connect_timeout: float) -> None:
+        """Start the I/O thread, bind, join the mesh (the caller's thread)."""
+        self.loop.start()
+        try:
+            self.router.start()
+            self.view.set_local(self.self_info())
+            self.coordinator.connect(connect_timeout)
+        except BaseException:
+            self.coordinator.stop()
+            self._shutdown_loop()
+            raise
+
+    # -- callbacks between the parts -------------------------------------------------------
+
+    def self_info(self, snapshot: Snapshot | None = None) -> NodeInfo:
+        """This node's record, as it stands."""
+        s = snapshot or self.registry.snapshot()
+        return NodeInfo(
+            id=self.id,
+            name=self.name,
+            hostname=self._hostname,
+            host_key=self._host_key,
+            tcp=self.router.tcp_endpoint,
+            unix=self.router.unix_endpoint,
+            topics=s.topics,
+            services=s.services,
+            pid=os.getpid(),
+        )
+
+    def _record_changed(self, snapshot: Snapshot) -> None:
+        """(registry lock held) Our record changed: the view first, then the coordinator."""
+        self.view.set_local(self.self_info(snapshot))
+        self.coordinator.send_update()
+        if self.publisher.latches:
+            self.loop.call_soon(self.publisher.catch_up_latched)
+
+    def _start_tcp(self, coordinator_link: Connection) -> None:
+        """(I/O thread) Listen for TCP peers on the address that reaches the coordinator."""
+        sock = coordinator_link.sock
+        ip = self._bind_host or (sock.getsockname()[0] if sock is not None else "127.0.0.1")
+        self.router.start_tcp(ip)
+        self.view.set_local(self.self_info())
+
+    def _on_topology(self, msg: Welcome | Diff) -> None:
+        """(I/O thread) The coordinator told us of a change."""
+        self.view.apply(msg)
+        removed = msg.remove if isinstance(msg, Diff) else ()
+        self.publisher.catch_up_latched(removed)
+        for node_id in removed:
+            # Messages it sent just before leaving may still be in our socket: read them
+            # first. A node that really left closes its side long before the grace ends.
+            self.router.forget(node_id)
+            self.loop.call_later(PEER_RETIRE_GRACE, self._retire, node_id)
+
+    def _retire(self, node_id: str) -> None:
+        if node_id not in self.view.nodes:
+            self.router.retire(node_id)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def check_open(self) -> None:
+        if self.closing:
+            raise self.close_reason or NodeClosed(f"node {self.name!r} is closed")
+
+    def own_thread(self) -> bool:
+        """Whether the calling thread is one of this node's (I/O, workers, futures)."""
+        return (
+            self.loop.in_loop_thread()
+            or self.registry.owns_current_thread()
+            or self.caller.owns_current_thread()
+        )
+
+    def _on_io_crash(self, exc: BaseException) -> None:
+        """The I/O thread died: fail loudly (closed, with the reason), never hang."""
+        reason = NodeClosed(f"node {self.name!r} failed: its I/O thread died ({exc!r})")
+        with self._close_lock:
+            self.closing = True
+            self.close_reason = reason
+        self.view.close(reason)
+        self.caller.close(reason, time.monotonic() + 2.0)
+        self.registry.wake_spinner()
+
+    def close(self, linger: float) -> None:
+        """See ``Node.close``: flush (up to ``linger``), say goodbye, fail what is pending,
+        stop every worker pool together (2 s), stop the I/O thread."""
+        with self._close_lock:
+            already, self._close_started = self._close_started, True
+            self.closing = True
+            if self.close_reason is None:
+                self.close_reason = NodeClosed(f"node {self.name!r} is closed")
+        if already:
+            if not self.own_thread():
+                self.closed.wait(10.0)
+            return
+        in_io = self.loop.in_loop_thread()
+        if not in_io:
+            self.router.wait_flushed(time.monotonic() + max(0.0, linger))
+        self.router.begin_close()
+        self.coordinator.leave(wait=not in_io)
+        self.view.close(self.close_reason)
+        deadline = time.monotonic() + 2.0
+        self.caller.close(self.close_reason, deadline)
+        self.registry.close(deadline)
+        self._shutdown_loop()
+        self.closed.set()
+
+    def _shutdown_loop(self) -> None:
+        self.closing = True
+        if self.loop.in_loop_thread():
+            self.router.close_listeners()  # also one paused after running out of fds
+        self.loop.stop(timeout=3.0)
+        if not self.loop.running:
+            self.router.close_listeners()
