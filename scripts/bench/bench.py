@@ -7,6 +7,7 @@ where loopback traffic is all there is).
 Usage:
   bench.py [--quick] [--reps=N] [--seconds=S] [--sections=LIST] [--systems=LIST]
            [--transports=LIST] [--peers-python=PY] [--out=DIR] [--time-limit=S] [--no-rosy]
+           [--baseline=DIR]
   bench.py (-h | --help)
 
 Options:
@@ -21,6 +22,9 @@ Options:
   --out=DIR           Where results go [default: scripts/bench/results].
   --time-limit=S      Stop starting runs after S seconds; the report is written anyway [default: 840].
   --no-rosy           Leave rosy out (e.g. no private network namespace for its mDNS).
+  --baseline=DIR      Also measure the easymesh of another checkout (its own DIR/.venv, made
+                      with scripts/setup there) as the system "baseline", interleaved with
+                      this one: before/after ratios of a change from one run.
   -h --help           Show this screen.
 
 The workload (see easymesh/demo/speedtest.py and scripts/bench/peers.py): one sender
@@ -53,7 +57,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 SIZES = [0, 1000, 100_000, 1_000_000]
 SIZE_NAMES = {0: "0 B", 64: "64 B", 1000: "1 kB", 100_000: "100 kB", 1_000_000: "1 MB"}
-SYSTEM_NAMES = {"easymesh": "easymesh", "rosy": "rosy 0.8.3", "zmq": "pyzmq", "raw": "raw socket"}
+SYSTEM_NAMES = {"easymesh": "easymesh", "baseline": "easymesh before", "rosy": "rosy 0.8.3", "zmq": "pyzmq", "raw": "raw socket"}
 
 
 def now() -> float:
@@ -168,6 +172,11 @@ class Bench:
             self.systems = [s for s in self.systems if s not in ("rosy", "zmq")]
             self.peers_py = sys.executable  # enough for the raw loop if docopt is there
         self.em_py = sys.executable
+        self.base_dir = args["--baseline"]
+        if self.base_dir:
+            self.base_dir = os.path.abspath(self.base_dir)
+            if "baseline" not in self.systems:
+                self.systems.insert(1, "baseline")
         self.t_start = now()
         self.time_limit = float(args["--time-limit"])
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -227,8 +236,11 @@ class Bench:
         common = [f"--seconds={self.seconds}", f"--warmup={self.warmup}",
                   f"--message-size={size}", f"--rate={rate}", f"--in-flight={in_flight}"]
         timeout = self.seconds + self.warmup + 40
-        if system == "easymesh":
-            cmd = [self.em_py, "-m", "easymesh.demo.speedtest", role, "--once", "--json",
+        if system in ("easymesh", "baseline"):
+            py = [self.em_py]
+            if system == "baseline":  # run from its own tree, so `-m` imports its easymesh
+                py = ["env", f"--chdir={self.base_dir}", os.path.join(self.base_dir, ".venv/bin/python")]
+            cmd = [*py, "-m", "easymesh.demo.speedtest", role, "--once", "--json",
                    f"--coordinator={self.coordinator}", f"--topic=bench-{tag}",
                    f"--transport={'tcp' if transport == 'tcp' else 'auto'}", f"--timeout={timeout}",
                    *common]

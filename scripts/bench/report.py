@@ -7,7 +7,8 @@ import statistics
 from typing import Any
 
 SIZE_NAMES = {0: "0 B", 64: "64 B", 1000: "1 kB", 100_000: "100 kB", 1_000_000: "1 MB"}
-NAMES = {"easymesh": "easymesh", "rosy": "rosy 0.8.3", "zmq": "pyzmq", "raw": "raw socket"}
+NAMES = {"easymesh": "easymesh", "baseline": "easymesh before", "rosy": "rosy 0.8.3",
+         "zmq": "pyzmq", "raw": "raw socket"}
 
 
 def med(values: list[float]) -> float | None:
