@@ -201,18 +201,30 @@ def record(
                 file=out,
                 flush=True,
             )
-            deadline = None if duration is None else time.monotonic() + duration
-            tick = min(0.25, status_every or 0.25)
-            while writer.error is None:
-                left = tick if deadline is None else min(tick, deadline - time.monotonic())
-                if left <= 0 or stop.wait(left):
-                    break
-                status_line.update(recorder.status())
+            _run_until_stopped(recorder, writer, stop, duration, status_line, status_every)
         finally:
             status_line.clear()
             result = recorder.stop()
     _report(result, out)
     return result
+
+
+def _run_until_stopped(
+    recorder: Recorder,
+    writer: BagWriter,
+    stop: threading.Event,
+    duration: float | None,
+    status_line: StatusLine,
+    status_every: float | None,
+) -> None:
+    """Keep the live status line current until ``stop``, ``duration`` or a write error."""
+    deadline = None if duration is None else time.monotonic() + duration
+    tick = min(0.25, status_every or 0.25)
+    while writer.error is None:
+        left = tick if deadline is None else min(tick, deadline - time.monotonic())
+        if left <= 0 or stop.wait(left):
+            break
+        status_line.update(recorder.status())
 
 
 def _report(result: RecordResult, out: TextIO) -> None:
