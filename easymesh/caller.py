@@ -47,11 +47,12 @@ from easymesh.errors import (
     ServiceError,
     WouldDeadlock,
 )
-from easymesh.protocol.frames import PING, PONG, REPLY, REQUEST, Frame, encode_frame
+from easymesh.protocol.frames import PONG, REPLY, REQUEST, Frame, encode_frame
 from easymesh.protocol.messages import NodeInfo
 from easymesh.registry import Registry
 from easymesh.requests import Pending, RequestTable
 from easymesh.servicehost import ServiceHost
+from easymesh.transport.keepalive import ping_frame
 from easymesh.view import TopologyView
 
 log = logging.getLogger("easymesh.node")
@@ -199,7 +200,7 @@ class Caller:
         waiter = Waiter()
         rid = self.table.add(waiter, link, "<ping>", target.id)
         start = time.perf_counter()
-        if not link.send(encode_frame(PING, request_id=rid), 16, False):
+        if not link.send(ping_frame(rid), 16, False):
             self.table.discard(rid)
             raise ConnectionLost(f"connection to node {target.name!r} is closed")
         if not waiter.wait(timeout):

@@ -35,7 +35,7 @@ from easymesh.errors import (
     ProtocolError,
 )
 from easymesh.escape import printable
-from easymesh.protocol.frames import CONTROL, ERROR, PING, Frame, encode_frame
+from easymesh.protocol.frames import CONTROL, ERROR, PING, Frame
 from easymesh.protocol.messages import (
     MAX_CONTROL_BODY,
     Bye,
@@ -46,8 +46,9 @@ from easymesh.protocol.messages import (
     Welcome,
     decode_control,
 )
-from easymesh.router import answer_ping, control_frame
+from easymesh.router import control_frame
 from easymesh.transport.connection import CLOSED, OPEN, Connection
+from easymesh.transport.keepalive import PING_FRAME, answer_ping
 from easymesh.transport.listener import tcp_address
 from easymesh.transport.loop import IOLoop
 
@@ -55,7 +56,6 @@ log = logging.getLogger("easymesh.node")
 
 __all__ = ["CoordinatorClient"]
 
-_PING = encode_frame(PING)
 
 
 class CoordinatorClient:
@@ -241,7 +241,7 @@ class CoordinatorClient:
             if silent > self.heartbeat_timeout:
                 conn.close(ConnectionLost(f"coordinator silent for {silent:.1f} s"))
             else:
-                conn.send(_PING, 16, droppable=False)
+                conn.send(PING_FRAME, 16, droppable=False)
         self.loop.call_later(self.heartbeat_interval, self._heartbeat)
 
     # -- leaving ---------------------------------------------------------------------------

@@ -58,6 +58,7 @@ from easymesh.protocol.frames import (
 )
 from easymesh.protocol.messages import Ident, NodeInfo, decode_control, encode_control
 from easymesh.transport.connection import OPEN, Connection
+from easymesh.transport.keepalive import answer_ping
 from easymesh.transport.listener import (
     Listener,
     tcp_address,
@@ -75,18 +76,11 @@ __all__ = ["Router", "control_frame", "PEER_RETIRE_GRACE"]
 #: Seconds a link to a node that left the mesh stays open, so that what it sent before
 #: leaving can still be read.
 PEER_RETIRE_GRACE = 5.0
-_PONG = encode_frame(PONG)
 
 
 def control_frame(msg: Any) -> tuple[list[Any], int]:
     name, body = encode_control(msg)
     return encode_frame(CONTROL, name, body), 16 + len(name) + len(body)
-
-
-def answer_ping(conn: Connection, frame: Frame) -> None:
-    """The one answer to a PING, on any link: a PONG with the same request id."""
-    pong = encode_frame(PONG, request_id=frame[3]) if frame[3] else _PONG
-    conn.send(pong, 16, droppable=False)
 
 
 class Router:
