@@ -57,6 +57,15 @@ def _close_at_exit() -> None:
         node.close()
 
 
+def _forget_after_fork() -> None:
+    # A forked child has copies of its parent's nodes but none of their threads, and
+    # shares their sockets: closing them there would write into the parent's streams.
+    _live.clear()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+
 class Node:
     """A member of the mesh. Connects, authenticates and registers before returning.
 
