@@ -25,6 +25,7 @@ service has its worker pool; request futures are completed on ``easymesh-<name>-
 from __future__ import annotations
 
 import atexit
+import os
 import socket
 import time
 import uuid
