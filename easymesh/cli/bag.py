@@ -22,10 +22,8 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from docopt import docopt
-
 import easymesh
-from easymesh.cli.options import node_kwargs, run_main, setup_logging
+from easymesh.cli.options import node_kwargs, parse, run_main, setup_logging
 
 _NODE = """\
   --coordinator=HOST:PORT  Coordinator address [default: $EASYMESH_COORDINATOR or localhost:6374].
@@ -127,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run the command; returns the exit status."""
     argv = sys.argv[1:] if argv is None else argv
     doc = COMMANDS.get(argv[0], __doc__) if argv else __doc__
-    args = docopt(doc, argv=argv, version=f"meshbag (easymesh {easymesh.__version__})")
+    args = parse(doc, argv=argv, version=f"meshbag (easymesh {easymesh.__version__})")
     from easymesh import bag  # imported after parsing: --help stays quick
     from easymesh.bag.bagfile import resolve_bag
 

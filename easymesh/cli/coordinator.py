@@ -20,16 +20,14 @@ from __future__ import annotations
 
 import sys
 
-from docopt import docopt
-
 import easymesh
-from easymesh.cli.options import run_main, setup_logging
+from easymesh.cli.options import given, parse, run_main, setup_logging
 from easymesh.coordinator import Coordinator
 from easymesh.errors import MeshError
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = docopt(__doc__, argv=argv, version=f"easymesh {easymesh.__version__}")
+    args = parse(__doc__, argv=argv, version=f"easymesh {easymesh.__version__}")
     setup_logging(args["-v"])
     try:
         port = int(args["--port"])
@@ -39,11 +37,10 @@ def main(argv: list[str] | None = None) -> int:
             "easymesh: --port must be an integer and --heartbeat-interval a number", file=sys.stderr
         )
         return 2
-    key = args["--authkey"]
     coordinator = Coordinator(
         host=args["--host"] or "",
         port=port,
-        authkey=None if key.startswith("$") else key,
+        authkey=given(args, "--authkey"),
         heartbeat_interval=interval,
         log_heartbeats=args["--log-heartbeats"],
     )

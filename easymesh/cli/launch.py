@@ -31,16 +31,14 @@ from __future__ import annotations
 import math
 import sys
 
-from docopt import docopt
-
 import easymesh
-from easymesh.cli.options import run_main
+from easymesh.cli.options import parse, run_main
 from easymesh.launch import ConfigError, Launcher, Printer, load_config, make_plan
 from easymesh.launch.plan import describe
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = docopt(__doc__, argv=argv, version=f"meshlaunch {easymesh.__version__}")
+    args = parse(__doc__, argv=argv, version=f"meshlaunch {easymesh.__version__}")
     try:
         grace = float(args["--grace"])
         if not math.isfinite(grace) or grace < 0:

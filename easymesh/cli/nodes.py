@@ -25,16 +25,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from docopt import docopt
-
-from easymesh.cli.options import node_kwargs, run_main
+from easymesh.cli.options import node_kwargs, parse, run_main
 from easymesh.node import Node
 from easymesh.tools import nodes
 from easymesh.tools.session import number, run_cli
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = docopt(__doc__, argv=argv)
+    args = parse(__doc__, argv=argv)
     return run_cli("meshnode", args, node_kwargs(args), _action)
 
 

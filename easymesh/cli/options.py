@@ -1,20 +1,62 @@
-"""What every command that builds a node shares: --name, --coordinator, --authkey, -v."""
+"""What every command line shares: parsing with docopt, the node options, logging, exit.
+
+Parsing goes through :func:`parse` (docopt-ng, the maintained fork of docopt) so that
+every command answers the same way: ``-h``/``--help`` print the screen and exit 0,
+``--version`` prints the version and exits 0, and arguments that do not fit the usage
+print what docopt says plus the usage lines to stderr and exit 2 (the status the README
+gives for bad options). docopt-ng reports leftover words as a Python repr
+("Warning: found unmatched (duplicate?) arguments [Option(None, '--x', 0, True)]");
+that line becomes one plain sentence. Its other messages ("--port requires argument")
+are kept as they are.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from typing import Any
+
+from docopt import DocoptExit, docopt
+
+_UNMATCHED = "Warning: found unmatched (duplicate?) arguments"
+
+
+def parse(doc: str, argv: list[str] | None = None, version: str | None = None) -> dict[str, Any]:
+    """Parse ``argv`` (default ``sys.argv[1:]``) against the usage screen ``doc``.
+
+    Raises SystemExit: status 0 after printing the help or the version, 2 after printing
+    a usage error to stderr.
+    """
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        return dict(docopt(doc, argv=argv, version=version))
+    except DocoptExit as exc:
+        message = str(exc.code or "")
+        if message.startswith(_UNMATCHED):
+            message = message.split("\n", 1)[1] if "\n" in message else ""
+            message = "the arguments do not match the usage\n" + message
+        print(message, file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def given(args: dict[str, Any], key: str) -> str | None:
+    """An option's value, or None when it is missing or still its ``$VARIABLE or ...``
+    placeholder default (the variable itself is read later, by the library)."""
+    value = args.get(key)
+    if not value or value.startswith("$"):
+        return None
+    return str(value)
 
 
 def node_kwargs(args: dict[str, Any]) -> dict[str, Any]:
     """Keyword arguments for easymesh.Node from parsed docopt options."""
     kwargs: dict[str, Any] = {}
-    coord = args.get("--coordinator")
-    if coord and not coord.startswith("$"):
+    coord = given(args, "--coordinator")
+    if coord:
         kwargs["coordinator"] = coord
-    key = args.get("--authkey")
-    if key and not key.startswith("$"):
+    key = given(args, "--authkey")
+    if key:
         kwargs["authkey"] = key
     return kwargs
 
@@ -27,7 +69,7 @@ def setup_logging(verbose: bool = False) -> None:
     )
 
 
-def run_main(main: Any) -> None:
+def run_main(main: Callable[[], int]) -> None:
     """Run a command's main(); Ctrl-C exits quietly with status 130."""
     try:
         sys.exit(main())
