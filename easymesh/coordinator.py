@@ -35,11 +35,12 @@ Design notes:
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
+from easymesh import signals
 from easymesh.config import (
     DEFAULT_HEARTBEAT_INTERVAL,
     DEFAULT_PORT,
@@ -144,7 +145,7 @@ class Coordinator:
     def serve_forever(self) -> None:
         """Start (if needed) and serve until :meth:`close`, SIGINT or SIGTERM."""
         self.start()
-        restore = _install_signal_handlers(self.close)
+        restore = signals.install(lambda signum: self.close())
         try:
             while not self._closed.wait(3600):
                 pass
@@ -297,21 +298,10 @@ class Coordinator:
         return list(self.topology.nodes.values())
 
 
-def _install_signal_handlers(stop: Any) -> Any:
-    """Make SIGINT and SIGTERM raise KeyboardInterrupt in the main thread (even where the
-    parent shell started us with SIGINT ignored). Returns a function that restores."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-    old = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+def _install_signal_handlers(stop: Callable[[], object]) -> Callable[[], None]:
+    """SIGINT and SIGTERM call ``stop()`` (on the signal thread); returns the undo.
 
-    def on_signal(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    for sig in old:
-        signal.signal(sig, on_signal)
-
-    def restore() -> None:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
-
-    return restore
+    An alias kept while ``Node.forever`` imports it; new code calls
+    ``easymesh.signals.install(lambda signum: stop())``.
+    """
+    return signals.install(lambda signum: stop())

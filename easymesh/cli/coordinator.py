@@ -19,8 +19,10 @@ Options:
 from __future__ import annotations
 
 import sys
+import threading
 
 import easymesh
+from easymesh import signals
 from easymesh.cli.options import given, parse, run_main, setup_logging
 from easymesh.coordinator import Coordinator
 from easymesh.errors import MeshError
@@ -44,17 +46,24 @@ def main(argv: list[str] | None = None) -> int:
         heartbeat_interval=interval,
         log_heartbeats=args["--log-heartbeats"],
     )
-    try:
-        coordinator.start()
-    except MeshError as exc:
-        print(f"easymesh: {exc}", file=sys.stderr)
-        return 1
-    auth = "with authentication" if coordinator.authkey else "without authentication"
-    print(
-        f"easymesh coordinator listening on {coordinator.address} ({auth}); Ctrl-C to stop",
-        flush=True,
-    )
-    coordinator.serve_forever()
+    stop = threading.Event()
+    # Handlers first: meshlaunch may stop us as soon as it reads the "listening" line.
+    with signals.stopping_on(lambda signum: stop.set()):
+        try:
+            coordinator.start()
+        except MeshError as exc:
+            print(f"easymesh: {exc}", file=sys.stderr)
+            return 1
+        try:
+            auth = "with authentication" if coordinator.authkey else "without authentication"
+            print(
+                f"easymesh coordinator listening on {coordinator.address} ({auth}); Ctrl-C to stop",
+                flush=True,
+            )
+            while not stop.wait(3600):
+                pass
+        finally:
+            coordinator.close()
     print("easymesh coordinator stopped", flush=True)
     return 0
 

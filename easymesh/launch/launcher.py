@@ -25,11 +25,11 @@ import os
 import queue
 import shlex
 import signal
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
+from easymesh import signals
 from easymesh.launch.errors import LaunchError
 from easymesh.launch.output import Printer
 from easymesh.launch.plan import (
@@ -42,8 +42,6 @@ from easymesh.launch.plan import (
 )
 from easymesh.launch.process import Child, describe_exit, exit_status
 from easymesh.launch.schema import NodeSpec
-
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class Launcher:
@@ -160,20 +158,10 @@ class Launcher:
     def _schedule(self, delay: float, action: Callable[[], None]) -> None:
         heapq.heappush(self._timers, (time.monotonic() + delay, next(self._seq), action))
 
-    def _install_signals(self) -> Callable[[], None] | None:
-        if threading.current_thread() is not threading.main_thread():
-            return None
-
-        def on_signal(signum: int, frame: Any) -> None:
-            self._events.put(("signal", signum))
-
-        old = {sig: signal.signal(sig, on_signal) for sig in STOP_SIGNALS}
-
-        def restore() -> None:
-            for sig, handler in old.items():
-                signal.signal(sig, handler)
-
-        return restore
+    def _install_signals(self) -> Callable[[], None]:
+        return signals.install(
+            lambda signum: self._events.put(("signal", signum)), signals.STOP_SIGNALS_HUP
+        )
 
     # -- starting ----------------------------------------------------------------------------
 
