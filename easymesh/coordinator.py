@@ -30,6 +30,10 @@ Design notes:
 * Control messages are msgpack, never pickle: the coordinator decodes nothing
   that can run code, and with an authkey it decodes nothing at all from a
   peer that has not authenticated.
+* Listening beyond loopback without an authkey (the default host is every
+  interface) lets anyone who can reach the port join the mesh, publish and call
+  services: :meth:`Coordinator.start` logs a warning then (judged from the
+  address actually bound, so a name that resolves to loopback is not warned about).
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from easymesh.config import (
     HEARTBEAT_TIMEOUT_FACTOR,
     authkey_bytes,
     format_address,
+    is_loopback,
 )
 from easymesh.errors import ConnectionLost, ProtocolError
 from easymesh.protocol.frames import CONTROL, PING, PONG, Frame, encode_frame
@@ -122,6 +127,9 @@ class Coordinator:
             return self
         sock = tcp_server_socket(self.host, self.requested_port)
         self.port = sock.getsockname()[1]
+        warning = unprotected_warning(sock.getsockname()[0], self.authkey, self.port)
+        if warning:
+            log.warning("%s", warning)
         self._listener = Listener(self._loop, sock, self._on_accept)
         self._started = True
         self._loop.call_soon(self._listener.start)
@@ -296,6 +304,20 @@ class Coordinator:
     def nodes(self) -> list[Any]:
         """A snapshot of the registered nodes (NodeInfo records)."""
         return list(self.topology.nodes.values())
+
+
+def unprotected_warning(bound_host: str, authkey: bytes | None, port: int) -> str | None:
+    """The warning for a coordinator bound to ``bound_host`` (a numeric address, as
+    ``getsockname`` gives it) without a key, when that address is not loopback; else None."""
+    if authkey or is_loopback(bound_host):
+        return None
+    where = "every interface" if bound_host in ("0.0.0.0", "::") else bound_host
+    return (
+        f"easymesh: the coordinator listens on {where} (port {port}) without an authkey: "
+        "anyone who can reach this port can join the mesh, send on every topic and call "
+        "every service. Give a key (EASYMESH_AUTHKEY or --authkey-file FILE) or listen "
+        "on 127.0.0.1 (--host 127.0.0.1)."
+    )
 
 
 def _install_signal_handlers(stop: Callable[[], object]) -> Callable[[], None]:

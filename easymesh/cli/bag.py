@@ -27,7 +27,9 @@ from easymesh.cli.options import node_kwargs, parse, run_main, setup_logging
 
 _NODE = """\
   --coordinator=HOST:PORT  Coordinator address [default: $EASYMESH_COORDINATOR or localhost:6374].
-  --authkey=KEY            Shared secret [default: $EASYMESH_AUTHKEY or none].
+  --authkey=KEY            Shared secret; other users can read it in the process list
+                           [default: $EASYMESH_AUTHKEY or none].
+  --authkey-file=FILE      Read the shared secret from FILE (chmod 600).
   -v                       Verbose (debug) logging.
   -h --help                Show this screen."""
 
@@ -138,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
                 args["TOPIC"],
                 args["--output"],
                 name=args["--name"],
-                node_options=node_kwargs(args),
+                node_options=node_kwargs(args, "meshbag"),
                 compression=args["--compression"],
                 duration=duration,
                 overwrite=args["--force"],
@@ -150,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             bag.play(
                 args["FILE"],
                 name=args["--name"],
-                node_options=node_kwargs(args),
+                node_options=node_kwargs(args, "meshbag"),
                 rate=_number(args, "--rate", "a number above 0"),
                 loop=args["--loop"],
                 start=_number(args, "--start", "seconds"),

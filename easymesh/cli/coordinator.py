@@ -1,19 +1,25 @@
 """easymesh — run the coordinator.
 
 Usage:
-  easymesh [--host=HOST] [--port=PORT] [--authkey=KEY] [--heartbeat-interval=S] [--log-heartbeats] [-v]
+  easymesh [--host=HOST] [--port=PORT] [--authkey=KEY | --authkey-file=FILE]
+           [--heartbeat-interval=S] [--log-heartbeats] [-v]
   easymesh (-h | --help)
   easymesh --version
 
 Options:
   --host=HOST              Address to listen on; "" = all interfaces [default: ].
   --port=PORT              TCP port; 0 picks a free one [default: 6374].
-  --authkey=KEY            Shared secret every node must know [default: $EASYMESH_AUTHKEY or none].
+  --authkey=KEY            Shared secret every node must know; other users can read it in
+                           the process list [default: $EASYMESH_AUTHKEY or none].
+  --authkey-file=FILE      Read the shared secret from FILE (chmod 600).
   --heartbeat-interval=S   Seconds between node heartbeats; a node silent for four is dropped [default: 1.0].
   --log-heartbeats         Log every heartbeat.
   -v                       Verbose (debug) logging.
   -h --help                Show this screen.
   --version                Show the version.
+
+Listening beyond loopback (the default host is every interface) without a key logs a
+warning: anyone who can reach the port could join the mesh.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import threading
 
 import easymesh
 from easymesh import signals
-from easymesh.cli.options import given, parse, run_main, setup_logging
+from easymesh.cli.options import authkey, parse, run_main, setup_logging
 from easymesh.coordinator import Coordinator
 from easymesh.errors import MeshError
 
@@ -42,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     coordinator = Coordinator(
         host=args["--host"] or "",
         port=port,
-        authkey=given(args, "--authkey"),
+        authkey=authkey(args, "easymesh"),
         heartbeat_interval=interval,
         log_heartbeats=args["--log-heartbeats"],
     )

@@ -8,16 +8,24 @@ gives for bad options). docopt-ng reports leftover words as a Python repr
 ("Warning: found unmatched (duplicate?) arguments [Option(None, '--x', 0, True)]");
 that line becomes one plain sentence. Its other messages ("--port requires argument")
 are kept as they are.
+
+The mesh key: ``--authkey-file FILE`` (read by :func:`easymesh.config.read_authkey_file`)
+is preferred over ``--authkey KEY``, which any local user can read in ``/proc/*/cmdline``;
+``$EASYMESH_AUTHKEY`` is the default of both. A key file that cannot be used ends the
+command with ``<prog>: <reason>`` and status 2, before anything connects.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from docopt import DocoptExit, docopt
+
+from easymesh import config
 
 _UNMATCHED = "Warning: found unmatched (duplicate?) arguments"
 
@@ -49,13 +57,36 @@ def given(args: dict[str, Any], key: str) -> str | None:
     return str(value)
 
 
-def node_kwargs(args: dict[str, Any]) -> dict[str, Any]:
-    """Keyword arguments for easymesh.Node from parsed docopt options."""
+def fail(prog: str, message: object, status: int = 2) -> NoReturn:
+    """Print ``<prog>: <message>`` to stderr and exit with ``status``."""
+    print(f"{prog}: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(status)
+
+
+def authkey(args: dict[str, Any], prog: str | None = None) -> bytes | str | None:
+    """The key from ``--authkey-file`` or ``--authkey`` (not both), else None, which lets
+    the library fall back to ``$EASYMESH_AUTHKEY``. Exits (:func:`fail`) for both options
+    at once or a key file that cannot be used; ``prog`` names the command in the message
+    (default: the script's name)."""
+    prog = prog or os.path.basename(sys.argv[0] or "easymesh")
+    path, key = given(args, "--authkey-file"), given(args, "--authkey")
+    if path and key:
+        fail(prog, "give --authkey or --authkey-file, not both")
+    if path:
+        try:
+            return config.read_authkey_file(path)
+        except ValueError as exc:
+            fail(prog, exc)
+    return key
+
+
+def node_kwargs(args: dict[str, Any], prog: str | None = None) -> dict[str, Any]:
+    """Keyword arguments for easymesh.Node from parsed docopt options (see :func:`authkey`)."""
     kwargs: dict[str, Any] = {}
     coord = given(args, "--coordinator")
     if coord:
         kwargs["coordinator"] = coord
-    key = given(args, "--authkey")
+    key = authkey(args, prog)
     if key:
         kwargs["authkey"] = key
     return kwargs

@@ -26,7 +26,9 @@ Options:
   --wait=S                 send: seconds to wait for a listener [default: 5].
   --name=NAME              Node name (default: meshtopic-PID, unique).
   --coordinator=HOST:PORT  Coordinator address [default: $EASYMESH_COORDINATOR or localhost:6374].
-  --authkey=KEY            Shared secret [default: $EASYMESH_AUTHKEY or none].
+  --authkey=KEY            Shared secret; other users can read it in the process list
+                           [default: $EASYMESH_AUTHKEY or none].
+  --authkey-file=FILE      Read the shared secret from FILE (chmod 600).
   -h --help                Show this screen.
 """
 
@@ -43,7 +45,7 @@ from easymesh.tools.session import literal, number, run_cli
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(__doc__, argv=argv)
-    return run_cli("meshtopic", args, node_kwargs(args), _action)
+    return run_cli("meshtopic", args, node_kwargs(args, "meshtopic"), _action)
 
 
 def _action(args: dict) -> Callable[[Node], int]:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import os
 import queue
 import shlex
 import signal
@@ -36,6 +35,7 @@ from easymesh.launch.plan import (
     Plan,
     client_address,
     coordinator_argv,
+    coordinator_environment,
     node_argv,
     node_cwd,
     node_environment,
@@ -206,11 +206,10 @@ class Launcher:
                     return
                 self._events.put(("ready", port))
 
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
         child = Child(
             "coordinator",
             coordinator_argv(coord),
-            env=env,
+            env=coordinator_environment(coord),
             printer=self.printer,
             color=self.printer.color_for("coordinator"),
             events=self._events,
@@ -260,7 +259,7 @@ class Launcher:
         key = self.plan.coordinator.authkey
         child = Child(
             spec.label(copy),
-            node_argv(spec, self._address, key),
+            node_argv(spec, self._address),
             env=node_environment(spec, self._address, key, copy),
             cwd=node_cwd(self.plan.config, spec),
             printer=self.printer,
