@@ -37,7 +37,9 @@ def test_a_folder_others_can_write_is_refused(tmp_path: Path, mode: int) -> None
     folder = tmp_path / "shared"
     folder.mkdir()
     folder.chmod(mode)
-    with pytest.raises(UnsafeSocketDir, match=f"writable by the group or others \\(mode {mode:04o}\\)"):
+    with pytest.raises(
+        UnsafeSocketDir, match=f"writable by the group or others \\(mode {mode:04o}\\)"
+    ):
         private_socket_dir(str(folder))
     assert mode_of(folder) == mode  # refused, not "repaired" behind the user's back
 

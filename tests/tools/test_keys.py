@@ -110,4 +110,3 @@ def test_coordinator_warns_beyond_loopback_without_a_key(tmp_path: Path) -> None
     assert WARNING not in err  # the run ended (EOF): a warning would be in by now
     out, err = run_coordinator("--host", "0.0.0.0", "--authkey-file", key_file(tmp_path, "k"))
     assert "with authentication" in out and WARNING not in err
-
