@@ -70,7 +70,8 @@ def install(stop: Callable[[int], object], signals: tuple[int, ...] = STOP_SIGNA
     """Until the returned ``restore()`` is called, each of ``signals`` calls
     ``stop(signum)`` on the thread ``easymesh-signals`` (every time: a second Ctrl-C calls
     it again). An exception from ``stop`` is logged, never raised. Does nothing off the
-    main thread."""
+    main thread. Call ``restore()`` on the main thread too (not from ``stop``: setting
+    handlers is the main thread's privilege)."""
     if not _on_main_thread():
         return lambda: None
     read_fd, write_fd = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
