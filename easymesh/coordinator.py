@@ -30,16 +30,21 @@ Design notes:
 * Control messages are msgpack, never pickle: the coordinator decodes nothing
   that can run code, and with an authkey it decodes nothing at all from a
   peer that has not authenticated.
+* Listening beyond loopback without an authkey (the default host is every
+  interface) lets anyone who can reach the port join the mesh, publish and call
+  services: :meth:`Coordinator.start` logs a warning then (judged from the
+  address actually bound, so a name that resolves to loopback is not warned about).
 """
 
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
+from easymesh import signals
 from easymesh.config import (
     DEFAULT_HEARTBEAT_INTERVAL,
     DEFAULT_PORT,
@@ -47,6 +52,7 @@ from easymesh.config import (
     HEARTBEAT_TIMEOUT_FACTOR,
     authkey_bytes,
     format_address,
+    is_loopback,
 )
 from easymesh.errors import ConnectionLost, ProtocolError
 from easymesh.protocol.frames import CONTROL, PING, PONG, Frame, encode_frame
@@ -121,6 +127,9 @@ class Coordinator:
             return self
         sock = tcp_server_socket(self.host, self.requested_port)
         self.port = sock.getsockname()[1]
+        warning = unprotected_warning(sock.getsockname()[0], self.authkey, self.port)
+        if warning:
+            log.warning("%s", warning)
         self._listener = Listener(self._loop, sock, self._on_accept)
         self._started = True
         self._loop.call_soon(self._listener.start)
@@ -144,7 +153,7 @@ class Coordinator:
     def serve_forever(self) -> None:
         """Start (if needed) and serve until :meth:`close`, SIGINT or SIGTERM."""
         self.start()
-        restore = _install_signal_handlers(self.close)
+        restore = signals.install(lambda signum: self.close())
         try:
             while not self._closed.wait(3600):
                 pass
@@ -297,21 +306,24 @@ class Coordinator:
         return list(self.topology.nodes.values())
 
 
-def _install_signal_handlers(stop: Any) -> Any:
-    """Make SIGINT and SIGTERM raise KeyboardInterrupt in the main thread (even where the
-    parent shell started us with SIGINT ignored). Returns a function that restores."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-    old = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+def unprotected_warning(bound_host: str, authkey: bytes | None, port: int) -> str | None:
+    """The warning for a coordinator bound to ``bound_host`` (a numeric address, as
+    ``getsockname`` gives it) without a key, when that address is not loopback; else None."""
+    if authkey or is_loopback(bound_host):
+        return None
+    where = "every interface" if bound_host in ("0.0.0.0", "::") else bound_host
+    return (
+        f"easymesh: the coordinator listens on {where} (port {port}) without an authkey: "
+        "anyone who can reach this port can join the mesh, send on every topic and call "
+        "every service. Give a key (EASYMESH_AUTHKEY or --authkey-file FILE) or listen "
+        "on 127.0.0.1 (--host 127.0.0.1)."
+    )
 
-    def on_signal(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
 
-    for sig in old:
-        signal.signal(sig, on_signal)
+def _install_signal_handlers(stop: Callable[[], object]) -> Callable[[], None]:
+    """SIGINT and SIGTERM call ``stop()`` (on the signal thread); returns the undo.
 
-    def restore() -> None:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
-
-    return restore
+    An alias kept while ``Node.forever`` imports it; new code calls
+    ``easymesh.signals.install(lambda signum: stop())``.
+    """
+    return signals.install(lambda signum: stop())

@@ -26,6 +26,12 @@ class AuthenticationError(MeshError, PermissionError):
     """The mutual HMAC handshake failed: wrong, missing or unexpected authkey."""
 
 
+class UnsafeSocketDir(MeshError, PermissionError):
+    """The folder for Unix sockets is a symbolic link, not a folder, writable by the group
+    or others, or owned by another user: someone else could replace or intercept the
+    sockets in it. Nothing was bound."""
+
+
 class CodecError(MeshError, ValueError):
     """Data could not be encoded or decoded by the chosen codec."""
 

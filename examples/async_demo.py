@@ -4,12 +4,13 @@ Both nodes live in one event loop here; in real life they would be two programs.
 Start a coordinator first (`easymesh &`), then run `python examples/async_demo.py`.
 
 Usage:
-  async_demo.py [--coordinator=HOST:PORT] [--authkey=KEY] [--count=N]
+  async_demo.py [--coordinator=HOST:PORT] [--authkey=KEY | --authkey-file=FILE] [--count=N]
   async_demo.py (-h | --help)
 
 Options:
   --coordinator=HOST:PORT  Coordinator address [default: $EASYMESH_COORDINATOR or localhost:6374].
   --authkey=KEY            Shared secret [default: $EASYMESH_AUTHKEY or none].
+  --authkey-file=FILE      Read the shared secret from FILE (chmod 600).
   --count=N                Readings to send [default: 5].
   -h --help                Show this screen.
 """

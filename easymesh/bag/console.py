@@ -1,4 +1,4 @@
-"""Terminal helpers for meshbag: signals that stop a run, a live status line, sizes.
+"""Terminal helpers for meshbag: a live status line, sizes.
 
 The status line and the progress bar are drawn only when the stream is a
 terminal (a pipe or a log file gets the start and end lines only), at most a
@@ -8,36 +8,8 @@ few times a second, with ``\\r`` and erase-to-end-of-line, cut to the width.
 from __future__ import annotations
 
 import shutil
-import signal
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any, TextIO
-
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
-@contextmanager
-def stop_on_signals(event: threading.Event) -> Iterator[None]:
-    """While active, SIGINT, SIGTERM and SIGHUP set ``event`` instead of killing the process.
-
-    Only the main thread can own signal handlers; elsewhere this does nothing
-    (the caller's own stop event still works).
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        event.set()
-
-    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 def human_bytes(n: float) -> str:

@@ -30,8 +30,9 @@ from mcap.records import Channel
 
 import easymesh
 from easymesh.bag.bagfile import BagError, channel_codec, resolve_bag
-from easymesh.bag.console import StatusLine, progress_bar, stop_on_signals
+from easymesh.bag.console import StatusLine, progress_bar
 from easymesh.bag.summary import read_info
+from easymesh.signals import STOP_SIGNALS_HUP, stopping_on
 
 
 @dataclass
@@ -204,7 +205,7 @@ def play(
     stop = stop or threading.Event()
     read_info(path)  # fail on a bad file before joining the mesh
     node = easymesh.Node(name or "meshbag-play", **(node_options or {}))
-    with stop_on_signals(stop), node:
+    with stopping_on(lambda _signum: stop.set(), STOP_SIGNALS_HUP), node:
         player = Player(node, path, stop=stop, status=status, **options)
         print(
             f"meshbag: playing {path} ({player.info.messages} messages, {player.info.duration:.1f} s"

@@ -21,7 +21,8 @@ from typing import Any, TextIO
 
 import easymesh
 from easymesh.bag.bagfile import BagWriter, TopicCount, check_output, default_bag_path
-from easymesh.bag.console import StatusLine, human_bytes, stop_on_signals
+from easymesh.bag.console import StatusLine, human_bytes
+from easymesh.signals import STOP_SIGNALS_HUP, stopping_on
 
 #: Per-topic listener queue of the recorder: deep, so bursts are absorbed, not dropped.
 QUEUE_SIZE = 1_000_000
@@ -192,7 +193,7 @@ def record(
     stop = stop or threading.Event()
     node = easymesh.Node(name or f"meshbag-record-{os.getpid()}", **(node_options or {}))
     recorder = Recorder(node, topics, writer)
-    with stop_on_signals(stop):
+    with stopping_on(lambda _signum: stop.set(), STOP_SIGNALS_HUP):
         try:
             recorder.start()
             print(

@@ -22,14 +22,14 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from docopt import docopt
-
 import easymesh
-from easymesh.cli.options import node_kwargs, run_main, setup_logging
+from easymesh.cli.options import node_kwargs, parse, run_main, setup_logging
 
 _NODE = """\
   --coordinator=HOST:PORT  Coordinator address [default: $EASYMESH_COORDINATOR or localhost:6374].
-  --authkey=KEY            Shared secret [default: $EASYMESH_AUTHKEY or none].
+  --authkey=KEY            Shared secret; other users can read it in the process list
+                           [default: $EASYMESH_AUTHKEY or none].
+  --authkey-file=FILE      Read the shared secret from FILE (chmod 600).
   -v                       Verbose (debug) logging.
   -h --help                Show this screen."""
 
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run the command; returns the exit status."""
     argv = sys.argv[1:] if argv is None else argv
     doc = COMMANDS.get(argv[0], __doc__) if argv else __doc__
-    args = docopt(doc, argv=argv, version=f"meshbag (easymesh {easymesh.__version__})")
+    args = parse(doc, argv=argv, version=f"meshbag (easymesh {easymesh.__version__})")
     from easymesh import bag  # imported after parsing: --help stays quick
     from easymesh.bag.bagfile import resolve_bag
 
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
                 args["TOPIC"],
                 args["--output"],
                 name=args["--name"],
-                node_options=node_kwargs(args),
+                node_options=node_kwargs(args, "meshbag"),
                 compression=args["--compression"],
                 duration=duration,
                 overwrite=args["--force"],
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             bag.play(
                 args["FILE"],
                 name=args["--name"],
-                node_options=node_kwargs(args),
+                node_options=node_kwargs(args, "meshbag"),
                 rate=_number(args, "--rate", "a number above 0"),
                 loop=args["--loop"],
                 start=_number(args, "--start", "seconds"),

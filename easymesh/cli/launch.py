@@ -6,7 +6,9 @@ Usage:
   meshlaunch --version
 
 CONFIG is the launch file (default: launch.yaml in the current folder). Every node command
-gets `--name NAME --coordinator CLIENT_HOST:PORT` (and `--authkey KEY` when set) appended.
+gets `--name NAME --coordinator CLIENT_HOST:PORT` appended. The key (coordinator.authkey in
+the file, or --authkey-file) reaches the coordinator and the nodes in their environment
+(EASYMESH_AUTHKEY), never on a command line, which every local user can read.
 Ctrl-C stops everything: SIGINT, then SIGTERM after --grace seconds, then SIGKILL; a second
 Ctrl-C goes straight to SIGKILL.
 
@@ -18,6 +20,8 @@ Options:
   --grace=S                Seconds the nodes get to exit after SIGINT [default: 5].
   --as-host=NAME           Match on_host against NAME instead of this machine's name.
   --color=WHEN             Colour the prefixes: auto, always or never [default: auto].
+  --authkey-file=FILE      The mesh key, read from FILE (chmod 600), instead of the file's
+                           coordinator.authkey (giving both is an error).
   -h --help                Show this screen.
   --version                Show the version.
 
@@ -28,19 +32,18 @@ bad launch file or bad options.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 
-from docopt import docopt
-
 import easymesh
-from easymesh.cli.options import run_main
-from easymesh.launch import ConfigError, Launcher, Printer, load_config, make_plan
+from easymesh.cli.options import authkey, parse, run_main
+from easymesh.launch import ConfigError, LaunchConfig, Launcher, Printer, load_config, make_plan
 from easymesh.launch.plan import describe
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = docopt(__doc__, argv=argv, version=f"meshlaunch {easymesh.__version__}")
+    args = parse(__doc__, argv=argv, version=f"meshlaunch {easymesh.__version__}")
     try:
         grace = float(args["--grace"])
         if not math.isfinite(grace) or grace < 0:
@@ -54,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     exclude = [n.strip() for item in args["--exclude"] for n in item.split(",") if n.strip()]
     try:
         config = load_config(args["CONFIG"] or "launch.yaml")
+        config = _with_key_file(config, authkey(args, "meshlaunch"))
         plan = make_plan(
             config,
             exclude=exclude,
@@ -72,6 +76,20 @@ def main(argv: list[str] | None = None) -> int:
     color = {"auto": None, "always": True, "never": False}[args["--color"]]
     printer = Printer(color=color, labels=plan.labels())
     return Launcher(plan, printer=printer, grace=grace).run()
+
+
+def _with_key_file(config: LaunchConfig, key: bytes | str | None) -> LaunchConfig:
+    """``config`` with the key read from --authkey-file; raises ConfigError when the launch
+    file sets one too."""
+    if key is None:
+        return config
+    if config.coordinator.authkey:
+        raise ConfigError(
+            [f"{config.source}: coordinator.authkey is set and --authkey-file given; keep one"]
+        )
+    text = key.decode("utf-8", "surrogateescape") if isinstance(key, bytes) else key
+    coordinator = dataclasses.replace(config.coordinator, authkey=text)
+    return dataclasses.replace(config, coordinator=coordinator)
 
 
 def entry() -> None:

@@ -18,7 +18,9 @@ Options:
   --raw                    call: print repr(result) instead of the pretty one-line form.
   --name=NAME              Node name (default: meshservice-PID, unique).
   --coordinator=HOST:PORT  Coordinator address [default: $EASYMESH_COORDINATOR or localhost:6374].
-  --authkey=KEY            Shared secret [default: $EASYMESH_AUTHKEY or none].
+  --authkey=KEY            Shared secret; other users can read it in the process list
+                           [default: $EASYMESH_AUTHKEY or none].
+  --authkey-file=FILE      Read the shared secret from FILE (chmod 600).
   -h --help                Show this screen.
 """
 
@@ -26,17 +28,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from docopt import docopt
-
-from easymesh.cli.options import node_kwargs, run_main
+from easymesh.cli.options import node_kwargs, parse, run_main
 from easymesh.node import Node
 from easymesh.tools import services
 from easymesh.tools.session import literal, number, run_cli
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = docopt(__doc__, argv=argv)
-    return run_cli("meshservice", args, node_kwargs(args), _action)
+    args = parse(__doc__, argv=argv)
+    return run_cli("meshservice", args, node_kwargs(args, "meshservice"), _action)
 
 
 def _action(args: dict) -> Callable[[Node], int]:

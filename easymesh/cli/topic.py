@@ -26,7 +26,9 @@ Options:
   --wait=S                 send: seconds to wait for a listener [default: 5].
   --name=NAME              Node name (default: meshtopic-PID, unique).
   --coordinator=HOST:PORT  Coordinator address [default: $EASYMESH_COORDINATOR or localhost:6374].
-  --authkey=KEY            Shared secret [default: $EASYMESH_AUTHKEY or none].
+  --authkey=KEY            Shared secret; other users can read it in the process list
+                           [default: $EASYMESH_AUTHKEY or none].
+  --authkey-file=FILE      Read the shared secret from FILE (chmod 600).
   -h --help                Show this screen.
 """
 
@@ -35,17 +37,15 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from docopt import docopt
-
-from easymesh.cli.options import node_kwargs, run_main
+from easymesh.cli.options import node_kwargs, parse, run_main
 from easymesh.node import Node
 from easymesh.tools import topics
 from easymesh.tools.session import literal, number, run_cli
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = docopt(__doc__, argv=argv)
-    return run_cli("meshtopic", args, node_kwargs(args), _action)
+    args = parse(__doc__, argv=argv)
+    return run_cli("meshtopic", args, node_kwargs(args, "meshtopic"), _action)
 
 
 def _action(args: dict) -> Callable[[Node], int]:

@@ -3,13 +3,14 @@
 Run it as `python -m easymesh.demo.receiver`.
 
 Usage:
-  easymesh.demo.receiver [--name=NAME] [--coordinator=HOST:PORT] [--authkey=KEY] [--topic=T...] [--count=N]
+  easymesh.demo.receiver [--name=NAME] [--coordinator=HOST:PORT] [--authkey=KEY | --authkey-file=FILE] [--topic=T...] [--count=N]
   easymesh.demo.receiver (-h | --help)
 
 Options:
   --name=NAME              Node name [default: receiver].
   --coordinator=HOST:PORT  Coordinator address [default: $EASYMESH_COORDINATOR or localhost:6374].
   --authkey=KEY            Shared secret [default: $EASYMESH_AUTHKEY or none].
+  --authkey-file=FILE      Read the shared secret from FILE (chmod 600).
   --topic=T                Topic to listen to; repeat for several [default: some-topic].
   --count=N                Exit after N messages (default: run until Ctrl-C).
   -h --help                Show this screen.

@@ -3,13 +3,14 @@
 Run it as `python -m easymesh.demo.sender`.
 
 Usage:
-  easymesh.demo.sender [--name=NAME] [--coordinator=HOST:PORT] [--authkey=KEY] [--topic=T] [--data=D] [--interval=S] [--count=N] [--wait=S]
+  easymesh.demo.sender [--name=NAME] [--coordinator=HOST:PORT] [--authkey=KEY | --authkey-file=FILE] [--topic=T] [--data=D] [--interval=S] [--count=N] [--wait=S]
   easymesh.demo.sender (-h | --help)
 
 Options:
   --name=NAME              Node name [default: sender].
   --coordinator=HOST:PORT  Coordinator address [default: $EASYMESH_COORDINATOR or localhost:6374].
   --authkey=KEY            Shared secret [default: $EASYMESH_AUTHKEY or none].
+  --authkey-file=FILE      Read the shared secret from FILE (chmod 600).
   --topic=T                Topic to send to [default: some-topic].
   --data=D                 A Python literal to send [default: {'hello': 'world!'}].
   --interval=S             Send every S seconds until Ctrl-C (or --count); default: send once.

@@ -16,6 +16,7 @@ Usage:
 Options:
   --coordinator=HOST:PORT  Coordinator address [default: $EASYMESH_COORDINATOR or localhost:6374].
   --authkey=KEY            Shared secret [default: $EASYMESH_AUTHKEY or none].
+  --authkey-file=FILE      Read the shared secret from FILE (chmod 600).
   --name=NAME              Node name (default: speedtest-<mode>).
   --seconds=S              How long send/call measure, after the warm-up [default: 5].
   --warmup=S               Seconds of warm-up traffic that is not counted [default: 0.5].

@@ -13,10 +13,11 @@ Choices where the issue is silent (the README's "meshlaunch" section says the sa
 - Copies (``number: 3``) all get the same ``--name``, so they form one load-balancing group;
   their output is labelled ``camera#1`` .. ``camera#3`` and each gets ``MESHLAUNCH_COPY``
   (1..3) and ``MESHLAUNCH_NODE`` in its environment.
-- Appended to every node command: ``--name NAME --coordinator CLIENT_HOST:PORT`` and
-  ``--authkey KEY`` when set. The same address and key are also put in
-  ``EASYMESH_COORDINATOR`` / ``EASYMESH_AUTHKEY`` for programs that build nodes without
-  reading options. ``PYTHONUNBUFFERED=1`` is set so Python output arrives line by line.
+- Appended to every node command: ``--name NAME --coordinator CLIENT_HOST:PORT``. The same
+  address is also put in ``EASYMESH_COORDINATOR`` for programs that build nodes without
+  reading options. The key (``coordinator.authkey``, or ``meshlaunch --authkey-file``) goes
+  to the coordinator and every node in ``EASYMESH_AUTHKEY`` only: a command line can be read
+  by every local user (``/proc/<pid>/cmdline``), an environment only by its owner and root. ``PYTHONUNBUFFERED=1`` is set so Python output arrives line by line.
   When meshlaunch runs from a virtualenv, that virtualenv's ``bin`` goes first on the nodes'
   PATH, so ``command: [python, ...]`` uses the interpreter meshlaunch was installed in.
   A node's ``env:`` is applied last and wins; ``VAR: null`` removes a variable.

@@ -21,29 +21,27 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import os
 import queue
 import shlex
 import signal
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
+from easymesh import signals
 from easymesh.launch.errors import LaunchError
 from easymesh.launch.output import Printer
 from easymesh.launch.plan import (
     Plan,
     client_address,
     coordinator_argv,
+    coordinator_environment,
     node_argv,
     node_cwd,
     node_environment,
 )
 from easymesh.launch.process import Child, describe_exit, exit_status
 from easymesh.launch.schema import NodeSpec
-
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class Launcher:
@@ -160,20 +158,10 @@ class Launcher:
     def _schedule(self, delay: float, action: Callable[[], None]) -> None:
         heapq.heappush(self._timers, (time.monotonic() + delay, next(self._seq), action))
 
-    def _install_signals(self) -> Callable[[], None] | None:
-        if threading.current_thread() is not threading.main_thread():
-            return None
-
-        def on_signal(signum: int, frame: Any) -> None:
-            self._events.put(("signal", signum))
-
-        old = {sig: signal.signal(sig, on_signal) for sig in STOP_SIGNALS}
-
-        def restore() -> None:
-            for sig, handler in old.items():
-                signal.signal(sig, handler)
-
-        return restore
+    def _install_signals(self) -> Callable[[], None]:
+        return signals.install(
+            lambda signum: self._events.put(("signal", signum)), signals.STOP_SIGNALS_HUP
+        )
 
     # -- starting ----------------------------------------------------------------------------
 
@@ -218,11 +206,10 @@ class Launcher:
                     return
                 self._events.put(("ready", port))
 
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
         child = Child(
             "coordinator",
             coordinator_argv(coord),
-            env=env,
+            env=coordinator_environment(coord),
             printer=self.printer,
             color=self.printer.color_for("coordinator"),
             events=self._events,
@@ -272,7 +259,7 @@ class Launcher:
         key = self.plan.coordinator.authkey
         child = Child(
             spec.label(copy),
-            node_argv(spec, self._address, key),
+            node_argv(spec, self._address),
             env=node_environment(spec, self._address, key, copy),
             cwd=node_cwd(self.plan.config, spec),
             printer=self.printer,

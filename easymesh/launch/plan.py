@@ -159,19 +159,20 @@ def command_words(spec: NodeSpec) -> list[str]:
     return list(spec.command) if isinstance(spec.command, tuple) else shlex.split(spec.command)
 
 
-def mesh_options(name: str, address: str, authkey: str | None) -> list[str]:
-    """What meshlaunch appends to every node command."""
-    return ["--name", name, "--coordinator", address] + (["--authkey", authkey] if authkey else [])
+def mesh_options(name: str, address: str) -> list[str]:
+    """What meshlaunch appends to every node command. Never the key: any local user can
+    read a command line (``/proc/<pid>/cmdline``); it goes in ``EASYMESH_AUTHKEY``."""
+    return ["--name", name, "--coordinator", address]
 
 
-def node_argv(spec: NodeSpec, address: str, authkey: str | None) -> list[str]:
+def node_argv(spec: NodeSpec, address: str) -> list[str]:
     """The full argv for one copy of ``spec``.
 
     Without a shell: the words plus the mesh options. With ``shell: true``: ``/bin/sh -c`` and
     the command text (a list is joined with spaces, unquoted, so shell syntax in it works) with
     the mesh options appended, quoted, at the end of the text.
     """
-    extra = mesh_options(spec.name, address, authkey)
+    extra = mesh_options(spec.name, address)
     if not spec.shell:
         return command_words(spec) + extra
     text = spec.command if isinstance(spec.command, str) else " ".join(spec.command)
@@ -189,7 +190,8 @@ def node_environment(
     node's ``env:`` (which wins; a null value removes the variable).
 
     Additions: ``PYTHONUNBUFFERED=1`` (output shows up line by line), ``EASYMESH_COORDINATOR``
-    and ``EASYMESH_AUTHKEY`` (for programs that build nodes without reading options),
+    and ``EASYMESH_AUTHKEY`` (the only way the key reaches a node: a process's environment
+    is readable by its owner and root only, its command line by everyone),
     ``MESHLAUNCH_NODE`` (the name) and ``MESHLAUNCH_COPY`` (1..number), and, when meshlaunch
     runs from a virtualenv, that virtualenv's ``bin`` first on the PATH (as if activated).
     """
@@ -216,13 +218,24 @@ def node_environment(
 
 
 def coordinator_argv(spec: CoordinatorSpec) -> list[str]:
-    """The coordinator's argv: this Python running ``-m easymesh`` with the section's settings."""
+    """The coordinator's argv: this Python running ``-m easymesh`` with the section's settings
+    (the key is not among them: see :func:`coordinator_environment`)."""
     argv = [sys.executable, "-m", "easymesh", "--host", spec.host, "--port", str(spec.port)]
-    if spec.authkey:
-        argv += ["--authkey", spec.authkey]
     if spec.log_heartbeats:
         argv.append("--log-heartbeats")
     return argv
+
+
+def coordinator_environment(
+    spec: CoordinatorSpec, base: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The coordinator's environment: meshlaunch's own, ``PYTHONUNBUFFERED=1``, and the key
+    in ``EASYMESH_AUTHKEY`` when the launch has one."""
+    env = dict(os.environ if base is None else base)
+    env["PYTHONUNBUFFERED"] = "1"
+    if spec.authkey:
+        env["EASYMESH_AUTHKEY"] = spec.authkey
+    return env
 
 
 def client_address(spec: CoordinatorSpec, port: int) -> str:
@@ -231,17 +244,18 @@ def client_address(spec: CoordinatorSpec, port: int) -> str:
 
 
 def describe(plan: Plan) -> list[str]:
-    """What the plan would run, one line each (authkeys shown as ``***``)."""
+    """What the plan would run, one line each (a key set by the launch is named, never shown)."""
     coord = plan.coordinator
-    key = coord.authkey
     address = client_address(coord, coord.port)
     if not coord.port:
         address = address.rsplit(":", 1)[0] + ":<port chosen at start>"
 
     def show(argv: list[str]) -> str:
-        return " ".join("***" if key and w == key else shlex.quote(w) for w in argv)
+        return " ".join(shlex.quote(w) for w in argv)
 
     lines = []
+    if coord.authkey:
+        lines.append("key: given to the coordinator and every node in EASYMESH_AUTHKEY")
     if plan.start_coordinator:
         lines.append(f"coordinator: {show(coordinator_argv(coord))}")
     else:
@@ -250,7 +264,7 @@ def describe(plan: Plan) -> list[str]:
         extras = [k for k in ("respawn", "required") if getattr(spec, k)]
         tail = f"  ({', '.join(extras)})" if extras else ""
         for copy in range(1, spec.number + 1):
-            lines.append(f"{spec.label(copy)}: {show(node_argv(spec, address, key))}{tail}")
+            lines.append(f"{spec.label(copy)}: {show(node_argv(spec, address))}{tail}")
     for name, why in plan.skipped:
         lines.append(f"{name}: not started ({why})")
     return lines

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import ast
 import os
-import signal
 import sys
-import threading
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from easymesh import signals
 from easymesh.errors import MeshError
 from easymesh.node import Node
 
@@ -32,14 +31,15 @@ def run_tool(
     err: TextIO | None = None,
 ) -> int:
     """Open a node named ``name`` (default :func:`default_name`), return ``action(node)``
-    and close the node, also on Ctrl-C. SIGTERM is treated like Ctrl-C.
+    and close the node, also on Ctrl-C. SIGTERM is treated like Ctrl-C (and so is
+    SIGINT where the shell started us with it ignored).
 
     A MeshError (coordinator unreachable, wrong authkey, ...) is printed to ``err``
     as ``<prog>: <message>`` and gives exit status 1. KeyboardInterrupt propagates
     after the node is closed.
     """
     err = err or sys.stderr
-    restore = _sigterm_as_interrupt()
+    restore = signals.interrupt_on()
     try:
         with Node(name or default_name(prog), **node_kwargs) as node:
             return action(node)
@@ -48,22 +48,6 @@ def run_tool(
         return 1
     finally:
         restore()
-
-
-def _sigterm_as_interrupt() -> Callable[[], None]:
-    """Make SIGTERM raise KeyboardInterrupt in the main thread; returns the undo."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-
-    def on_term(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    old = signal.signal(signal.SIGTERM, on_term)
-
-    def restore() -> None:
-        signal.signal(signal.SIGTERM, old)
-
-    return restore
 
 
 def others(node: Node) -> list[Any]:

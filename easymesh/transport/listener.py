@@ -11,6 +11,16 @@ died without closing (kill -9): a file whose pid is not running *and* that
 refuses a connection is stale. (The connection probe keeps a live socket of a
 process in another pid namespace sharing the folder.)
 
+That folder must be ours alone (:func:`private_socket_dir`): a missing one is
+created with mode 0700; an existing one that is a symbolic link, not a folder,
+writable by the group or others, or owned by another user is refused with
+UnsafeSocketDir before anything is bound. Otherwise another local user could
+swap our socket file for one of theirs (peers would then connect to them) or
+point the folder elsewhere, as in the classic ``/tmp`` attacks. The checks are
+made on the folder opened with ``O_NOFOLLOW`` (fstat of that descriptor), not on
+a path that could change between check and use; the folder's own parents are
+the user's choice and are not checked.
+
 "Same host" is decided by :func:`host_key`: hostname, kernel boot id and
 network-namespace inode. Two nodes with equal keys talk over the Unix socket;
 all others over TCP.
@@ -29,11 +39,12 @@ import errno
 import logging
 import os
 import socket
+import stat
 import sys
 from collections.abc import Callable
 from typing import Any
 
-from easymesh.errors import MeshError
+from easymesh.errors import MeshError, UnsafeSocketDir
 from easymesh.transport.loop import READ, IOLoop
 
 log = logging.getLogger("easymesh.transport")
@@ -205,18 +216,24 @@ def tcp_server_socket(host: str, port: int, backlog: int = 512) -> socket.socket
 def unix_server_socket(
     node_id: str, socket_dir: str | None, backlog: int = 512
 ) -> tuple[socket.socket, str, str | None]:
-    """A listening Unix socket for node ``node_id``: (socket, endpoint string, file path or None)."""
+    """A listening Unix socket for node ``node_id``: (socket, endpoint string, file path or None).
+
+    Raises UnsafeSocketDir when the socket folder is not ours alone (see
+    :func:`private_socket_dir`), MeshError when the socket cannot be made.
+    """
+    folder = None
+    if socket_dir is not None or not ABSTRACT_OK:
+        folder = socket_dir or os.path.join(
+            os.environ.get("XDG_RUNTIME_DIR") or "/tmp", f"easymesh-{os.getuid()}"
+        )
+        private_socket_dir(folder)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        if socket_dir is None and ABSTRACT_OK:
+        if folder is None:
             name = f"easymesh-{node_id}"
             sock.bind("\0" + name)
             endpoint, path = "@" + name, None
         else:
-            folder = socket_dir or os.path.join(
-                os.environ.get("XDG_RUNTIME_DIR") or "/tmp", f"easymesh-{os.getuid()}"
-            )
-            os.makedirs(folder, mode=0o700, exist_ok=True)
             remove_stale_sockets(folder)
             path = os.path.join(folder, f"{os.getpid()}-{node_id}.sock")
             try:
@@ -230,6 +247,54 @@ def unix_server_socket(
         sock.close()
         raise MeshError(f"cannot create the node's Unix socket: {exc}") from exc
     return sock, endpoint, path
+
+
+def private_socket_dir(folder: str) -> None:
+    """Make sure ``folder`` exists and is ours alone: create it with mode 0700 when it is
+    missing (its parents with the default mode), else check it.
+
+    Raises UnsafeSocketDir (a MeshError and PermissionError) when it is a symbolic link, not
+    a folder, writable by the group or others, or owned by another user; MeshError when it
+    cannot be created or opened.
+    """
+    created = False
+    try:
+        parent = os.path.dirname(os.path.abspath(folder))
+        os.makedirs(parent, exist_ok=True)
+        os.mkdir(folder, 0o700)
+        created = True
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise MeshError(f"cannot create the socket folder {folder}: {exc.strerror or exc}") from exc
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(folder, flags)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            what = "a symbolic link" if os.path.islink(folder) else "not a folder"
+            raise UnsafeSocketDir(f"the socket folder {folder} is {what}; refusing it") from None
+        raise MeshError(f"cannot open the socket folder {folder}: {exc.strerror or exc}") from exc
+    try:
+        if created:
+            os.fchmod(fd, 0o700)  # exactly 0700, whatever the umask took away
+        _check_private(folder, os.fstat(fd))
+    finally:
+        os.close(fd)
+
+
+def _check_private(folder: str, st: os.stat_result) -> None:
+    mode = stat.S_IMODE(st.st_mode)
+    if st.st_uid != os.geteuid():
+        raise UnsafeSocketDir(
+            f"the socket folder {folder} belongs to user {st.st_uid}, not to us "
+            f"({os.geteuid()}); refusing it: use a folder of your own"
+        )
+    if mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise UnsafeSocketDir(
+            f"the socket folder {folder} is writable by the group or others (mode {mode:04o}); "
+            f"refusing it: run `chmod 700 {folder}` or use a folder of your own"
+        )
 
 
 def remove_stale_sockets(folder: str) -> int:

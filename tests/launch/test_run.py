@@ -36,7 +36,7 @@ nodes:
     by_name: dict[str, list] = {}
     for r in reports:
         by_name.setdefault(r["env"]["MESHLAUNCH_NODE"], []).append(r)
-    tail = ["--name", "camera", "--coordinator", "somehost:7000", "--authkey", "s3cret"]
+    tail = ["--name", "camera", "--coordinator", "somehost:7000"]  # the key: environment only
     assert [r["argv"] for r in by_name["camera"]] == [["--fps", "30", *tail]] * 3
     assert sorted(r["env"]["MESHLAUNCH_COPY"] for r in by_name["camera"]) == ["1", "2", "3"]
     assert by_name["lidar"][0]["argv"] == [
@@ -46,8 +46,6 @@ nodes:
         "lidar",
         "--coordinator",
         "somehost:7000",
-        "--authkey",
-        "s3cret",
     ]
     env = by_name["lidar"][0]["env"]
     assert env["EASYMESH_COORDINATOR"] == "somehost:7000" and env["EASYMESH_AUTHKEY"] == "s3cret"

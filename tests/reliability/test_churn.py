@@ -33,7 +33,7 @@ FIGURES: dict[str, object] = {}
 def test_fifty_nodes_churning(coordinator_factory, spawn, tmp_path):
     coord = coordinator_factory(heartbeat_interval=HB)
     sockdir = tmp_path / "socks"
-    sockdir.mkdir()
+    sockdir.mkdir(mode=0o700)  # a shared socket folder is refused
     got: dict[str, list[int]] = {}
     lock = threading.Lock()
 
