@@ -41,7 +41,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 from easymesh import signals
@@ -318,12 +317,3 @@ def unprotected_warning(bound_host: str, authkey: bytes | None, port: int) -> st
         "every service. Give a key (EASYMESH_AUTHKEY or --authkey-file FILE) or listen "
         "on 127.0.0.1 (--host 127.0.0.1)."
     )
-
-
-def _install_signal_handlers(stop: Callable[[], object]) -> Callable[[], None]:
-    """SIGINT and SIGTERM call ``stop()`` (on the signal thread); returns the undo.
-
-    An alias kept while ``Node.forever`` imports it; new code calls
-    ``easymesh.signals.install(lambda signum: stop())``.
-    """
-    return signals.install(lambda signum: stop())

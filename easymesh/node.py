@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from typing import Any
 
-from easymesh import config
+from easymesh import config, signals
 from easymesh.assembly import Parts, Settings
 from easymesh.config import format_address
 from easymesh.errors import WouldDeadlock
@@ -189,9 +189,7 @@ class Node:
 
     def forever(self) -> None:
         """Block until :meth:`close`, Ctrl-C (SIGINT) or SIGTERM; then close cleanly."""
-        from easymesh.coordinator import _install_signal_handlers
-
-        restore = _install_signal_handlers(self.close)
+        restore = signals.install(lambda signum: self.close())
         try:
             while not self._p.closed.wait(3600):
                 pass
