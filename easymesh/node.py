@@ -131,6 +131,8 @@ class Node(CoordinatorLink, PeerLinks, ControlLoops):
             raise ValueError("a node name must be a non-empty string of at most 256 characters")
         self.name = name
         self.id = uuid.uuid4().hex[:16]
+        # Sent in every Register: lets this node (and only it) reclaim its id (122 random bits).
+        self._register_secret = uuid.uuid4().hex
         self._codec = resolve_codec(codec)
         self._codec_id = codec_id_of(self._codec)
         self._balancer = resolve_load_balancer(load_balancer)

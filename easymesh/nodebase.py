@@ -83,6 +83,7 @@ class NodeBase:
     _attempt_done: threading.Event
     _attempt_error: BaseException | None
     _welcomed: bool
+    _register_secret: str
     _counters: dict[str, int]
 
     if TYPE_CHECKING:

@@ -167,6 +167,7 @@ class PeerLinks(NodeBase):
             label=label,
             first_frames=[b"".join(first)] if first else None,
             socket_buffer=config.PEER_SOCKET_BUFFER,
+            stall_timeout=self.heartbeat_timeout,
         )
         self._conns.add(conn)
         return conn

@@ -27,6 +27,7 @@ from easymesh.errors import (
     ProtocolError,
     RequestTimeout,
 )
+from easymesh.escape import printable
 from easymesh.nodebase import NodeBase
 from easymesh.peers import control_frame
 from easymesh.protocol.frames import (
@@ -98,10 +99,12 @@ class CoordinatorLink(NodeBase):
                     raise RequestTimeout(f"{what} after {timeout:g} s")
                 self._topo_cond.wait(left)
 
-    def _apply_topology(self, msg: Welcome | Diff) -> None:
-        """(I/O thread) Apply a coordinator message; retire links to nodes that left."""
+    def _apply_topology(self, msg: Welcome | Diff) -> bool:
+        """(I/O thread) Apply a coordinator message; retire links to nodes that left.
+        False for a Welcome part that is not the last (nothing applied yet)."""
         with self._topo_cond:
-            self._topology.apply(msg)  # keeps our own record as set by _publish_self
+            if not self._topology.apply(msg):  # keeps our own record as set by _publish_self
+                return False
             self._topo_cond.notify_all()
         self._check_latched(msg.remove if isinstance(msg, Diff) else ())
         if isinstance(msg, Diff):
@@ -113,6 +116,7 @@ class CoordinatorLink(NodeBase):
                 # them first. A node that really left closes its side (EOF) long before;
                 # a frozen one is cut off after the grace period.
                 self._loop.call_later(PEER_RETIRE_GRACE, self._retire_links, node_id)
+        return True
 
     def _retire_links(self, node_id: str) -> None:
         """(I/O thread) Close what is left of the links to a node that left the mesh."""
@@ -173,6 +177,7 @@ class CoordinatorLink(NodeBase):
             on_open=self._on_coord_open,
             on_close=self._on_coord_close,
             label="coordinator",
+            stall_timeout=self.heartbeat_timeout,
         )
         self._coord = conn
         self._coord_ready = False
@@ -186,7 +191,7 @@ class CoordinatorLink(NodeBase):
             info = self._self_info()
             with self._topo_cond:
                 self._topology.set_local(info)
-            bufs, n = control_frame(Register(info))
+            bufs, n = control_frame(Register(info, self._register_secret))
             self._coord_ready = True
         conn.send(bufs, n, droppable=False)
 
@@ -217,12 +222,12 @@ class CoordinatorLink(NodeBase):
             if frame.type == CONTROL:
                 try:
                     msg = decode_control(frame.name, frame.body)
+                    applied = isinstance(msg, (Welcome, Diff)) and self._apply_topology(msg)
                 except ProtocolError as exc:
                     log.warning("node %r: bad message from the coordinator: %s", self.name, exc)
                     conn.close(exc)
                     return
-                if isinstance(msg, (Welcome, Diff)):
-                    self._apply_topology(msg)
+                if applied:
                     if isinstance(msg, Welcome):
                         if self._welcomed and self._reconnect_delay > 0.1:
                             log.warning(
@@ -236,8 +241,10 @@ class CoordinatorLink(NodeBase):
             elif frame.type == PING:  # the coordinator checks on a node it has not heard from
                 conn.send(_PONG, 16, droppable=False)
             elif frame.type == ERROR:
-                reason = bytes(frame.body[:200]).decode("utf-8", "replace")
+                reason = printable(frame.body[:200])
                 log.warning("node %r: the coordinator closed the link: %s", self.name, reason)
+                conn.close(ConnectionLost(f"the coordinator closed the link: {reason}"))
+                return
 
     def _on_coord_close(self, conn: Connection, exc: BaseException | None) -> None:
         if conn is not self._coord:
