@@ -36,8 +36,8 @@ import hashlib
 import hmac
 import os
 
-from easymesh.escape import printable
 from easymesh.errors import AuthenticationError, ProtocolError
+from easymesh.escape import printable
 from easymesh.protocol.frames import AUTH, ERROR, HELLO, Frame, frame_bytes
 
 MAGIC = b"EMSH"
