@@ -111,7 +111,7 @@ class KeyHolder:
             try:
                 if not self.sock.recv(1 << 20):
                     return True
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 return False
             except OSError:
                 return True
