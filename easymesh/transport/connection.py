@@ -39,7 +39,6 @@ from __future__ import annotations
 import errno
 import logging
 import socket
-import struct
 import time
 from collections.abc import Callable
 from typing import Any
@@ -48,7 +47,6 @@ from easymesh.config import (
     DEFAULT_HEARTBEAT_INTERVAL,
     HANDSHAKE_TIMEOUT,
     HEARTBEAT_TIMEOUT_FACTOR,
-    TCP_USER_TIMEOUT,
 )
 from easymesh.errors import AuthenticationError, ConnectionLost, ProtocolError
 from easymesh.escape import printable
@@ -63,6 +61,7 @@ from easymesh.protocol.frames import (
     Frame,
     FrameDecoder,
 )
+from easymesh.transport.listener import format_peer, peer_credentials, tune_stream
 from easymesh.transport.loop import READ, WRITE, IOLoop
 from easymesh.transport.outbox import Buffers, Outbox
 
@@ -167,14 +166,14 @@ class Connection:
         if self.loop.stopping:
             self._fail(ConnectionLost("the node is closing"))
             return
-        self.peer_address = _fmt(address)
+        self.peer_address = format_peer(address)
         try:
             sock = socket.socket(family, socket.SOCK_STREAM)
         except OSError as exc:
             self._fail(ConnectionLost(f"cannot create socket: {exc}"))
             return
         sock.setblocking(False)
-        self._tune(sock)
+        tune_stream(sock, self.socket_buffer)
         self.sock = sock
         try:
             err = sock.connect_ex(address)
@@ -196,30 +195,12 @@ class Connection:
     def start_server(self, sock: socket.socket, address: Any) -> None:
         """(I/O thread) Adopt an accepted socket and wait for the client's HELLO."""
         self.sock = sock
-        self.peer_address = _fmt(address) if address else _peer_credentials(sock)
+        self.peer_address = format_peer(address) if address else peer_credentials(sock)
         sock.setblocking(False)
-        self._tune(sock)
+        tune_stream(sock, self.socket_buffer)
         self.state = HANDSHAKE
         self.loop.register(sock, READ, self._on_event)
         self._arm_handshake_timer()
-
-    def _tune(self, sock: socket.socket) -> None:
-        if sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if TCP_USER_TIMEOUT and hasattr(socket, "TCP_USER_TIMEOUT"):
-                try:  # see config.TCP_USER_TIMEOUT: a vanished peer fails sends in seconds
-                    sock.setsockopt(
-                        socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(TCP_USER_TIMEOUT * 1000)
-                    )
-                except OSError:
-                    pass
-        if self.socket_buffer:
-            # Best effort: the kernel caps these at net.core.wmem_max / rmem_max.
-            for opt in (socket.SO_SNDBUF, socket.SO_RCVBUF):
-                try:
-                    sock.setsockopt(socket.SOL_SOCKET, opt, self.socket_buffer)
-                except OSError:
-                    pass
 
     def _arm_handshake_timer(self) -> None:
         if self._hs_timer is None:
@@ -508,28 +489,6 @@ class Connection:
 
     def __repr__(self) -> str:
         return f"<Connection {self.label or ''} {self.peer_address} {self.state}>"
-
-
-def _peer_credentials(sock: socket.socket) -> str:
-    """'unix:pid=1234,uid=1000' for an accepted Unix-socket peer (Linux), else 'unix:(anonymous)'."""
-    try:
-        pid, uid, _gid = struct.unpack(
-            "3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-        )
-        return f"unix:pid={pid},uid={uid}"
-    except (OSError, AttributeError, struct.error):
-        return _fmt("")
-
-
-def _fmt(address: Any) -> str:
-    if isinstance(address, tuple):
-        host, port = address[0], address[1]
-        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
-    if isinstance(address, bytes):
-        address = address.decode("utf-8", "replace")
-    if isinstance(address, str) and address.startswith("\0"):
-        return "unix:@" + address[1:]
-    return f"unix:{address}" if address else "unix:(anonymous)"
 
 
 __all__ = ["Connection", "CONNECTING", "HANDSHAKE", "OPEN", "CLOSED", "ERROR"]
