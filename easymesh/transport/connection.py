@@ -126,7 +126,7 @@ class Connection:
         self._hs_timer: Any = None
         self._stall_timer: Any = None
         self._linger: BaseException | None = None  # close_when_flushed() was called
-        self.close_reason: BaseException | None = None
+        self._close_reason: BaseException | None = None
         self.last_received = time.monotonic()  # any bytes
         self.last_frame = self.last_received  # a complete frame (a slow drip does not count)
         self.peer_id = ""  # set by the owner once the peer identifies itself
@@ -144,6 +144,12 @@ class Connection:
     @property
     def pending_bytes(self) -> int:
         return self._outbox.nbytes
+
+    @property
+    def close_reason(self) -> BaseException | None:
+        """Why the connection closed, or why it is being closed (set at once, on the
+        sending thread, when the peer stopped reading past the bound)."""
+        return self._close_reason or self._outbox.failure
 
     @property
     def frames_out(self) -> int:
@@ -456,7 +462,7 @@ class Connection:
         if log_it:
             log.warning("easymesh: %s: %s", self.describe(), printable(exc, 300))
         self.state = CLOSED
-        self.close_reason = exc
+        self._close_reason = exc
         self._outbox.close()
         for timer in (self._hs_timer, self._stall_timer):
             if timer is not None:

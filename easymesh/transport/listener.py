@@ -214,8 +214,13 @@ def unix_server_socket(
             sock.bind("\0" + name)
             endpoint, path = "@" + name, None
         else:
-            folder = socket_dir or os.path.join(
-                os.environ.get("XDG_RUNTIME_DIR") or "/tmp", f"easymesh-{os.getuid()}"
+            # Absolute and normalized: the coordinator accepts no other form (a peer
+            # dials exactly this path, wherever its own working directory is).
+            folder = os.path.abspath(
+                socket_dir
+                or os.path.join(
+                    os.environ.get("XDG_RUNTIME_DIR") or "/tmp", f"easymesh-{os.getuid()}"
+                )
             )
             os.makedirs(folder, mode=0o700, exist_ok=True)
             remove_stale_sockets(folder)
