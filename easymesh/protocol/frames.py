@@ -115,6 +115,8 @@ BODY_CHUNK = 16 * 1024 * 1024
 #: Smallest first storage for a large body, and the factor by which it grows.
 BODY_STEP = 64 * 1024
 BODY_GROWTH = 16
+#: Most buffers encode_frame_parts() returns for one frame.
+MAX_PIECES = 16
 #: Bodies at least this large are sent as a separate buffer (scatter/gather), not joined.
 JOIN_LIMIT = 16 * 1024
 
@@ -157,13 +159,17 @@ def encode_frame(
 def encode_frame_parts(
     ftype: int, name: bytes, pieces: list[bytes]
 ) -> tuple[list[bytes | bytearray | memoryview], int]:
-    """One frame whose body is ``pieces`` written one after the other (no join: the
-    pieces may be shared with other frames); ``(buffers, total bytes)``."""
+    """One frame whose body is ``pieces`` one after the other; ``(buffers, total bytes)``.
+
+    Up to ``MAX_PIECES`` pieces stay separate buffers (shared with other frames, not
+    copied); more are joined into one, because a frame's buffers go to one ``sendmsg``
+    and the kernel takes at most IOV_MAX (1,024) of them per call."""
     blen = sum(len(p) for p in pieces)
     if len(name) > MAX_NAME or blen > MAX_BODY_LIMIT:
         raise ProtocolError("name or body too long for a frame")
     head = _pack(ftype, 0, len(name), blen, 0) + name
-    return [head, *pieces], len(head) + blen
+    body = pieces if len(pieces) <= MAX_PIECES else [b"".join(pieces)]
+    return [head, *body], len(head) + blen
 
 
 def frame_bytes(

@@ -6,6 +6,7 @@ import msgpack
 import pytest
 
 from easymesh.errors import ProtocolError
+from easymesh.protocol import frames as F
 from easymesh.protocol.frames import CONTROL, FrameDecoder, encode_frame_parts
 from easymesh.protocol.limits import (
     Limits,
@@ -231,6 +232,15 @@ def test_an_empty_topology_is_one_empty_part() -> None:
     (part,) = decoded_parts(Topology(), 1000)
     assert part.parts == 1 and part.nodes == ()
     assert Topology().apply(part) is True
+
+
+def test_a_part_of_many_small_records_is_few_buffers() -> None:
+    """A frame's buffers go to one sendmsg, which takes at most IOV_MAX (1,024) of them."""
+    (pieces,) = welcome_part_bodies(1, [b"\x80"] * 5000)
+    bufs, nbytes = encode_frame_parts(CONTROL, b"welcome", pieces)
+    assert len(bufs) <= 1 + F.MAX_PIECES and nbytes == sum(len(b) for b in bufs)
+    few = [b"\x80" * 1000] * 3
+    assert encode_frame_parts(CONTROL, b"welcome", few)[0][1:] == few  # shared, not copied
 
 
 def test_default_parts_fit_a_control_frame() -> None:
