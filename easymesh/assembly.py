@@ -84,7 +84,7 @@ class Parts:
             loop=self.loop, node_name=name, node_id=node_id, authkey=cfg.authkey,
             use_unix=cfg.transport == "auto", host_key=self._host_key,
             max_message_size=cfg.max_message_size, max_pending_bytes=cfg.max_pending_bytes,
-            socket_dir=cfg.socket_dir, decoder=self.decoder, entry=self.registry.entry,
+            socket_dir=cfg.socket_dir, stall_timeout=cfg.heartbeat_timeout, decoder=self.decoder, entry=self.registry.entry,
             on_request=lambda link, frame: self.host.on_request(link, frame),
             on_answer=lambda link, frame: self.caller.on_answer(link, frame),
             on_link_closed=lambda link, exc: self.caller.fail_link(link, exc),
@@ -107,7 +107,7 @@ class Parts:
             loop=self.loop, address=cfg.coordinator, authkey=cfg.authkey, node_name=name,
             heartbeat_interval=cfg.heartbeat_interval, heartbeat_timeout=cfg.heartbeat_timeout,
             self_info=self.self_info, on_first_open=self._start_tcp,
-            on_topology=self._on_topology,
+            on_topology=self._on_topology, stall_timeout=cfg.heartbeat_timeout,
         )  # fmt: skip
 
     def start(self, connect_timeout: float) -> None:
@@ -153,9 +153,11 @@ class Parts:
         self.router.start_tcp(ip)
         self.view.set_local(self.self_info())
 
-    def _on_topology(self, msg: Welcome | Diff) -> None:
-        """(I/O thread) The coordinator told us of a change."""
-        self.view.apply(msg)
+    def _on_topology(self, msg: Welcome | Diff) -> bool:
+        """(I/O thread) The coordinator told us of a change; False while a Welcome is
+        still arriving in parts."""
+        if not self.view.apply(msg):
+            return False
         removed = msg.remove if isinstance(msg, Diff) else ()
         self.publisher.catch_up_latched(removed)
         for node_id in removed:
@@ -163,6 +165,7 @@ class Parts:
             # first. A node that really left closes its side long before the grace ends.
             self.router.forget(node_id)
             self.loop.call_later(PEER_RETIRE_GRACE, self._retire, node_id)
+        return True
 
     def _retire(self, node_id: str) -> None:
         if node_id not in self.view.nodes:

@@ -20,6 +20,7 @@ reads (the attempt's outcome, set before the event that wakes it).
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -33,6 +34,7 @@ from easymesh.errors import (
     ConnectionLost,
     CoordinatorUnavailable,
     ProtocolError,
+    RegistrationRefused,
 )
 from easymesh.escape import printable
 from easymesh.protocol.frames import CONTROL, ERROR, PING, Frame
@@ -72,7 +74,8 @@ class CoordinatorClient:
         heartbeat_timeout: float,
         self_info: Callable[[], NodeInfo],
         on_first_open: Callable[[Connection], None],
-        on_topology: Callable[[Welcome | Diff], None],
+        on_topology: Callable[[Welcome | Diff], bool],
+        stall_timeout: float,
     ) -> None:
         self.loop = loop
         self.address = address
@@ -83,6 +86,11 @@ class CoordinatorClient:
         self._self_info = self_info
         self._on_first_open = on_first_open
         self._on_topology = on_topology
+        self._stall_timeout = stall_timeout
+        # Sent in every Register: lets this node, and only it, reclaim its id after a
+        # half-open link (the coordinator keeps a hash). 128 random bits.
+        self._secret = secrets.token_hex(16)
+        self._refused: str | None = None  # the last refusal logged after joining
         self._conn: Connection | None = None
         self._ready = False  # Register sent on self._conn
         self._sockaddr: tuple[int, Any] | None = None
@@ -130,6 +138,8 @@ class CoordinatorClient:
         last = self._attempt_error
         if isinstance(last, AuthenticationError):
             raise AuthenticationError(f"coordinator {self.address}: {last}") from None
+        if isinstance(last, RegistrationRefused):
+            raise last
         if isinstance(last, ProtocolError):
             raise CoordinatorUnavailable(self.address, f"not an easymesh coordinator? {last}")
         return last
@@ -151,6 +161,7 @@ class CoordinatorClient:
             on_open=self._on_open,
             on_close=self._on_close,
             label="coordinator",
+            stall_timeout=self._stall_timeout,
         )
         self._conn = conn
         self._ready = False
@@ -158,7 +169,7 @@ class CoordinatorClient:
 
     def _on_open(self, conn: Connection) -> None:
         self._on_first_open(conn)
-        bufs, n = control_frame(Register(self._self_info()))
+        bufs, n = control_frame(Register(self._self_info(), self._secret))
         self._ready = True
         conn.send(bufs, n, droppable=False)
 
@@ -180,6 +191,7 @@ class CoordinatorClient:
             if frame.type == CONTROL:
                 try:
                     msg = decode_control(frame.name, frame.body)
+                    applied = isinstance(msg, (Welcome, Diff)) and self._on_topology(msg)
                 except ProtocolError as exc:
                     log.warning(
                         "node %s: bad message from the coordinator: %s",
@@ -188,18 +200,28 @@ class CoordinatorClient:
                     )
                     conn.close(exc)
                     return
-                if isinstance(msg, (Welcome, Diff)):
-                    self._on_topology(msg)
-                    if isinstance(msg, Welcome):
-                        self._welcomed()
+                if applied and isinstance(msg, Welcome):
+                    self._welcomed()
             elif frame.type == PING:  # the coordinator checks on a node it has not heard from
                 answer_ping(conn, frame)
             elif frame.type == ERROR:
-                log.warning(
-                    "node %s: the coordinator closed the link: %s",
-                    printable(self.node_name),
-                    printable(frame.body),
-                )
+                self._on_error(conn, printable(frame.body))
+                return
+
+    def _on_error(self, conn: Connection, reason: str) -> None:
+        """The coordinator closed the link, saying why. A refusal ("refused: ...") of our
+        registration makes ``Node()`` fail at once with it; after joining, it is logged
+        (once per reason) and the node keeps retrying with backoff."""
+        exc: BaseException
+        if reason.startswith("refused"):
+            exc = RegistrationRefused(f"coordinator {self.address}: {reason}")
+            if self.welcomed and reason != self._refused:
+                log.error("node %s: %s", printable(self.node_name), exc)
+            self._refused = reason
+        else:
+            exc = ConnectionLost(f"the coordinator closed the link: {reason}")
+            log.warning("node %s: %s", printable(self.node_name), exc)
+        conn.close(exc)
 
     def _welcomed(self) -> None:
         if self.welcomed and self._reconnect.attempts > 0:

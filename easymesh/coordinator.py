@@ -25,8 +25,22 @@ Design notes:
   coordinator's PING from the version that handles it; older ones ignore it.)
 * Log lines name the peer: who registered (name, id, pid, host, address), who
   failed the handshake and from where (transport), who was dropped and why.
-* A node that re-registers with the same id (after a reconnect) replaces its
-  old connection and record.
+* The topology is kept honest (every rule is checked on what a key holder
+  sends, see :mod:`easymesh.protocol.limits`): one Register per connection (a
+  second one is refused); a record lives exactly as long as the connection that
+  registered it; a Register for an id that is live on another connection is
+  accepted only with the secret that id first registered with (a node that
+  reconnects after a half-open link gets its id back and its old connection is
+  closed; anyone else is refused and the live record stays); endpoints must point
+  at the node itself; ids, names, topics, services, records and the whole topology
+  are bounded. A refusal is an ERROR frame whose reason starts with ``refused:``,
+  then the connection closes. The coordinator keeps only a hash of each secret.
+* A joining node gets the topology as one or more Welcome parts, each under the
+  control body limit, built from the records' cached encodings (shared between
+  every joining node's queue, not copied per node). A broadcast diff too large for
+  one frame is split the same way.
+* Every peer-supplied text in a log line (names, ids, host names, reasons) goes
+  through :func:`easymesh.escape.printable`: a newline cannot forge a log line.
 * Control messages are msgpack, never pickle: the coordinator decodes nothing
   that can run code, and with an authkey it decodes nothing at all from a
   peer that has not authenticated.
@@ -38,6 +52,8 @@ Design notes:
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import threading
 import time
@@ -54,18 +70,25 @@ from easymesh.config import (
     is_loopback,
 )
 from easymesh.errors import ConnectionLost, ProtocolError
-from easymesh.protocol.frames import CONTROL, PING, PONG, Frame, encode_frame
+from easymesh.escape import printable
+from easymesh.protocol.auth import error_frame
+from easymesh.protocol.frames import CONTROL, PING, PONG, Frame, encode_frame, encode_frame_parts
+from easymesh.protocol.limits import Limits, record_problem, topology_problem
 from easymesh.protocol.messages import (
     MAX_CONTROL_BODY,
+    WELCOME_PART_BYTES,
     Bye,
     Diff,
+    NodeInfo,
     Register,
     Update,
     decode_control,
     encode_control,
+    record_bytes,
 )
-from easymesh.protocol.topology import Topology, merge_diffs
+from easymesh.protocol.topology import Topology, merge_diffs, split_diff
 from easymesh.transport.connection import OPEN, Connection
+from easymesh.transport.keepalive import PING_FRAME, answer_ping
 from easymesh.transport.listener import Listener, tcp_server_socket
 from easymesh.transport.loop import IOLoop
 
@@ -74,9 +97,6 @@ log = logging.getLogger("easymesh.coordinator")
 #: Seconds from accept to Register before the coordinator closes a connection.
 REGISTER_TIMEOUT = 2 * HANDSHAKE_TIMEOUT
 
-_PING = encode_frame(PING)
-_PONG = encode_frame(PONG)
-_PONG_LEN = len(_PONG[0])
 
 
 class Coordinator:
@@ -85,7 +105,9 @@ class Coordinator:
 
     ``host``: bind address ('' = all interfaces); ``port``: TCP port (0 = pick a
     free one, see :attr:`port`); ``authkey``: shared secret (bytes/str; default
-    ``$EASYMESH_AUTHKEY``; None = no authentication).
+    ``$EASYMESH_AUTHKEY``; None = no authentication); ``limits``: bounds on node
+    records and the topology (:class:`~easymesh.protocol.limits.Limits`);
+    ``welcome_part_bytes``: the size of one Welcome part or diff frame.
 
     Raises MeshError from ``start()`` if it cannot listen.
     """
@@ -100,6 +122,8 @@ class Coordinator:
         heartbeat_timeout: float | None = None,
         log_heartbeats: bool = False,
         max_pending_bytes: int = 64 * 1024 * 1024,
+        limits: Limits | None = None,
+        welcome_part_bytes: int = WELCOME_PART_BYTES,
     ) -> None:
         self.host = host
         self.requested_port = port
@@ -108,7 +132,10 @@ class Coordinator:
         self.heartbeat_timeout = heartbeat_timeout or heartbeat_interval * HEARTBEAT_TIMEOUT_FACTOR
         self.log_heartbeats = log_heartbeats
         self.max_pending_bytes = max_pending_bytes
+        self.limits = limits or Limits()
+        self.welcome_part_bytes = min(welcome_part_bytes, MAX_CONTROL_BODY // 2)
         self.topology = Topology()
+        self._secrets: dict[str, bytes] = {}  # node id -> sha256 of its register secret
         self._loop = IOLoop("coordinator")
         self._listener: Listener | None = None
         self._conns: dict[Connection, float] = {}  # -> when accepted
@@ -180,6 +207,7 @@ class Coordinator:
             on_frames=self._on_frames,
             on_close=self._on_close,
             label="node",
+            stall_timeout=self.heartbeat_timeout,
         )
         self._conns[conn] = time.monotonic()
         conn.start_server(sock, addr)
@@ -191,13 +219,11 @@ class Coordinator:
             return
         if self._conn_of.get(node_id) is conn:
             del self._conn_of[node_id]
+            self._secrets.pop(node_id, None)
             node = self.topology.nodes.get(node_id)
             self._change(self.topology.remove(node_id))
             if node is not None and not self._closed.is_set():
-                log.info(
-                    "node %r (%s, pid %s on %s) left: %s",
-                    node.name, node_id, node.pid, node.hostname, exc or "closed",
-                )
+                log.info("%s left: %s", _describe(node), printable(exc or "closed"))
 
     def _on_frames(self, conn: Connection, frames: list[Frame]) -> None:
         for frame in frames:
@@ -207,15 +233,19 @@ class Coordinator:
             if ftype == PING:
                 if self.log_heartbeats:
                     log.info("heartbeat from %s", self._who(conn))
-                pong = encode_frame(PONG, request_id=frame.request_id) if frame.request_id else _PONG
-                conn.send(pong, _PONG_LEN, droppable=False)
+                answer_ping(conn, frame)
             elif ftype == CONTROL:
                 try:
                     msg = decode_control(frame.name, frame.body)
                     self._on_control(conn, msg)
                 except ProtocolError as exc:
-                    log.warning("%s: bad control message, closing: %s", self._who(conn), exc)
+                    log.warning(
+                        "%s: bad control message, closing: %s", self._who(conn), printable(exc)
+                    )
                     conn.close(exc)
+                    return
+                except Refused as exc:
+                    self._refuse(conn, str(exc))
                     return
             elif ftype == PONG:
                 pass
@@ -228,35 +258,75 @@ class Coordinator:
 
     def _on_control(self, conn: Connection, msg: Any) -> None:
         if isinstance(msg, Register) and not isinstance(msg, Update):
-            node = msg.node
-            old = self._conn_of.get(node.id)
-            if old is not None and old is not conn:
-                self._node_of.pop(old, None)
-                old.close()
-            self._conn_of[node.id] = conn
-            self._node_of[conn] = node.id
-            self._change(self.topology.upsert(node))
-            name, body = encode_control(self.topology.welcome())
-            conn.send(encode_frame(CONTROL, name, body), 16 + len(name) + len(body), droppable=False)
-            log.info(
-                "node %r (%s, pid %s on %s) registered from %s",
-                node.name, node.id, node.pid, node.hostname, conn.peer_address,
-            )
+            self._register(conn, msg)
         elif isinstance(msg, Update):
             if self._node_of.get(conn) != msg.node.id:
                 raise ProtocolError("update for a node this connection did not register")
-            self._change(self.topology.upsert(msg.node))
+            encoded = self._admit(msg.node)
+            self._change(self.topology.upsert(msg.node, encoded))
         elif isinstance(msg, Bye):
             conn.close()  # on_close removes the node and broadcasts
         else:
             raise ProtocolError(f"unexpected control message {type(msg).__name__}")
+
+    def _register(self, conn: Connection, msg: Register) -> None:
+        """A node joins: check the record and the claim on its id, then welcome it."""
+        node = msg.node
+        if conn in self._node_of:
+            raise Refused("this connection has already registered a node")
+        encoded = self._admit(node)
+        digest = hashlib.sha256(msg.secret.encode("utf-8")).digest()
+        old = self._conn_of.get(node.id)
+        if old is not None:
+            known = self._secrets.get(node.id, b"")
+            if not (msg.secret and known and hmac.compare_digest(known, digest)):
+                raise Refused(f"node id {node.id} is registered from another connection")
+            # The same node, back after a half-open link: the new connection wins.
+            self._node_of.pop(old, None)
+            del self._conn_of[node.id]
+            old.close(ConnectionLost("the node registered again on a new connection"))
+            log.info("%s registered again; closing its old connection", _describe(node))
+        self._conn_of[node.id] = conn
+        self._node_of[conn] = node.id
+        self._secrets[node.id] = digest
+        self._change(self.topology.upsert(node, encoded))
+        for pieces in self.topology.welcome_bodies(self.welcome_part_bytes):
+            bufs, nbytes = encode_frame_parts(CONTROL, b"welcome", pieces)
+            conn.send(bufs, nbytes, droppable=False)
+        log.info("%s registered from %s", _describe(node), conn.peer_address)
+
+    def _admit(self, node: NodeInfo) -> bytes:
+        """The record's encoding if the coordinator takes it; raises Refused otherwise."""
+        encoded = record_bytes(node)
+        why = record_problem(node, self.limits, len(encoded))
+        if why is None:
+            known = node.id in self.topology.nodes
+            size = self.topology.total_bytes + len(encoded)
+            if known:
+                size -= len(self.topology.record(node.id))
+            why = topology_problem(len(self.topology) + (not known), size, self.limits)
+        if why is not None:
+            raise Refused(why)
+        return encoded
+
+    def _refuse(self, conn: Connection, why: str) -> None:
+        """Tell the peer why (an ERROR frame), log it, and close the connection."""
+        reason = f"refused: {why}"
+        log.warning("%s: %s", self._who(conn), printable(reason))
+        conn.send([error_frame(reason)], len(error_frame(reason)), droppable=False)
+        self._closing_after_error(conn, ConnectionLost(reason))
+
+    def _closing_after_error(self, conn: Connection, exc: ConnectionLost) -> None:
+        """Close once the ERROR frame has been handed to the kernel (or at once if it
+        cannot be): the peer reads the reason before the end of the stream."""
+        conn.close_when_flushed(exc)
 
     def _who(self, conn: Connection) -> str:
         node_id = self._node_of.get(conn)
         node = self.topology.nodes.get(node_id) if node_id else None
         if node is None:
             return f"connection from {conn.peer_address}"
-        return f"node {node.name!r} ({node_id}, pid {node.pid} on {node.hostname}) at {conn.peer_address}"
+        return f"{_describe(node)} at {conn.peer_address}"
 
     # -- broadcasting ------------------------------------------------------------------------
 
@@ -272,12 +342,15 @@ class Coordinator:
         self._diffs = []
         if diff is None:
             return
-        name, body = encode_control(diff)
-        bufs = encode_frame(CONTROL, name, body)
-        nbytes = 16 + len(name) + len(body)
-        for conn in list(self._conn_of.values()):
-            if conn.state == OPEN:
-                conn.send(bufs, nbytes, droppable=False)
+        topo = self.topology
+        sizes = {n.id: len(topo.record(n.id)) for n in diff.upsert if n.id in topo.nodes}
+        for part in split_diff(diff, sizes, self.welcome_part_bytes):
+            name, body = encode_control(part)
+            bufs = encode_frame(CONTROL, name, body)
+            nbytes = 16 + len(name) + len(body)
+            for conn in list(self._conn_of.values()):
+                if conn.state == OPEN:
+                    conn.send(bufs, nbytes, droppable=False)
 
     # -- heartbeats --------------------------------------------------------------------------
 
@@ -286,7 +359,10 @@ class Coordinator:
         for conn, accepted in list(self._conns.items()):
             silent = now - conn.last_frame
             if silent > self.heartbeat_timeout:
-                why = f"no complete message for {silent:.1f} s (heartbeat timeout {self.heartbeat_timeout:g} s)"
+                why = (
+                    f"no complete message for {silent:.1f} s "
+                    f"(heartbeat timeout {self.heartbeat_timeout:g} s)"
+                )
                 log.warning("dropping %s: %s", self._who(conn), why)
                 conn.close(ConnectionLost(why))
             elif conn not in self._node_of and now - accepted > REGISTER_TIMEOUT:
@@ -294,7 +370,7 @@ class Coordinator:
                 log.warning("dropping %s: %s", self._who(conn), why)
                 conn.close(ConnectionLost(why))
             elif silent > self.heartbeat_interval and conn.state == OPEN and conn in self._node_of:
-                conn.send(_PING, 16, droppable=False)  # its PONG proves it alive
+                conn.send(PING_FRAME, 16, droppable=False)  # its PONG proves it alive
         if not self._closed.is_set():
             self._loop.call_later(self.heartbeat_interval / 2, self._sweep)
 
@@ -316,4 +392,16 @@ def unprotected_warning(bound_host: str, authkey: bytes | None, port: int) -> st
         "anyone who can reach this port can join the mesh, send on every topic and call "
         "every service. Give a key (EASYMESH_AUTHKEY or --authkey-file FILE) or listen "
         "on 127.0.0.1 (--host 127.0.0.1)."
+    )
+
+
+class Refused(Exception):
+    """A registration or update the coordinator does not take (the reason is sent)."""
+
+
+def _describe(node: NodeInfo) -> str:
+    """'node 'cam' (3f2a..., pid 12 on host)', every peer-supplied part escaped."""
+    return (
+        f"node {printable(node.name)!r} ({printable(node.id)}, pid {node.pid} "
+        f"on {printable(node.hostname)})"
     )

@@ -58,6 +58,11 @@ class CoordinatorUnavailable(MeshError, ConnectionError):
         super().__init__(msg)
 
 
+class RegistrationRefused(MeshError, PermissionError):
+    """The coordinator refused this node's registration (a limit, an invalid record, or
+    its id is live elsewhere); the message has the coordinator's reason."""
+
+
 class NodeClosed(MeshError, RuntimeError):
     """The node was closed; it cannot send, listen or request any more."""
 

@@ -98,6 +98,7 @@ class Router:
         max_message_size: int,
         max_pending_bytes: int,
         socket_dir: str | None,
+        stall_timeout: float,
         decoder: Decoder,
         entry: Callable[[bytes], TopicEntry | None],
         on_request: Callable[[Connection, Frame], None],
@@ -114,6 +115,7 @@ class Router:
         self.max_message_size = max_message_size
         self.max_pending_bytes = max_pending_bytes
         self._decoder = decoder
+        self._stall_timeout = stall_timeout
         self._allowed = decoder.allowed
         self._entry = entry
         self._on_request = on_request
@@ -207,6 +209,7 @@ class Router:
             label=label,
             first_frames=[first] if first else None,
             socket_buffer=config.PEER_SOCKET_BUFFER,
+            stall_timeout=self._stall_timeout,
         )
         self._conns.add(conn)
         return conn

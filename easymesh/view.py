@@ -60,11 +60,15 @@ class TopologyView:
             self._topology.set_local(info)
             self._cond.notify_all()
 
-    def apply(self, msg: Welcome | Diff) -> None:
-        """(coordinator client) A Welcome or Diff from the coordinator."""
+    def apply(self, msg: Welcome | Diff) -> bool:
+        """(coordinator client) A Welcome (part) or Diff from the coordinator. False for a
+        Welcome part that is not the last (nothing changes until the whole topology is in).
+        Raises ProtocolError for parts out of order."""
         with self._cond:
-            self._topology.apply(msg)
+            if not self._topology.apply(msg):
+                return False
             self._cond.notify_all()
+        return True
 
     def close(self, reason: BaseException) -> None:
         """The node closed: every wait ends with ``reason``."""

@@ -22,6 +22,7 @@ from typing import Any, TextIO
 import easymesh
 from easymesh.bag.bagfile import BagWriter, TopicCount, check_output, default_bag_path
 from easymesh.bag.console import StatusLine, human_bytes
+from easymesh.escape import printable
 from easymesh.signals import STOP_SIGNALS_HUP, stopping_on
 
 #: Per-topic listener queue of the recorder: deep, so bursts are absorbed, not dropped.
@@ -145,7 +146,7 @@ class Recorder:
         counts = self.writer.counts
         for topic in self.topics:
             c = counts.get(topic) or TopicCount()
-            parts.append(f"{topic}: {c.messages} msgs {human_bytes(c.bytes)}")
+            parts.append(f"{printable(topic)}: {c.messages} msgs {human_bytes(c.bytes)}")
         dropped = sum(self.dropped().values())
         if dropped:
             parts.append(f"DROPPED {dropped}")
@@ -197,7 +198,7 @@ def record(
         try:
             recorder.start()
             print(
-                f"meshbag: recording {', '.join(recorder.topics)} to {path} "
+                f"meshbag: recording {', '.join(map(printable, recorder.topics))} to {path} "
                 f"({f'for {duration:g} s' if duration else 'Ctrl-C to stop'})",
                 file=out,
                 flush=True,

@@ -37,6 +37,7 @@ import hmac
 import os
 
 from easymesh.errors import AuthenticationError, ProtocolError
+from easymesh.escape import printable
 from easymesh.protocol.frames import AUTH, ERROR, HELLO, Frame, frame_bytes
 
 MAGIC = b"EMSH"
@@ -60,7 +61,7 @@ def _hello_body(flags: int, nonce: bytes, proof: bytes = b"") -> bytes:
 def _parse_hello(frame: Frame) -> tuple[int, bytes, bytes]:
     """(flags, nonce, proof) from a HELLO frame; raises ProtocolError or AuthenticationError."""
     if frame.type == ERROR:
-        reason = bytes(frame.body[:200]).decode("utf-8", "replace")
+        reason = printable(frame.body[:200])
         if "auth" in reason.lower():
             raise AuthenticationError(f"peer refused the handshake: {reason}")
         raise ProtocolError(f"peer refused the handshake: {reason}")
@@ -157,7 +158,7 @@ class ServerHandshake:
             return frame_bytes(HELLO, body=_hello_body(FLAG_AUTH, self.nonce, proof_s)), False
         if frame.type != AUTH:
             if frame.type == ERROR:
-                reason = bytes(frame.body[:200]).decode("utf-8", "replace")
+                reason = printable(frame.body[:200])
                 raise AuthenticationError(f"client gave up the handshake: {reason}")
             raise ProtocolError(f"expected AUTH, got frame type {frame.type}")
         expected = _proof(self.authkey, _CLIENT_LABEL, self._nonce_c, self.nonce)  # type: ignore[arg-type]

@@ -45,9 +45,19 @@ the handshake HELLO and AUTH are no longer allowed (``SESSION_TYPES``).
 Large bodies are received without extra copies: the decoder hands out a
 buffer (:meth:`FrameDecoder.get_buffer`) that is the body's own storage once a
 header announcing a large body has been read, so ``recv_into`` writes the
-payload straight into the object given to the codec. Body storage is
-allocated in pieces of at most ``BODY_CHUNK`` bytes, so a peer that announces
-a large body and then stalls costs at most one piece of memory.
+payload straight into the object given to the codec.
+
+Body storage grows with what has arrived, never with what was announced: a
+body's first storage holds ``BODY_STEP`` bytes or ``BODY_GROWTH`` times what
+came with the header, whichever is more (never more than the body); when it is
+full it is replaced by one ``BODY_GROWTH`` times larger (the bytes so far are
+copied once), up to ``BODY_CHUNK``; bodies larger than that are received in
+pieces of ``BODY_CHUNK`` and joined. So a peer that announces 256 MB and then
+stalls costs at most ``BODY_GROWTH`` times what it really sent (plus
+``BODY_STEP``), while a streamed 1 MB message, whose header arrives with a good
+part of its body, gets its full-size storage at once and is received with
+``recv_into`` straight into it, as before. (The link's owner closes a link whose
+partial frame makes no progress: ``partial`` tells it one is pending.)
 """
 
 from __future__ import annotations
@@ -102,6 +112,11 @@ SESSION_BUFFER_SIZE = 16 * 1024
 SESSION_MAX_NAME = 4096
 #: Largest piece of body storage allocated at once for a large frame.
 BODY_CHUNK = 16 * 1024 * 1024
+#: Smallest first storage for a large body, and the factor by which it grows.
+BODY_STEP = 64 * 1024
+BODY_GROWTH = 16
+#: Most buffers encode_frame_parts() returns for one frame.
+MAX_PIECES = 16
 #: Bodies at least this large are sent as a separate buffer (scatter/gather), not joined.
 JOIN_LIMIT = 16 * 1024
 
@@ -141,6 +156,22 @@ def encode_frame(
     return [head + name, body]
 
 
+def encode_frame_parts(
+    ftype: int, name: bytes, pieces: list[bytes]
+) -> tuple[list[bytes | bytearray | memoryview], int]:
+    """One frame whose body is ``pieces`` one after the other; ``(buffers, total bytes)``.
+
+    Up to ``MAX_PIECES`` pieces stay separate buffers (shared with other frames, not
+    copied); more are joined into one, because a frame's buffers go to one ``sendmsg``
+    and the kernel takes at most IOV_MAX (1,024) of them per call."""
+    blen = sum(len(p) for p in pieces)
+    if len(name) > MAX_NAME or blen > MAX_BODY_LIMIT:
+        raise ProtocolError("name or body too long for a frame")
+    head = _pack(ftype, 0, len(name), blen, 0) + name
+    body = pieces if len(pieces) <= MAX_PIECES else [b"".join(pieces)]
+    return [head, *body], len(head) + blen
+
+
 def frame_bytes(
     ftype: int, name: bytes = b"", body: bytes | bytearray = b"", codec: int = 0, request_id: int = 0
 ) -> bytes:
@@ -164,7 +195,7 @@ class FrameDecoder:
 
     __slots__ = (
         "max_body", "max_name", "allowed_types", "_buf", "_mv", "_start", "_end",
-        "_big_head", "_big_name", "_big_chunks", "_big_cur", "_big_filled", "_big_left",
+        "_big_head", "_big_name", "_big_chunks", "_big_cur", "_big_filled", "_big_left", "_big_cap",
         "_failed", "_pending", "max_buffer",
     )
 
@@ -192,6 +223,7 @@ class FrameDecoder:
         self._big_cur: bytearray | None = None
         self._big_filled = 0
         self._big_left = 0
+        self._big_cap = 0  # the size the current piece of body storage grows to
         self._failed: ProtocolError | None = None
         self._pending: list[Frame] = []
 
@@ -239,14 +271,21 @@ class FrameDecoder:
 
     def buffer_updated(self, nbytes: int) -> None:
         """Record that ``nbytes`` were written into the last :meth:`get_buffer` storage."""
-        if self._big_cur is not None:
+        cur = self._big_cur
+        if cur is not None:
             self._big_filled += nbytes
             self._big_left -= nbytes
-            if self._big_filled == len(self._big_cur):
-                self._big_chunks.append(self._big_cur)
+            if self._big_filled == len(cur):
+                if len(cur) < self._big_cap:
+                    # Full, and the body goes on: a larger storage, the bytes so far copied.
+                    grown = bytearray(min(self._big_cap, len(cur) * BODY_GROWTH))
+                    grown[: len(cur)] = cur
+                    self._big_cur = grown
+                    return
+                self._big_chunks.append(cur)
                 self._big_cur = None
                 if self._big_left > 0:
-                    self._new_chunk()
+                    self._new_chunk(BODY_CHUNK)
         else:
             self._end += nbytes
 
@@ -289,10 +328,16 @@ class FrameDecoder:
         self._failed = exc
         return exc
 
-    def _new_chunk(self) -> None:
-        size = min(self._big_left, BODY_CHUNK)
-        self._big_cur = bytearray(size)
+    def _new_chunk(self, arrived: int) -> None:
+        """Storage for the next piece of a large body, sized by the ``arrived`` bytes."""
+        self._big_cap = cap = min(self._big_left, BODY_CHUNK)
+        self._big_cur = bytearray(min(cap, max(BODY_STEP, BODY_GROWTH * arrived)))
         self._big_filled = 0
+
+    @property
+    def partial(self) -> bool:
+        """Whether part of a frame has arrived (its rest has not)."""
+        return self._end != self._start or self._big_head is not None
 
     def _finish_big(self) -> Frame:
         chunks = self._big_chunks
@@ -349,8 +394,8 @@ class FrameDecoder:
                     self._big_name = bytes(buf[p : p + nlen])
                     self._big_chunks = []
                     self._big_left = blen
-                    self._new_chunk()
                     have = end - p - nlen
+                    self._new_chunk(have)
                     if have:
                         cur = self._big_cur
                         cur[0:have] = buf[p + nlen : end]  # type: ignore[index]

@@ -8,10 +8,11 @@ field's type and raises ProtocolError on anything unexpected.
 ==========  ====================  ============================================
 operation   direction             fields
 ==========  ====================  ============================================
-register    node -> coordinator   node (NodeInfo)
+register    node -> coordinator   node (NodeInfo), secret (str, optional)
 update      node -> coordinator   node (NodeInfo): new topics/services
 bye         node -> coordinator   (none): leaving; drop me now
-welcome     coordinator -> node   version, nodes (list of NodeInfo): full topology
+welcome     coordinator -> node   version, part, parts, nodes (list of NodeInfo):
+                                  one part of the full topology
 diff        coordinator -> node   version, upsert (list of NodeInfo), remove (ids)
 ident       node -> node          id, name: who opened this connection
 ==========  ====================  ============================================
@@ -21,6 +22,21 @@ name form a load-balancing group), ``hostname``, ``host_key`` (hostname, boot
 and network namespace: equal keys can use Unix sockets), ``tcp``
 (``"ip:port"``), ``unix`` (socket path; a leading ``@`` means the Linux
 abstract namespace), ``topics``, ``services``, ``pid``.
+
+``register.secret`` is a random token the node draws once per Node object and sends
+in every Register. The coordinator keeps only its hash, and a Register for an id that
+is live on another connection is accepted only with the same secret: the genuine node
+reconnecting after a half-open link gets its id back, nobody else can take it.
+
+A topology larger than one control frame travels as a Welcome in ``parts`` parts
+(``part`` = 0, 1, ...), sent back to back; the node replaces its topology only when
+the last part has arrived (see :meth:`easymesh.protocol.topology.Topology.apply`).
+A diff too large for one frame is split into several diffs with the same version.
+
+Every control body is decoded with explicit msgpack limits (string, array and map
+lengths; no bin or ext values), so a key holder cannot make a node or the
+coordinator allocate more than the body it sent, and every field's type and length
+is checked afterwards.
 """
 
 from __future__ import annotations
@@ -31,8 +47,22 @@ from typing import Any
 import msgpack
 
 from easymesh.errors import ProtocolError
+from easymesh.escape import printable
 
 MAX_CONTROL_BODY = 16 * 1024 * 1024
+#: Largest Welcome part or diff the coordinator sends (well under MAX_CONTROL_BODY).
+WELCOME_PART_BYTES = 4 * 1024 * 1024
+#: Most parts one Welcome may announce.
+MAX_WELCOME_PARTS = 4096
+#: Longest register secret (characters).
+MAX_SECRET = 128
+_UNPACK_LIMITS = {
+    "max_str_len": 64 * 1024,
+    "max_bin_len": 0,
+    "max_ext_len": 0,
+    "max_array_len": 1024 * 1024,
+    "max_map_len": 64,
+}
 
 
 @dataclass(frozen=True)
@@ -101,21 +131,35 @@ def _str_list(v: Any, what: str) -> list[str]:
     return [_str(x, what) for x in v]
 
 
+def record_bytes(node: NodeInfo) -> bytes:
+    """``node`` encoded as it travels inside a Welcome or Diff (its size counts against
+    the coordinator's limits)."""
+    return msgpack.packb(node.to_wire(), use_bin_type=True)
+
+
 @dataclass(frozen=True)
 class Register:
     node: NodeInfo
+    secret: str = ""
     op = b"register"
 
     def to_wire(self) -> dict[str, Any]:
+        if self.secret:
+            return {"node": self.node.to_wire(), "secret": self.secret}
         return {"node": self.node.to_wire()}
 
     @classmethod
     def from_wire(cls, obj: dict[str, Any]) -> Register:
-        return cls(NodeInfo.from_wire(obj.get("node")))
+        secret = _str(obj.get("secret", ""), "secret")
+        if len(secret) > MAX_SECRET:
+            raise ProtocolError(f"secret longer than {MAX_SECRET} characters")
+        return cls(NodeInfo.from_wire(obj.get("node")), secret)
 
 
 @dataclass(frozen=True)
 class Update(Register):
+    """A registered node's new record; a secret, if sent, is ignored."""
+
     op = b"update"
 
 
@@ -133,21 +177,65 @@ class Bye:
 
 @dataclass(frozen=True)
 class Welcome:
+    """The topology, or part ``part`` of ``parts`` of it (all parts carry one version)."""
+
     version: int
     nodes: tuple[NodeInfo, ...]
+    part: int = 0
+    parts: int = 1
     op = b"welcome"
 
     def to_wire(self) -> dict[str, Any]:
-        return {"version": self.version, "nodes": [n.to_wire() for n in self.nodes]}
+        return {
+            "version": self.version,
+            "part": self.part,
+            "parts": self.parts,
+            "nodes": [n.to_wire() for n in self.nodes],
+        }
 
     @classmethod
     def from_wire(cls, obj: dict[str, Any]) -> Welcome:
         nodes = obj.get("nodes", [])
         if not isinstance(nodes, list):
             raise ProtocolError("welcome.nodes must be a list")
+        part = _int(obj.get("part", 0), "part")
+        parts = _int(obj.get("parts", 1), "parts")
+        if not 0 <= part < parts <= MAX_WELCOME_PARTS:
+            raise ProtocolError(f"welcome part {part} of {parts} is out of range")
         return cls(
-            _int(obj.get("version", 0), "version"), tuple(NodeInfo.from_wire(n) for n in nodes)
+            _int(obj.get("version", 0), "version"),
+            tuple(NodeInfo.from_wire(n) for n in nodes),
+            part,
+            parts,
         )
+
+
+def welcome_part_bodies(
+    version: int, records: list[bytes], budget: int = WELCOME_PART_BYTES
+) -> list[list[bytes]]:
+    """The bodies of the Welcome parts carrying ``records`` (each from :func:`record_bytes`),
+    as lists of pieces to write one after the other: a msgpack prefix, then the records
+    themselves (shared, not copied). Each body is at most ``budget`` bytes plus one
+    record; at least one part is returned (an empty topology is one empty part)."""
+    groups: list[list[bytes]] = [[]]
+    size = 0
+    for rec in records:
+        if groups[-1] and size + len(rec) > budget:
+            groups.append([])
+            size = 0
+        groups[-1].append(rec)
+        size += len(rec)
+    if len(groups) > MAX_WELCOME_PARTS:
+        raise ProtocolError(f"the topology needs more than {MAX_WELCOME_PARTS} welcome parts")
+    bodies = []
+    for i, group in enumerate(groups):
+        packer = msgpack.Packer(use_bin_type=True)
+        prefix = packer.pack_map_header(4)
+        for key, value in (("version", version), ("part", i), ("parts", len(groups))):
+            prefix += packer.pack(key) + packer.pack(value)
+        prefix += packer.pack("nodes") + packer.pack_array_header(len(group))
+        bodies.append([prefix, *group])
+    return bodies
 
 
 @dataclass(frozen=True)
@@ -207,9 +295,9 @@ def decode_control(name: bytes, body: bytes | bytearray) -> Any:
     if len(body) > MAX_CONTROL_BODY:
         raise ProtocolError("control message too large")
     try:
-        obj = msgpack.unpackb(body, raw=False, strict_map_key=True)
+        obj = msgpack.unpackb(body, raw=False, strict_map_key=True, **_UNPACK_LIMITS)
     except Exception as exc:  # msgpack raises several types on garbage
-        raise ProtocolError(f"malformed control message: {exc}") from None
+        raise ProtocolError(f"malformed control message: {printable(exc)}") from None
     if not isinstance(obj, dict):
         raise ProtocolError("control message must be a map")
     return cls.from_wire(obj)

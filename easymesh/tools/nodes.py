@@ -7,6 +7,7 @@ import threading
 from typing import Any, TextIO
 
 from easymesh.errors import MeshError
+from easymesh.escape import printable
 from easymesh.node import Node
 from easymesh.tools.session import others
 from easymesh.tools.table import format_table, join_or
@@ -32,14 +33,15 @@ def list_nodes(node: Node, verbose: bool = False, out: TextIO | None = None) -> 
     blocks = []
     for i in infos:
         fields: list[tuple[str, Any]] = [
-            ("id", i.id),
-            ("host", f"{i.hostname} (pid {i.pid})"),
-            ("tcp", i.tcp or "-"),
-            ("unix", i.unix or "-"),
+            ("id", printable(i.id)),
+            ("host", f"{printable(i.hostname)} (pid {i.pid})"),
+            ("tcp", printable(i.tcp or "-")),
+            ("unix", printable(i.unix or "-")),
             ("topics", join_or(sorted(i.topics))),
             ("services", join_or(sorted(i.services))),
         ]
-        blocks.append(i.name + "\n" + "\n".join(f"  {k + ':':<10}{v}" for k, v in fields))
+        lines = (f"  {k + ':':<10}{v}" for k, v in fields)  # every value escaped above
+        blocks.append(printable(i.name, 1100) + "\n" + "\n".join(lines))
     print("\n\n".join(blocks), file=out, flush=True)
     return 0
 
@@ -76,11 +78,12 @@ def ping(
                 rtt = node.ping(t.id, timeout=timeout)
             except MeshError as exc:
                 ok = False
-                print(f"{t.name} ({t.id}): {exc}", file=out, flush=True)
+                print(f"{printable(t.name)} ({printable(t.id)}): {printable(exc, 500)}", file=out, flush=True)
                 continue
             times.append(rtt)
             print(
-                f"reply from {t.name} ({t.id}, {t.hostname}): time={rtt * 1000:.3f} ms",
+                f"reply from {printable(t.name)} ({printable(t.id)}, {printable(t.hostname)}): "
+                f"time={rtt * 1000:.3f} ms",
                 file=out,
                 flush=True,
             )

@@ -6,6 +6,7 @@ import sys
 from typing import Any, TextIO
 
 from easymesh.errors import MeshError, RequestTimeout, ServiceError
+from easymesh.escape import printable
 from easymesh.node import Node
 from easymesh.tools.display import format_data
 from easymesh.tools.session import others
@@ -45,16 +46,17 @@ def call(
             node.wait_for_service(name, timeout=wait)
         result = node.request(name, data, timeout=timeout)
     except ServiceError as exc:
-        print(f"meshservice: {exc}", file=err)
-        if exc.remote_traceback:
-            print(f"remote traceback:\n{exc.remote_traceback.rstrip()}", file=err)
+        print(f"meshservice: {printable(exc, 2000)}", file=err)
+        if exc.remote_traceback:  # text from the serving process: escaped line by line
+            lines = exc.remote_traceback.rstrip().splitlines()
+            print("remote traceback:", *(printable(x, 2000) for x in lines), sep="\n", file=err)
         err.flush()
         return 1
     except RequestTimeout as exc:
-        print(f"meshservice: {exc}", file=err, flush=True)
+        print(f"meshservice: {printable(exc, 2000)}", file=err, flush=True)
         return 1
     except MeshError as exc:  # NoProviderError, ConnectionLost, CodecError
-        print(f"meshservice: {exc}", file=err, flush=True)
+        print(f"meshservice: {printable(exc, 2000)}", file=err, flush=True)
         return 1
     print(format_data(result, raw), file=out, flush=True)
     return 0

@@ -1,4 +1,9 @@
-"""Plain text tables, aligned in columns, for the tools' listings."""
+"""Plain text tables, aligned in columns, for the tools' listings.
+
+Every cell is peer-supplied text (node names, ids, host names, topics), so each goes
+through :func:`easymesh.escape.printable`: a newline or a terminal escape in a name
+cannot add a row or repaint the operator's terminal.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +11,15 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TextIO
 
+from easymesh.escape import printable
+
 
 def format_table(headers: Sequence[str], rows: Iterable[Sequence[object]], gap: int = 2) -> str:
     """Left-aligned columns separated by ``gap`` spaces; the last column is not padded.
 
     Returns the table as lines joined by newlines (no trailing newline).
     """
-    cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
+    cells = [[str(h) for h in headers]] + [[printable(c, 1100) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     lines = []
     for r in cells:
@@ -23,7 +30,7 @@ def format_table(headers: Sequence[str], rows: Iterable[Sequence[object]], gap: 
 
 def join_or(items: Iterable[str], empty: str = "-") -> str:
     """``'a, b'`` for a non-empty iterable, else ``empty``."""
-    text = ", ".join(items)
+    text = ", ".join(printable(i, 1100) for i in items)
     return text if text else empty
 
 

@@ -40,6 +40,7 @@ import logging
 import os
 import socket
 import stat
+import struct
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -223,8 +224,11 @@ def unix_server_socket(
     """
     folder = None
     if socket_dir is not None or not ABSTRACT_OK:
-        folder = socket_dir or os.path.join(
-            os.environ.get("XDG_RUNTIME_DIR") or "/tmp", f"easymesh-{os.getuid()}"
+        # Absolute and normalized: the coordinator accepts no other form (a peer dials
+        # exactly this path, wherever its own working directory is).
+        folder = os.path.abspath(
+            socket_dir
+            or os.path.join(os.environ.get("XDG_RUNTIME_DIR") or "/tmp", f"easymesh-{os.getuid()}")
         )
         private_socket_dir(folder)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -338,3 +342,48 @@ def _pid_running(pid: int) -> bool:
     except OSError:  # EPERM: it exists, owned by someone else
         return True
     return True
+
+
+def peer_credentials(sock: socket.socket) -> str:
+    """'unix:pid=1234,uid=1000' for an accepted Unix-socket peer (Linux), else 'unix:(anonymous)'."""
+    try:
+        pid, uid, _gid = struct.unpack(
+            "3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        )
+        return f"unix:pid={pid},uid={uid}"
+    except (OSError, AttributeError, struct.error):
+        return format_peer("")
+
+
+def format_peer(address: Any) -> str:
+    if isinstance(address, tuple):
+        host, port = address[0], address[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    if isinstance(address, bytes):
+        address = address.decode("utf-8", "replace")
+    if isinstance(address, str) and address.startswith("\0"):
+        return "unix:@" + address[1:]
+    return f"unix:{address}" if address else "unix:(anonymous)"
+
+
+def tune_stream(sock: socket.socket, socket_buffer: int = 0) -> None:
+    """Options for a connected stream: TCP_NODELAY and TCP_USER_TIMEOUT on TCP, and
+    ``socket_buffer`` bytes of send/receive buffer if asked (best effort: the kernel
+    caps these at net.core.wmem_max / rmem_max)."""
+    from easymesh.config import TCP_USER_TIMEOUT
+
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if TCP_USER_TIMEOUT and hasattr(socket, "TCP_USER_TIMEOUT"):
+            try:  # see config.TCP_USER_TIMEOUT: a vanished peer fails sends in seconds
+                sock.setsockopt(
+                    socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(TCP_USER_TIMEOUT * 1000)
+                )
+            except OSError:
+                pass
+    if socket_buffer:
+        for opt in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, opt, socket_buffer)
+            except OSError:
+                pass

@@ -81,13 +81,68 @@ def test_get_buffer_recv_into_style():
 
 
 def test_large_body_is_received_into_its_own_storage():
+    """A streamed 1 MB message: its header arrives with a good part of the body (here
+    100 kB, 1/10), so the full-size storage is allocated at once and recv_into fills
+    exactly the rest of the body."""
     body = os.urandom(1_000_000)
     data = frame_bytes(F.TOPIC, b"t", body, 1)
     d = FrameDecoder()
-    d.feed(data[:1000])
+    d.feed(data[:100_000])
     assert d.frames() == []
     buf = d.get_buffer()
-    assert buf.nbytes == len(data) - 1000  # exactly the rest of the body: recv_into fills it directly
+    assert buf.nbytes == len(data) - 100_000
+    buf[:] = data[100_000:]
+    d.buffer_updated(buf.nbytes)
+    (f,) = d.frames()
+    assert f.body == body
+
+
+def test_large_body_storage_grows_with_what_arrived():
+    """A header alone costs BODY_STEP bytes of storage, not the announced size; the
+    storage then grows by BODY_GROWTH as bytes arrive, and the body is intact."""
+    body = os.urandom(3_000_000)
+    data = frame_bytes(F.TOPIC, b"t", body, 1)
+    d = FrameDecoder()
+    d.feed(data[:F.HEADER_SIZE + 1])
+    assert d.frames() == []
+    assert d.partial
+    sizes = []
+    rest = memoryview(data)[F.HEADER_SIZE + 1 :]
+    while rest.nbytes:
+        buf = d.get_buffer()
+        sizes.append(len(buf.obj))
+        n = min(buf.nbytes, rest.nbytes)
+        buf[:n] = rest[:n]
+        d.buffer_updated(n)
+        rest = rest[n:]
+    assert sizes[0] == F.BODY_STEP
+    assert sizes[-1] == len(body)
+    assert all(b <= a * F.BODY_GROWTH for a, b in zip(sizes, sizes[1:], strict=False))
+    (f,) = d.frames()
+    assert f.body == body and not d.partial
+
+
+def test_storage_stays_proportional_to_what_arrived(monkeypatch):
+    """However much the header announces, the storage is at most BODY_GROWTH times the
+    bytes received (or BODY_STEP), also across BODY_CHUNK pieces."""
+    monkeypatch.setattr(F, "BODY_CHUNK", 1 << 20)
+    body = os.urandom(3 * (1 << 20) + 5)
+    data = frame_bytes(F.TOPIC, b"t", body, 1)
+    d = FrameDecoder(max_body=1 << 30)
+    d.feed(data[: F.HEADER_SIZE + 1])
+    got = 1
+    rest = memoryview(data)[F.HEADER_SIZE + 1 :]
+    while rest.nbytes:
+        buf = d.get_buffer()
+        held = len(buf.obj) + sum(len(c) for c in d._big_chunks)
+        assert held <= max(F.BODY_STEP, F.BODY_GROWTH * got) + (1 << 20)
+        n = min(buf.nbytes, rest.nbytes, 50_000)
+        buf[:n] = rest[:n]
+        d.buffer_updated(n)
+        got += n
+        rest = rest[n:]
+    (f,) = d.frames()
+    assert f.body == body
 
 
 def test_encode_frame_scatter_gather_for_large_bodies():
