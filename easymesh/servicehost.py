@@ -9,7 +9,8 @@ A request this node made to itself has no link: its answer goes straight to the
 caller part (``complete_local``).
 
 Error replies (REPLY_ERROR) carry ``[kind, type, message, traceback]`` in msgpack:
-``kind`` is ``no-service``, ``overloaded``, ``decode``, ``encode`` or ``error``.
+``kind`` is ``no-service``, ``overloaded``, ``refused`` (a codec this node does not
+accept), ``decode``, ``encode`` or ``error``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import msgpack
 
 from easymesh.decoder import Decoder
 from easymesh.errors import CodecError
-from easymesh.protocol.codecs import codec_for_id, codec_id_of
+from easymesh.protocol.codecs import codec_for_id, codec_id_of, codec_name
 from easymesh.protocol.frames import REPLY, REPLY_ERROR, Frame, encode_frame
 from easymesh.registry import Registry
 from easymesh.workers import ServiceEntry
@@ -59,6 +60,17 @@ class ServiceHost:
 
     def on_request(self, link: Any, frame: Frame) -> None:
         """(I/O thread; or the caller's thread for a request to ourselves, ``link=None``)"""
+        if not self.decoder.allowed[frame.codec]:
+            self.decoder.refuse(link, frame.codec, "a request")
+            self.reply_error(
+                link,
+                frame.request_id,
+                "refused",
+                "CodecRefused",
+                f"node {self.node_name!r} does not accept codec {codec_name(frame.codec)}"
+                f" (it accepts {', '.join(self.decoder.accepted())})",
+            )
+            return
         svc = self.registry.service(frame.name)
         if svc is None:
             name = frame.name.decode("utf-8", "replace")

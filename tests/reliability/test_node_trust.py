@@ -1,0 +1,147 @@
+"""A key holder attacks real nodes (issue 12, the node's side).
+
+The attacker knows the mesh key, completes the real handshake on a link it opens to a
+node, and then speaks raw frames (tests/reliability/keyholder.py). It tries to:
+
+* take over another node's traffic by claiming that node's id on its link (Ident);
+* complete someone else's pending request with a reply of its choice;
+* make a node whose codec is msgpack unpickle its data.
+
+Each negative check ends with a positive marker on the same link: the attacker sends a
+PING and reads until the PONG, so every frame the node would have sent it before is
+already in the stream.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import threading
+from typing import Any
+
+import easymesh
+from easymesh.protocol.frames import CONTROL, PING, PONG, REPLY, REPLY_ERROR, REQUEST, TOPIC
+from easymesh.protocol.messages import Ident, encode_control
+
+from ..integration.helpers import Collector, wait_until
+from .keyholder import KeyHolder
+
+KEY = "trust-test-key"
+
+
+def _endpoint(node: easymesh.Node) -> str:
+    """The address of ``node``'s Unix socket, as an attacker on this host dials it."""
+    unix = next(n for n in node.nodes() if n.id == node.id).unix
+    return "\0" + unix[1:] if unix.startswith("@") else unix
+
+
+def _frames_until_pong(attacker: KeyHolder, rid: int = 777) -> list[Any]:
+    """Send a PING and collect every frame that arrives before its PONG."""
+    attacker.send_frame(PING, rid=rid)
+    seen = []
+    while True:
+        frame = attacker.next_frame(20)
+        assert frame is not None, "the node closed the attacker's link"
+        if frame.type == PONG and frame.request_id == rid:
+            return seen
+        seen.append(frame)
+
+
+def _nodes(coordinator_factory: Any) -> tuple[Any, Any]:
+    coord = coordinator_factory(authkey=KEY)
+    made: list[easymesh.Node] = []
+
+    def make(name: str, **kwargs: Any) -> easymesh.Node:
+        n = easymesh.Node(name, coordinator=coord.address, authkey=KEY, **kwargs)
+        made.append(n)
+        return n
+
+    return make, made
+
+
+def test_a_claimed_id_never_receives_the_victims_traffic(coordinator_factory: Any) -> None:
+    make, made = _nodes(coordinator_factory)
+    try:
+        victim = make("victim")
+        got = Collector()
+        victim.listen("orders", got)
+        victim.add_service("whoami", lambda _: "victim")
+        sender = make("sender")
+        sender.wait_for_listener("orders", timeout=10)
+        sender.wait_for_service("whoami", timeout=10)
+        with KeyHolder(_endpoint(sender), KEY) as attacker:
+            name, body = encode_control(Ident(victim.id, victim.name))
+            attacker.send_frame(CONTROL, name, body)
+            assert _frames_until_pong(attacker, 1) == []  # the claim was read
+            for i in range(50):
+                sender.send("orders", i)
+            sender.send("orders", "end")
+            assert sender.request("whoami", None, timeout=10) == "victim"
+            assert got.wait_for(51)[-1] == "end"
+            stolen = _frames_until_pong(attacker, 2)
+        assert [f for f in stolen if f.type in (TOPIC, REQUEST)] == []
+    finally:
+        for n in made:
+            n.close()
+
+
+def test_a_forged_reply_never_completes_anothers_request(coordinator_factory: Any) -> None:
+    make, made = _nodes(coordinator_factory)
+    release = threading.Event()
+    try:
+        provider = make("provider")
+        provider.add_service("slow", lambda _: release.wait(20) and "genuine")
+        requester = make("requester")
+        requester.wait_for_service("slow", timeout=10)
+        future = requester.request_future("slow", None, timeout=30)
+        with KeyHolder(_endpoint(requester), KEY) as attacker:
+            forged = pickle.dumps("forged")
+            for rid in range(1, 300):  # request ids are small counters: guess them all
+                attacker.send_frame(REPLY, body=forged, codec=1, rid=rid)
+                attacker.send_frame(REPLY_ERROR, body=b"\x94\xa5error\xa1X\xa1Y\xa0", rid=rid)
+                attacker.send_frame(PONG, rid=rid)
+            _frames_until_pong(attacker)  # every forged answer was read before this
+        assert not future.done()
+        assert requester.stats()["unmatched_answers"] >= 3 * 299
+        release.set()
+        assert future.result(20) == "genuine"
+    finally:
+        release.set()
+        for n in made:
+            n.close()
+
+
+class _Marker:
+    """Unpickling this creates a file: proof that pickle ran."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> Any:
+        return (open, (self.path, "w"))
+
+
+def test_a_msgpack_node_never_unpickles(coordinator_factory: Any, tmp_path: Any) -> None:
+    make, made = _nodes(coordinator_factory)
+    marker = str(tmp_path / "pickle-ran")
+    handled: list[Any] = []
+    try:
+        node = make("strict", codec="msgpack")
+        got = Collector()
+        node.listen("in", got)
+        node.add_service("svc", handled.append)
+        payload = pickle.dumps(_Marker(marker))
+        with KeyHolder(_endpoint(node), KEY) as attacker:
+            attacker.send_frame(TOPIC, b"in", payload, codec=1)
+            attacker.send_frame(REQUEST, b"svc", payload, codec=1, rid=5)
+            attacker.send_frame(TOPIC, b"in", b"\xa5after", codec=2)  # msgpack 'after'
+            answers = _frames_until_pong(attacker)
+        assert got.wait_for(1) == ["after"]
+        assert [(f.type, f.request_id) for f in answers] == [(REPLY_ERROR, 5)]
+        assert b"not accept" in bytes(answers[0].body) or b"refused" in bytes(answers[0].body)
+        assert handled == []
+        assert not os.path.exists(marker)
+        assert wait_until(lambda: node.stats()["refused_codec"] == 2, timeout=5)
+    finally:
+        for n in made:
+            n.close()
