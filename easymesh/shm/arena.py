@@ -18,7 +18,8 @@ drops both when a process dies, however it dies.
 
 Receiver side, :class:`Mapping`: the fd received from the peer, checked (a memfd of the announced
 size whose size is sealed), mapped ``PROT_READ`` and ``MAP_SHARED``, and the fd closed at once:
-a receiver holds mappings, never descriptors, so a dead sender leaves no fd behind.
+a receiver holds mappings, never descriptors, so a dead sender leaves no fd behind. Both sides
+map through libc, not the ``mmap`` module, which keeps a duplicate fd per mapping before 3.13.
 
 Views. Python's ``mmap`` does not tell its address, and slices of a memoryview keep the
 memoryview's *buffer* alive, not the memoryview object, so a finalizer on a memoryview fires
@@ -26,7 +27,8 @@ while slices of it still live. A view is therefore built from a ctypes array at 
 address (``from_address``): the ctypes object is the exporter every derived memoryview and numpy
 array keeps alive, and it supports weak references, so ``weakref.finalize`` on it runs exactly
 when the last derived object is gone. ctypes does not know the memory is shared; the Arena or
-Mapping object is kept alive by the finalizer and is unmapped only when its last view is gone.
+Mapping object is kept alive by the finalizer and is unmapped only when its last view is gone
+(unmapping under a live view would turn a later read into a crash).
 """
 
 from __future__ import annotations
@@ -67,6 +69,42 @@ class _PyBuffer(ctypes.Structure):
     )
 
 
+_libc = ctypes.CDLL(None, use_errno=True)
+_mmap = _libc.mmap
+_mmap.argtypes = [
+    ctypes.c_void_p,
+    ctypes.c_size_t,
+    ctypes.c_int,
+    ctypes.c_int,
+    ctypes.c_int,
+    ctypes.c_long,
+]
+_mmap.restype = ctypes.c_void_p
+_munmap = _libc.munmap
+_munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+_munmap.restype = ctypes.c_int
+_MAP_FAILED = ctypes.c_void_p(-1).value
+
+
+def map_shared(fd: int, size: int, writable: bool) -> int:
+    """``mmap(MAP_SHARED)`` of ``fd`` through libc; returns the address. OSError on failure.
+
+    Not the ``mmap`` module: in Python < 3.13 every ``mmap.mmap`` keeps a ``dup`` of the fd for
+    as long as it lives, and a receiver must hold no descriptor of a peer's memory."""
+    prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
+    address = _mmap(None, size, prot, mmap.MAP_SHARED, fd, 0)
+    if address is None or address == _MAP_FAILED:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return int(address)
+
+
+def unmap(address: int, size: int) -> None:
+    if _munmap(address, size) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
 _get_buffer = ctypes.pythonapi.PyObject_GetBuffer
 _get_buffer.argtypes = [ctypes.py_object, ctypes.POINTER(_PyBuffer), ctypes.c_int]
 _get_buffer.restype = ctypes.c_int
@@ -93,13 +131,12 @@ def raw_view(address: int, nbytes: int, readonly: bool) -> tuple[Any, memoryview
 
 
 class _Mapped:
-    """An mmap whose unmapping waits until every view handed out is gone."""
+    """A mapping whose unmapping waits until every view handed out is gone."""
 
-    def __init__(self, mm: mmap.mmap, size: int, base: int, anchor: Any) -> None:
+    def __init__(self, base: int, size: int) -> None:
         self.size = size
         self.base = base
-        self._mm: mmap.mmap | None = mm
-        self._anchor = anchor  # holds a buffer export: the mmap cannot be closed under it
+        self._mapped = True
         self._views = 0
         self._closing = False
         self._lock = threading.Lock()
@@ -112,7 +149,7 @@ class _Mapped:
         if offset < 0 or nbytes < 0 or offset + nbytes > self.size:
             raise ValueError(f"range {offset}+{nbytes} outside an arena of {self.size} bytes")
         with self._lock:
-            if self._mm is None:
+            if not self._mapped:
                 raise ValueError("arena is closed")
             self._views += 1
         exporter, view = raw_view(self.base + offset, nbytes, readonly)
@@ -132,16 +169,15 @@ class _Mapped:
         """Unmap now if no view is alive, else when the last one goes. Idempotent."""
         with self._lock:
             self._closing = True
-            done = self._views == 0 and self._mm is not None
+            done = self._views == 0 and self._mapped
         if done:
             self._unmap()
 
     def _unmap(self) -> None:
         with self._lock:
-            mm, self._mm = self._mm, None
-            self._anchor = None
-        if mm is not None:
-            mm.close()
+            mapped, self._mapped = self._mapped, False
+        if mapped:
+            unmap(self.base, self.size)
 
     @property
     def live_views(self) -> int:
@@ -149,7 +185,7 @@ class _Mapped:
 
     @property
     def closed(self) -> bool:
-        return self._mm is None
+        return not self._mapped
 
 
 class Arena(_Mapped):
@@ -159,9 +195,10 @@ class Arena(_Mapped):
 
     def __init__(self, size: int, name: str = "easymesh") -> None:
         fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        base = 0
         try:
             os.ftruncate(fd, size)
-            mm = mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+            base = map_shared(fd, size, writable=True)
             fcntl.fcntl(fd, fcntl.F_ADD_SEALS, BASE_SEALS)
             try:
                 fcntl.fcntl(fd, fcntl.F_ADD_SEALS, F_SEAL_FUTURE_WRITE)
@@ -170,10 +207,13 @@ class Arena(_Mapped):
                 self.write_sealed = False
             fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SEAL)
             self.fd = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)
+        except BaseException:
+            if base:
+                unmap(base, size)
+            raise
         finally:
             os.close(fd)
-        anchor = ctypes.c_char.from_buffer(mm)
-        super().__init__(mm, size, ctypes.addressof(anchor), anchor)
+        super().__init__(base, size)
 
     def _unmap(self) -> None:
         super()._unmap()
@@ -189,13 +229,12 @@ class Mapping(_Mapped):
     def __init__(self, fd: int, size: int) -> None:
         try:
             check_shared_fd(fd, size)
-            mm = mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
+            base = map_shared(fd, size, writable=False)
         except OSError as exc:
             raise ProtocolError(f"cannot map the peer's arena: {exc}") from exc
         finally:
             os.close(fd)
-        base, _ = buffer_address(mm)
-        super().__init__(mm, size, base, None)
+        super().__init__(base, size)
 
 
 def check_shared_fd(fd: int, size: int) -> None:

@@ -31,6 +31,7 @@ the pages after send would turn such a write into a crash of the sender, and cos
 from __future__ import annotations
 
 import threading
+import weakref
 from collections import deque
 from typing import Any
 
@@ -65,6 +66,8 @@ class Pool:
     def _arena_locked(self) -> Arena:
         if self._arena is None:
             self._arena = Arena(self.size, self.name)
+            # a pool dropped without close() still unmaps (a live loan holds the pool)
+            weakref.finalize(self, self._arena.close)
         return self._arena
 
     def _drain(self) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 
@@ -47,6 +48,8 @@ class Remote:
         self.max_arenas = max_arenas
         self.max_bytes = max_bytes
         self._closed = False
+        # a Remote dropped without close() still unmaps (no view can outlive it: views hold it)
+        weakref.finalize(self, _close_mappings, self._mappings)
 
     def add_arena(self, arena: int, size: int, fd: int) -> None:
         """Map the peer's arena (takes ownership of ``fd``). ProtocolError if it is a duplicate,
@@ -96,8 +99,12 @@ class Remote:
         """The link closed: unmap every arena once its views are gone; stop queueing releases."""
         self._closed = True
         self._released.clear()
-        for m in self._mappings.values():
-            m.close()
+        _close_mappings(self._mappings)
+
+
+def _close_mappings(mappings: dict[int, Mapping]) -> None:
+    for m in mappings.values():
+        m.close()
 
 
 class Ledger:

@@ -71,7 +71,7 @@ def test_random_sequences_keep_blocks_disjoint_and_inside(ops: list[tuple[bool, 
             a.free(off)
             del live[off]
         spans = sorted((o, o + a.block_size(o)) for o in live)  # type: ignore[operator]
-        assert all(e1 <= s2 for (_, e1), (s2, _) in zip(spans, spans[1:]))
+        assert all(e1 <= s2 for (_, e1), (s2, _) in zip(spans, spans[1:], strict=False))
         assert a.used_bytes + sum(a._free_sizes.values()) == size
     for off in list(live):
         a.free(off)
