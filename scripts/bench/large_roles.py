@@ -1,0 +1,626 @@
+"""One side (sender or receiver) of one system in the large-message benchmark (large.py).
+
+Usage:
+  large_roles.py SYSTEM send --name=NAME --size=N --receivers=K [--rate=R] [--seconds=S]
+                 [--warmup=S] [--timeout=S] [--coordinator=ADDR]
+  large_roles.py SYSTEM recv --name=NAME [--timeout=S] [--coordinator=ADDR]
+
+  SYSTEM  ring | zmq | zenoh | iceoryx2 | proto | proto-loan | node-off | node-shm | node-loan
+
+Options:
+  --name=NAME         Channel: a socket path (ring, proto, zmq ipc), a key (zenoh, iceoryx2;
+                      zenoh uses tcp/127.0.0.1 on the port after a comma), a topic (node-*).
+  --size=N            Frame bytes (uint8).
+  --receivers=K       Receivers the sender waits for.
+  --rate=R            Frames per second; 0 = saturated [default: 0].
+  --seconds=S         Measured seconds [default: 2].
+  --warmup=S          Seconds sent first and not counted [default: 0.5].
+  --timeout=S         Hard limit on this process [default: 120].
+  --coordinator=ADDR  easymesh coordinator HOST:PORT (node-*).
+
+Protocol with large.py: the sender prints READY once receivers can attach, waits for a line
+on stdin (all receivers are READY), runs, prints ``RESULT {json}``. A receiver prints READY
+once subscribed and ``RESULT {json}`` after the END frames (or when idle for 10 s).
+
+Every frame is one uint8 buffer whose first 24 bytes are the header (kind u32, pad u32, seq
+u64, send time f64 CLOCK_MONOTONIC). Before every send the sender refills the whole frame from
+a source buffer (``np.copyto``: the camera writing its image), then writes the header; for
+loan systems the refill goes straight into the loaned shared memory. The receiver reads the
+header and the last byte from the frame it got (touching the shared memory, no copy of it
+where the system allows) and measures one-way latency from the header's time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import struct
+import sys
+import threading
+import time
+from typing import Any
+
+import numpy as np
+from docopt import docopt
+
+WARMUP, DATA, END = 0, 1, 2
+HEAD = struct.Struct("<IIQd")
+IDLE = 10.0
+now = time.monotonic
+
+
+def emit(kind: str, payload: Any = None) -> None:
+    print(kind if payload is None else f"{kind} {json.dumps(payload)}", flush=True)
+
+
+class Sender:
+    """A system's sending side: ``buffer()`` a writable uint8 frame, ``send(frame)`` -> bool."""
+
+    size: int
+
+    def buffer(self) -> Any:
+        return np.empty(self.size, np.uint8)
+
+    def send(self, frame: Any) -> bool:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class Receiver:
+    """A system's receiving side: ``recv(timeout)`` a frame (buffer-like) or None."""
+
+    def recv(self, timeout: float) -> Any:
+        raise NotImplementedError
+
+    def done(self, frame: Any) -> None:
+        """The receiver is finished with ``frame`` (give it back where the system needs it)."""
+
+    def close(self) -> None:
+        pass
+
+
+# --- the hand-written ring: memfd slots, fd over a Unix socket, slot numbers as messages ---
+
+RING_SLOTS = 8
+_SLOT = struct.Struct("<I")
+
+
+class RingSender(Sender):
+    def __init__(self, name: str, size: int, k: int) -> None:
+        import mmap
+
+        self.size = size
+        fd = os.memfd_create("bench-ring", os.MFD_CLOEXEC)
+        os.ftruncate(fd, size * RING_SLOTS)
+        self.mm = mmap.mmap(fd, size * RING_SLOTS)
+        srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        srv.bind(name)
+        srv.listen(k)
+        emit("READY")
+        self.socks = []
+        for _ in range(k):
+            conn, _ = srv.accept()
+            socket.send_fds(conn, [b"F"], [fd])
+            self.socks.append(conn)
+        os.close(fd)
+        srv.close()
+        self.busy = [0] * RING_SLOTS
+        self.next = 0
+
+    def _acks(self, block: bool) -> None:
+        import select
+
+        ready, _, _ = select.select(self.socks, [], [], None if block else 0)
+        for s in ready:
+            data = s.recv(4096)
+            if not data:
+                raise ConnectionError("receiver gone")
+            for (slot,) in _SLOT.iter_unpack(data):
+                self.busy[slot] -= 1
+
+    def buffer(self) -> Any:
+        self._acks(False)
+        while True:
+            for i in range(RING_SLOTS):
+                slot = (self.next + i) % RING_SLOTS
+                if not self.busy[slot]:
+                    self.next = slot + 1
+                    self.slot = slot
+                    return np.frombuffer(self.mm, np.uint8, self.size, slot * self.size)
+            self._acks(True)
+
+    def send(self, frame: Any) -> bool:
+        self.busy[self.slot] = len(self.socks)
+        msg = _SLOT.pack(self.slot)
+        for s in self.socks:
+            s.sendall(msg)
+        return True
+
+
+class RingReceiver(Receiver):
+    def __init__(self, name: str) -> None:
+        import mmap
+
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(name)
+        _, fds, _, _ = socket.recv_fds(self.sock, 1, 1)
+        size = os.fstat(fds[0]).st_size
+        self.mm = mmap.mmap(fds[0], size, prot=mmap.PROT_READ)
+        os.close(fds[0])
+        self.size = size // RING_SLOTS
+        self.pending: list[int] = []
+        self.buf = b""
+        emit("READY")
+
+    def recv(self, timeout: float) -> Any:
+        import select
+
+        while not self.pending:
+            if not select.select([self.sock], [], [], timeout)[0]:
+                return None
+            data = self.sock.recv(4096)
+            if not data:
+                return None
+            self.buf += data
+            n = len(self.buf) // 4 * 4
+            self.pending += [s for (s,) in _SLOT.iter_unpack(self.buf[:n])]
+            self.buf = self.buf[n:]
+        self.slot = self.pending.pop(0)
+        return memoryview(self.mm)[self.slot * self.size : (self.slot + 1) * self.size]
+
+    def done(self, frame: Any) -> None:
+        frame.release()
+        self.sock.sendall(_SLOT.pack(self.slot))
+
+
+# --- pyzmq PUB/SUB, copy=False ---
+
+
+class ZmqSender(Sender):
+    def __init__(self, name: str, size: int, k: int) -> None:
+        import zmq
+
+        self.size = size
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.PUB)
+        hwm = max(2, (256 << 20) // size)  # bound the memory queued per subscriber
+        self.sock.setsockopt(zmq.SNDHWM, hwm)
+        self.sock.bind(f"ipc://{name}")
+        emit("READY")
+
+    def send(self, frame: Any) -> bool:
+        self.sock.send(frame, copy=False)
+        return True
+
+    def close(self) -> None:
+        self.sock.close(linger=1000)
+        self.ctx.term()
+
+
+class ZmqReceiver(Receiver):
+    def __init__(self, name: str) -> None:
+        import zmq
+
+        self.zmq = zmq
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.SUB)
+        self.sock.setsockopt(zmq.RCVHWM, 64)
+        self.sock.connect(f"ipc://{name}")
+        self.sock.setsockopt(zmq.SUBSCRIBE, b"")
+        emit("READY")
+
+    def recv(self, timeout: float) -> Any:
+        if not self.sock.poll(int(timeout * 1000)):
+            return None
+        return self.sock.recv(copy=False).buffer
+
+    def close(self) -> None:
+        self.sock.close(linger=0)
+        self.ctx.term()
+
+
+# --- zenoh-python (its put takes bytes, its payload gives bytes: one copy each way) ---
+
+
+def _zenoh_config(listen: str | None, connect: str | None) -> Any:
+    import zenoh
+
+    c = zenoh.Config()
+    c.insert_json5("mode", '"peer"')
+    c.insert_json5("scouting/multicast/enabled", "false")
+    if listen:
+        c.insert_json5("listen/endpoints", json.dumps([listen]))
+    if connect:
+        c.insert_json5("connect/endpoints", json.dumps([connect]))
+    return c
+
+
+class ZenohSender(Sender):
+    def __init__(self, name: str, size: int, k: int) -> None:
+        import zenoh
+
+        key, port = name.split(",")
+        self.size = size
+        self.session = zenoh.open(_zenoh_config(f"tcp/127.0.0.1:{port}", None))
+        self.pub = self.session.declare_publisher(key)
+        emit("READY")
+
+    def send(self, frame: Any) -> bool:
+        self.pub.put(frame.tobytes())
+        return True
+
+    def close(self) -> None:
+        self.session.close()
+
+
+class ZenohReceiver(Receiver):
+    def __init__(self, name: str) -> None:
+        import queue
+
+        import zenoh
+
+        key, port = name.split(",")
+        self.q: queue.Queue[Any] = queue.Queue()
+        self.session = zenoh.open(_zenoh_config(None, f"tcp/127.0.0.1:{port}"))
+        self.sub = self.session.declare_subscriber(key, lambda s: self.q.put(s.payload))
+        emit("READY")
+
+    def recv(self, timeout: float) -> Any:
+        import queue
+
+        try:
+            return self.q.get(timeout=timeout).to_bytes()
+        except queue.Empty:
+            return None
+
+    def close(self) -> None:
+        self.session.close()
+
+
+# --- iceoryx2: loaned slices, an event service to wake receivers ---
+
+
+def _iox_services(name: str, k: int) -> tuple[Any, Any, Any]:
+    import ctypes
+
+    import iceoryx2 as iox
+
+    iox.set_log_level(iox.LogLevel.Error)
+    node = iox.NodeBuilder.new().create(iox.ServiceType.Ipc)
+    svc = (
+        node.service_builder(iox.ServiceName.new(name))
+        .publish_subscribe(iox.Slice[ctypes.c_uint8])
+        .max_subscribers(max(k, 4))
+        .subscriber_max_buffer_size(4)
+        .history_size(0)
+        .open_or_create()
+    )
+    ev = node.service_builder(iox.ServiceName.new(name + "-ev")).event().open_or_create()
+    return node, svc, ev
+
+
+class IoxSender(Sender):
+    def __init__(self, name: str, size: int, k: int) -> None:
+        self.size = size
+        self.node, svc, ev = _iox_services(name, k)
+        self.pub = svc.publisher_builder().initial_max_slice_len(size).create()
+        self.notifier = ev.notifier_builder().create()
+        emit("READY")
+
+    def buffer(self) -> Any:
+        self.sample = self.pub.loan_slice_uninit(self.size)
+        return np.frombuffer(self.sample.payload().as_memory_view(), np.uint8)
+
+    def send(self, frame: Any) -> bool:
+        del frame
+        self.sample.assume_init().send()
+        self.notifier.notify()
+        return True
+
+
+class IoxReceiver(Receiver):
+    def __init__(self, name: str) -> None:
+        import iceoryx2 as iox
+
+        self.iox = iox
+        self.node, svc, ev = _iox_services(name, 4)
+        self.sub = svc.subscriber_builder().create()
+        self.listener = ev.listener_builder().create()
+        emit("READY")
+
+    def recv(self, timeout: float) -> Any:
+        deadline = now() + timeout
+        while True:
+            self.sample = self.sub.receive()
+            if self.sample is not None:
+                return np.frombuffer(self.sample.payload().as_memory_view(), np.uint8)
+            left = deadline - now()
+            if left <= 0:
+                return None
+            self.listener.timed_wait(self.iox.Duration.from_millis(max(1, int(left * 1000))))
+
+    def done(self, frame: Any) -> None:
+        del frame
+        self.sample.delete()
+
+
+# --- the phase-1 prototype (easymesh.shm.link): automatic copy into the pool, or a loan ---
+
+
+class ProtoSender(Sender):
+    def __init__(self, name: str, size: int, k: int, loan: bool) -> None:
+        from easymesh.shm.link import Publisher
+        from easymesh.shm.pool import Pool
+
+        self.size = size
+        self.loan = loan
+        srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        srv.bind(name)
+        srv.listen(k)
+        emit("READY")
+        socks = [srv.accept()[0] for _ in range(k)]
+        srv.close()
+        self.pub = Publisher(Pool(), socks)
+        self.own = np.empty(size, np.uint8)  # the sender's own frame, refilled every time
+
+    def buffer(self) -> Any:
+        if self.loan:
+            frame = self.pub.pool.loan(self.size, np.uint8)
+            if frame is not None:
+                return frame
+        return self.own
+
+    def send(self, frame: Any) -> bool:
+        return self.pub.send(frame)
+
+    def close(self) -> None:
+        self.pub.close()
+
+
+class ProtoReceiver(Receiver):
+    def __init__(self, name: str) -> None:
+        from easymesh.shm.link import Subscriber
+
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(name)
+        self.sub = Subscriber(sock)
+        emit("READY")
+
+    def recv(self, timeout: float) -> Any:
+        from easymesh.errors import ConnectionLost
+
+        try:
+            return self.sub.recv(timeout)
+        except (TimeoutError, ConnectionLost):
+            return None
+
+    def close(self) -> None:
+        self.sub.close()
+
+
+# --- easymesh.Node (shm off works today; shm and loan once phase 2 has landed) ---
+
+NODE_SHM = {"node-off": {"shm": False}, "node-shm": {"shm": True}, "node-loan": {"shm": True}}
+
+
+def _node(system: str, role: str, coordinator: str) -> Any:
+    import easymesh
+
+    kwargs = NODE_SHM[system]
+    try:
+        return easymesh.Node(f"large-{role}-{os.getpid()}", coordinator=coordinator, **kwargs)
+    except TypeError:
+        if system == "node-off":  # before phase 2 every link is the socket path
+            return easymesh.Node(f"large-{role}-{os.getpid()}", coordinator=coordinator)
+        emit("UNAVAILABLE", {"why": "easymesh.Node has no shm option yet (issue 13 phase 2)"})
+        sys.exit(3)
+
+
+class NodeSender(Sender):
+    def __init__(self, system: str, topic: str, size: int, k: int, coordinator: str) -> None:
+        self.size = size
+        self.topic = topic
+        self.node = _node(system, "send", coordinator)
+        self.loan = system == "node-loan"
+        if self.loan and not hasattr(self.node, "loan"):
+            emit("UNAVAILABLE", {"why": "easymesh.Node has no loan() yet (issue 13 phase 2)"})
+            sys.exit(3)
+        self.own = np.empty(size, np.uint8)
+        emit("READY")
+
+    def buffer(self) -> Any:
+        if self.loan:
+            frame = self.node.loan((self.size,), np.uint8)
+            if frame is not None:
+                return frame
+        return self.own
+
+    def send(self, frame: Any) -> bool:
+        return self.node.send(self.topic, frame) is not False
+
+    def close(self) -> None:
+        self.node.close()
+
+
+class NodeReceiver(Receiver):
+    """Callback-driven: frames are measured in the listener's callback, not handed over."""
+
+    def __init__(self, system: str, topic: str, coordinator: str) -> None:
+        self.node = _node(system, "recv", coordinator)
+        self.topic = topic
+
+    def run(self, tally: Tally) -> None:
+        self.node.listen(self.topic, lambda _topic, frame: tally.on_frame(frame), queue_size=16)
+        emit("READY")
+        while not tally.finished.wait(1.0):
+            if now() - tally.last_seen > IDLE:
+                break
+
+    def close(self) -> None:
+        self.node.close()
+
+
+def make_sender(system: str, args: dict[str, Any]) -> Sender:
+    name, size, k = args["--name"], int(args["--size"]), int(args["--receivers"])
+    if system == "ring":
+        return RingSender(name, size, k)
+    if system == "zmq":
+        return ZmqSender(name, size, k)
+    if system == "zenoh":
+        return ZenohSender(name, size, k)
+    if system == "iceoryx2":
+        return IoxSender(name, size, k)
+    if system in ("proto", "proto-loan"):
+        return ProtoSender(name, size, k, loan=system == "proto-loan")
+    if system in NODE_SHM:
+        return NodeSender(system, name, size, k, args["--coordinator"])
+    raise SystemExit(f"unknown system {system}")
+
+
+def make_receiver(system: str, args: dict[str, Any]) -> Receiver:
+    name = args["--name"]
+    if system == "ring":
+        return RingReceiver(name)
+    if system == "zmq":
+        return ZmqReceiver(name)
+    if system == "zenoh":
+        return ZenohReceiver(name)
+    if system == "iceoryx2":
+        return IoxReceiver(name)
+    if system in ("proto", "proto-loan"):
+        return ProtoReceiver(name)
+    if system in NODE_SHM:
+        return NodeReceiver(system, name, args["--coordinator"])
+    raise SystemExit(f"unknown system {system}")
+
+
+def run_send(tx: Sender, size: int, rate: float, seconds: float, warmup: float) -> dict[str, Any]:
+    source = np.random.default_rng(1).integers(0, 256, size, dtype=np.uint8)
+    sys.stdin.readline()  # GO: every receiver is attached
+    period = 1.0 / rate if rate > 0 else 0.0
+    start = now()
+    measure_at, end_at = start + warmup, start + warmup + seconds
+    seq = sent = dropped = 0
+    first = last = 0.0
+    while True:
+        t = now()
+        if t >= end_at:
+            break
+        kind = DATA if t >= measure_at else WARMUP
+        frame = tx.buffer()
+        np.copyto(frame, source)
+        t_send = now()
+        HEAD.pack_into(frame, 0, kind, 0, seq, t_send)
+        ok = tx.send(frame)
+        del frame
+        if kind == DATA:
+            first = first or t_send
+            last = t_send
+            sent += ok
+            dropped += not ok
+        seq += 1
+        if period:
+            pause = start + seq * period - now()
+            if pause > 0:
+                time.sleep(pause)
+    for _ in range(3):  # END, repeated for systems that may lose one
+        try:
+            frame = tx.buffer()
+            HEAD.pack_into(frame, 0, END, 0, seq, now())
+            tx.send(frame)
+        except OSError:  # receivers that saw the first END may be gone already
+            break
+        del frame
+        seq += 1
+        time.sleep(0.05)
+    return {"sent": sent, "dropped": dropped, "seconds": last - first, "frames": seq}
+
+
+class Tally:
+    def __init__(self) -> None:
+        self.received = 0
+        self.nbytes = 0
+        self.lat: list[float] = []
+        self.finished = threading.Event()
+        self.last_seen = now()
+
+    def on_frame(self, frame: Any) -> None:
+        t = now()
+        kind, _, _seq, t_send = HEAD.unpack_from(frame, 0)
+        n = len(frame) if not isinstance(frame, memoryview) else frame.nbytes
+        _ = frame[n - 1]  # touch the end of the frame too
+        self.last_seen = t
+        if kind == DATA:
+            self.received += 1
+            self.nbytes += n
+            self.lat.append(t - t_send)
+        elif kind == END:
+            self.finished.set()
+
+    def result(self) -> dict[str, Any]:
+        lat = sorted(self.lat)
+
+        def pct(q: float) -> float | None:
+            return round(lat[min(len(lat) - 1, int(q * len(lat)))] * 1e6, 1) if lat else None
+
+        return {
+            "received": self.received,
+            "bytes": self.nbytes,
+            "p50_us": pct(0.5),
+            "p99_us": pct(0.99),
+        }
+
+
+def run_recv(rx: Receiver) -> dict[str, Any]:
+    tally = Tally()
+    if isinstance(rx, NodeReceiver):
+        rx.run(tally)
+        return tally.result()
+    while not tally.finished.is_set():
+        frame = rx.recv(IDLE)
+        if frame is None:
+            break
+        tally.on_frame(frame)
+        rx.done(frame)
+        del frame
+    return tally.result()
+
+
+def _watchdog(seconds: float) -> None:
+    timer = threading.Timer(seconds, lambda: os._exit(124))
+    timer.daemon = True
+    timer.start()
+
+
+def main() -> int:
+    args = docopt(__doc__)
+    _watchdog(float(args["--timeout"]))
+    system = args["SYSTEM"]
+    if args["send"]:
+        tx = make_sender(system, args)
+        try:
+            result = run_send(
+                tx,
+                int(args["--size"]),
+                float(args["--rate"]),
+                float(args["--seconds"]),
+                float(args["--warmup"]),
+            )
+        finally:
+            tx.close()
+        emit("RESULT", result)
+    else:
+        rx = make_receiver(system, args)
+        try:
+            result = run_recv(rx)
+        finally:
+            rx.close()
+        emit("RESULT", result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
