@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import io
 import pickle
+import sys
 from collections.abc import Callable
 from typing import Any
 
 from easymesh.errors import ProtocolError
+from easymesh.shm.arena import buffer_address
 from easymesh.shm.descriptor import (
     INLINE,
     MAX_BUFFERS,
@@ -40,6 +42,14 @@ from easymesh.shm.descriptor import (
 from easymesh.shm.pool import Pool
 
 DEFAULT_THRESHOLD = 64 * 1024
+#: Entries in each of the two caches below (cleared when full).
+CACHE_LIMIT = 256
+#: Sender: pickle stream of a plain C-contiguous numpy array, by (dtype.str, shape). numpy's
+#: reduce depends on nothing else, so a camera sending one frame shape pickles it once.
+_ARRAY_STREAMS: dict[tuple[str, tuple[int, ...]], bytes] = {}
+#: Receiver: streams that unpickled into a plain array over their one buffer -> (dtype, shape).
+#: The same bytes again rebuild the same array with ``np.frombuffer``, no pickle machinery.
+_ARRAY_LOADS: dict[bytes, tuple[str, tuple[int, ...]]] = {}
 _BYTES_TYPES = (bytes, bytearray, memoryview)
 
 
@@ -136,15 +146,12 @@ def encode(
 
     Returns None only with ``fallback=False`` when a buffer found no room. Raises what pickling
     raises (``pickle.PicklingError``, ``TypeError``...)."""
-    file = io.BytesIO()
-    collector = _Collector(threshold, max_buffers)
-    _Pickler(file, collector).dump(obj)
-    stream = file.getvalue()
+    stream, out = _pickled(obj, threshold, max_buffers)
     entries: list[Entry] = []
     inline: list[memoryview] = []
     inline_len = 0
     taken: list[int] = []
-    for raw, flags in collector.out:
+    for raw, flags in out:
         placed = _place(pool, raw, flags) if pool is not None else None
         if placed is None:
             if not fallback and pool is not None:
@@ -159,6 +166,47 @@ def encode(
             taken.append(placed.block)
     head = encode_message_head(len(stream), entries)
     return Encoded(pool, head, stream, inline, entries)
+
+
+def _plain_array_key(obj: Any, threshold: int) -> tuple[str, tuple[int, ...]] | None:
+    """(dtype, shape) of a plain, C-contiguous numpy array large enough to go out of band."""
+    np = sys.modules.get("numpy")
+    if np is None or type(obj) is not np.ndarray or obj.nbytes < threshold:
+        return None
+    dt = obj.dtype
+    if dt.hasobject or dt.fields is not None or dt.subdtype is not None or dt.metadata:
+        return None
+    if not obj.flags.c_contiguous:
+        return None
+    return dt.str, obj.shape
+
+
+def _pickled(obj: Any, threshold: int, max_buffers: int) -> tuple[bytes, list[tuple[Any, int]]]:
+    """(pickle stream, out-of-band buffers). A plain array's stream is taken from the cache."""
+    key = _plain_array_key(obj, threshold) if max_buffers else None
+    if key is not None:
+        stream = _ARRAY_STREAMS.get(key)
+        if stream is not None:
+            return stream, [(pickle.PickleBuffer(obj).raw(), 0)]
+    file = io.BytesIO()
+    collector = _Collector(threshold, max_buffers)
+    _Pickler(file, collector).dump(obj)
+    stream = file.getvalue()
+    out = collector.out
+    if key is not None and len(out) == 1 and out[0][1] == 0 and out[0][0].nbytes == obj.nbytes:
+        if len(_ARRAY_STREAMS) >= CACHE_LIMIT:
+            _ARRAY_STREAMS.clear()
+        _ARRAY_STREAMS[key] = stream
+    return stream, out
+
+
+def _covers(array: Any, buffer: memoryview) -> bool:
+    """True if a numpy array is exactly ``buffer``'s memory (same start, same length)."""
+    try:
+        start, nbytes = buffer_address(buffer)
+    except (BufferError, TypeError):
+        return False
+    return bool(array.__array_interface__["data"][0] == start and array.nbytes == nbytes)
 
 
 def _place(pool: Pool, raw: memoryview, flags: int) -> Entry | None:
@@ -207,8 +255,18 @@ def decode(message: Message, shared_view: Callable[[Entry], memoryview]) -> Any:
             persistent[i] = view
         else:
             buffers.append(view)
+    single = len(buffers) == 1 and not persistent
+    if single:
+        stream = bytes(message.stream)
+        known = _ARRAY_LOADS.get(stream)
+        if known is not None:
+            np = sys.modules["numpy"]  # it unpickled into an array before
+            try:
+                return np.frombuffer(buffers[0], dtype=known[0]).reshape(known[1])
+            except ValueError as exc:  # a buffer of another length than that time
+                raise ProtocolError(f"shm array does not fit its buffer: {exc}") from exc
     try:
-        return _Unpickler(io.BytesIO(message.stream), buffers, persistent).load()
+        obj = _Unpickler(io.BytesIO(message.stream), buffers, persistent).load()
     except (
         pickle.UnpicklingError,
         EOFError,
@@ -220,3 +278,10 @@ def decode(message: Message, shared_view: Callable[[Entry], memoryview]) -> Any:
         KeyError,
     ) as exc:
         raise ProtocolError(f"shm message does not unpickle: {type(exc).__name__}: {exc}") from exc
+    if single:
+        key = _plain_array_key(obj, 0)
+        if key is not None and _covers(obj, buffers[0]):
+            if len(_ARRAY_LOADS) >= CACHE_LIMIT:
+                _ARRAY_LOADS.clear()
+            _ARRAY_LOADS[stream] = key
+    return obj

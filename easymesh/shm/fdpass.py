@@ -39,10 +39,11 @@ def send_with_fds(sock: socket.socket, buffers: Sequence[Any], fds: Sequence[int
     return sock.sendmsg(list(buffers), anc)
 
 
-def recv_into_with_fds(sock: socket.socket, buffer: Any) -> tuple[int, list[int]]:
+def recv_into_with_fds(sock: socket.socket, buffer: Any, flags: int = 0) -> tuple[int, list[int]]:
     """``recvmsg_into`` one buffer; returns (bytes read, fds received, close-on-exec).
-    ProtocolError if ancillary data was truncated (the fds that did arrive are closed)."""
-    n, anc, flags, _addr = sock.recvmsg_into([buffer], _ANC_SPACE, socket.MSG_CMSG_CLOEXEC)
+    ProtocolError if ancillary data was truncated (the fds that did arrive are closed);
+    what ``recvmsg_into`` raises otherwise (BlockingIOError with ``MSG_DONTWAIT``)."""
+    n, anc, flags, _addr = sock.recvmsg_into([buffer], _ANC_SPACE, socket.MSG_CMSG_CLOEXEC | flags)
     fds: list[int] = []
     for level, kind, data in anc:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:

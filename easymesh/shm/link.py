@@ -105,10 +105,13 @@ class Publisher:
         returns the number of live links. A link that closed or sent garbage is dropped."""
         if not self.links:
             return 0
-        ready, _, _ = select.select([lk.sock for lk in self.links], [], [], timeout)
+        if timeout > 0:
+            ready = select.select([lk.sock for lk in self.links], [], [], timeout)[0]
+        else:  # the hot path: one non-blocking recv per link, no select
+            ready = [lk.sock for lk in self.links]
         for link in [lk for lk in self.links if lk.sock in ready]:
             try:
-                data = link.sock.recv(READ_SIZE)
+                data = link.sock.recv(READ_SIZE, socket.MSG_DONTWAIT)
                 if not data:
                     raise ConnectionLost("receiver closed the link")
                 link.inbuf += data
@@ -116,6 +119,8 @@ class Publisher:
                     if kind != RELEASE:
                         raise ProtocolError(f"unexpected frame type {kind} from a receiver")
                     link.ledger.released(decode_release(body))
+            except BlockingIOError:
+                continue
             except (OSError, ProtocolError, ConnectionLost):
                 self._drop(link)
         return len(self.links)
@@ -188,13 +193,16 @@ class Subscriber:
     def _fill(self, timeout: float | None) -> None:
         if self.closed:
             raise ConnectionLost("link closed")
-        if timeout is not None:
-            ready, _, _ = select.select([self.sock], [], [], timeout)
-            if not ready:
-                raise TimeoutError("no message in time")
         try:
-            n, fds = recv_into_with_fds(self.sock, self._read)
+            try:  # data already waiting (a busy link): no select
+                n, fds = recv_into_with_fds(self.sock, self._read, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                if timeout is not None and not select.select([self.sock], [], [], timeout)[0]:
+                    raise TimeoutError("no message in time") from None
+                n, fds = recv_into_with_fds(self.sock, self._read)
             self.fds.push(fds)
+        except TimeoutError:
+            raise
         except (OSError, ProtocolError) as exc:
             self.close()
             raise ConnectionLost(f"link failed: {exc}") from exc

@@ -185,3 +185,39 @@ def test_unknown_persistent_id_and_bad_stream_are_protocol_errors(pool: Pool) ->
         body = encode_message_head(len(stream), []) + stream
         with pytest.raises(ProtocolError):
             decode(decode_message(body, lambda a: None), lambda e: memoryview(b""))
+
+
+def test_plain_arrays_use_the_stream_caches_on_both_sides(pool: Pool) -> None:
+    from easymesh.shm import encoding
+
+    a = np.arange(64 * KB, dtype=np.float32).reshape(256, -1)
+    first, remote, _ = deliver(encode(a, pool), pool)
+    assert (a.dtype.str, a.shape) in encoding._ARRAY_STREAMS
+    assert any(v == (a.dtype.str, a.shape) for v in encoding._ARRAY_LOADS.values())
+    second, _, _ = deliver(encode(a * 2, pool), pool, remote)  # both caches hit
+    assert np.array_equal(first, a) and np.array_equal(second, a * 2)
+    assert second.dtype == a.dtype and second.shape == a.shape and not second.flags.writeable
+    assert inside(second, remote)
+    big_endian = a.astype(">f4")  # another dtype string: pickled, not taken from the cache
+    third, _, _ = deliver(encode(big_endian, pool), pool, remote)
+    assert third.dtype == big_endian.dtype and np.array_equal(third, a)
+
+
+def test_a_cached_stream_with_a_buffer_of_the_wrong_size_is_refused(pool: Pool) -> None:
+    a = np.ones(64 * KB, np.uint8)
+    deliver(encode(a, pool), pool)
+    enc = encode(a, pool)
+    assert enc is not None
+    e = enc.entries[0]
+    body = b"".join(bytes(b) for b in enc.buffers)
+    from easymesh.shm.descriptor import encode_message_head
+
+    stream = bytes(enc.buffers[1])
+    remote = Remote()
+    assert pool.arena is not None
+    remote.add_arena(pool.arena_id, pool.size, os.dup(pool.arena.fd))
+    short = encode_message_head(len(stream), [e._replace(length=e.length - 3)]) + stream
+    assert len(body) == len(short)
+    with pytest.raises(ProtocolError):
+        decode(decode_message(short, remote.arena_size), remote.view)
+    enc.close()
