@@ -77,12 +77,14 @@ class Publisher:
 
     def send(self, obj: Any) -> bool:
         """Send ``obj`` to every live receiver; False if it was dropped. Blocks on the sockets."""
-        self.poll()
-        enc = encode(obj, self.pool, self.threshold, fallback=self.fallback)
-        if enc is None:
-            self.dropped += 1
-            return False
-        if len(enc.blocks) < sum(1 for e in enc.entries):
+        enc = encode(obj, self.pool, self.threshold, fallback=False)
+        if enc is None:  # the pool is full: take back what receivers released, try again
+            self.poll()
+            enc = encode(obj, self.pool, self.threshold, fallback=self.fallback)
+            if enc is None:
+                self.dropped += 1
+                return False
+        if len(enc.blocks) < len(enc.entries):
             self.inline += 1
         with enc:
             head = _FRAME.pack(MESSAGE, enc.nbytes)
@@ -98,6 +100,7 @@ class Publisher:
                     _send_all(link.sock, [head, *enc.buffers])
                 except OSError:
                     self._drop(link)
+        self.poll()  # releases: after the message left, off its latency
         return True
 
     def poll(self, timeout: float = 0.0) -> int:
