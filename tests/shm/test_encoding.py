@@ -20,6 +20,7 @@ from easymesh.shm.release import Ledger, Remote
 
 MB = 1 << 20
 KB = 1024
+WAIT_S = 30.0
 
 
 @pytest.fixture
@@ -221,3 +222,45 @@ def test_a_cached_stream_with_a_buffer_of_the_wrong_size_is_refused(pool: Pool) 
     with pytest.raises(ProtocolError):
         decode(decode_message(short, remote.arena_size), remote.view)
     enc.close()
+
+
+def test_release_from_another_thread_is_queued_and_wakes(pool: Pool) -> None:
+    import threading
+
+    woken = threading.Event()
+    remote = Remote(wake=woken.set)
+    assert pool.arena is None
+    enc = encode(b"q" * MB, pool)
+    assert enc is not None and pool.arena is not None
+    remote.add_arena(pool.arena_id, pool.size, os.dup(pool.arena.fd))
+    obj, remote, ledger = deliver(enc, pool, remote)
+    holder = [obj]
+    del obj
+    t = threading.Thread(target=holder.clear)  # the last reference dies on another thread
+    t.start()
+    t.join(WAIT_S)
+    assert woken.wait(WAIT_S)
+    assert remote.pending == 1
+    give_back(remote, ledger)
+    assert pool.stats()["blocks"] == 0
+
+
+def test_the_shm_package_works_without_numpy() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['numpy'] = None\n"
+        "import easymesh, easymesh.shm\n"
+        "from easymesh.shm import Pool, encode\n"
+        "p = Pool(1 << 22)\n"
+        "m = p.loan(1 << 20); m[:2] = b'ok'\n"
+        "e = encode({'b': m, 'c': bytes(1 << 17)}, p)\n"
+        "assert len(e.blocks) == 2, e.entries\n"
+        "try:\n"
+        "    p.loan((4, 4), 'uint8')\n"
+        "except ImportError:\n"
+        "    print('no-numpy-ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "no-numpy-ok", out.stderr
