@@ -219,7 +219,7 @@ def _place(pool: Pool, raw: memoryview, flags: int) -> Entry | None:
     new = pool.alloc(raw.nbytes)
     if new is None:
         return None
-    pool.write_view(new, raw.nbytes)[:] = raw
+    pool.copy_in(new, raw)
     return Entry(pool.arena_id, flags, new, new, raw.nbytes)
 
 

@@ -119,3 +119,17 @@ def test_close_waits_for_live_loans_before_unmapping() -> None:
     assert pool.alloc(1) is None  # closed pools allocate nothing
     del loan
     assert arena.closed
+
+
+def test_copy_in_fills_a_held_block_and_refuses_what_does_not_fit() -> None:
+    with Pool(4 * MB) as pool:
+        off = pool.alloc(MB)
+        assert off is not None
+        pool.copy_in(off, b"abc" * 1000)
+        arena = pool.arena
+        assert arena is not None
+        assert bytes(arena.view(off, 6, readonly=True)) == b"abcabc"
+        with pytest.raises(ValueError):
+            pool.copy_in(off, bytes(MB + 1))
+        with pytest.raises(ValueError):
+            pool.copy_in(off + 4096, b"x")  # not the start of a held block
