@@ -25,7 +25,8 @@ refills the whole frame from a source buffer (a camera writing its image; for lo
 straight into the loaned shared memory), then stamps seq and send time into its first bytes;
 each receiver reads them and the frame's last byte from what it got. Per receiver: frames/s,
 GB/s delivered, loss (frames sent in the measured window and not received, or refused by the
-sender), one-way latency p50/p99. ``copyto`` is ``np.copyto`` of the same size in this process:
+sender), one-way latency p50/p99. Files a system leaves in /dev/shm (zenoh's ``*.zenoh``, iceoryx2's ``iox2_*``) are counted
+after each run and removed. ``copyto`` is ``np.copyto`` of the same size in this process:
 the memory-bandwidth ceiling (a frame that must be copied once can go no faster).
 
 Systems: ``ring`` is a hand-written shared-memory ring (memfd slots, slot numbers over a Unix
@@ -35,7 +36,8 @@ over tcp/127.0.0.1 (its Python ``put`` takes bytes and its payload gives bytes: 
 way; its SHM API exposes no writable buffer to Python in 1.10, so it is not measured);
 ``proto``/``proto-loan`` the phase-1 parts of easymesh.shm over their prototype link (copy into
 the pool / loan); ``node-off``/``node-shm``/``node-loan`` easymesh.Node (the latter two report
-n/a until issue 13 phase 2 has landed). The peers live in their own venv, never easymesh deps.
+n/a until issue 13 phase 2 has landed). Roles are in large_roles.py, the reference systems in
+large_systems.py. The peers live in their own venv, never easymesh deps.
 """
 
 from __future__ import annotations
@@ -212,6 +214,39 @@ def run_case(
     if system.startswith("node-"):
         name = f"large-{n}"
     py = pyth["peers" if system in PEER_SYSTEMS else "mesh"]
+    before = shm_files()
+    try:
+        result = _run_processes(system, name, py, size, k, rate, seconds, coordinator)
+    finally:
+        left = shm_files() - before
+        for f in left:  # ours: created by this case's processes; counted, then removed
+            try:
+                os.unlink(os.path.join("/dev/shm", f))
+            except OSError:
+                pass
+    result["left"] = len(left)
+    return result
+
+
+def shm_files() -> set[str]:
+    """Files in /dev/shm that the measured systems create (zenoh: *.zenoh, iceoryx2: iox2_*)."""
+    try:
+        names = os.listdir("/dev/shm")
+    except OSError:
+        return set()
+    return {n for n in names if n.endswith(".zenoh") or n.startswith("iox2_")}
+
+
+def _run_processes(
+    system: str,
+    name: str,
+    py: str,
+    size: int,
+    k: int,
+    rate: float,
+    seconds: float,
+    coordinator: str,
+) -> dict[str, Any]:
     common = [f"--name={name}", f"--coordinator={coordinator}", f"--timeout={seconds + 90}"]
     sender = Proc(
         py,
@@ -277,8 +312,8 @@ def start_coordinator(py: str) -> tuple[subprocess.Popen[bytes], str]:
 def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
     ok = [r for r in runs if "na" not in r]
     if not ok:
-        return runs[0]
-    out: dict[str, Any] = {}
+        return dict(runs[0], left=max(r.get("left", 0) for r in runs))
+    out: dict[str, Any] = {"left": max(r.get("left", 0) for r in runs)}
     for key in ("fps", "gbps", "loss", "p50", "p99"):
         vals = [r[key] for r in ok if r[key] is not None]
         out[key] = statistics.median(vals) if vals else None
@@ -353,6 +388,14 @@ def report(
         if parts:
             rate_s = "saturated" if not rate else f"{rate:g} Hz"
             lines.append(f"- {size:,} B, K={k}, {rate_s}: " + "; ".join(parts))
+    left: dict[str, int] = {}
+    for (system, *_case), r in results.items():
+        left[system] = left.get(system, 0) + r.get("left", 0)
+    lines += [
+        "",
+        "Files the systems left in /dev/shm after their runs (the bench removes them): "
+        + ", ".join(f"{s} {n}" for s, n in left.items() if s != "copyto"),
+    ]
     return "\n".join(lines) + "\n"
 
 
