@@ -2,7 +2,7 @@
 
 Usage:
   large.py [--quick] [--systems=LIST] [--sizes=LIST] [--receivers=LIST] [--rates=LIST]
-           [--seconds=S] [--repeats=N] [--peers-python=PATH] [--out=DIR]
+           [--seconds=S] [--repeats=N] [--peers-python=PATH] [--out=DIR] [--no-kill]
   large.py -h | --help
 
 Options:
@@ -19,6 +19,9 @@ Options:
                         [default: $EASYMESH_BENCH_PEERS/bin/python, else
                         ~/.cache/easymesh-bench/large-venv/bin/python; created if missing].
   --out=DIR             Where the Markdown table goes [default: scripts/bench/results].
+  --no-kill             Skip the SIGKILL check (after the runs, once per system: the sender
+                        of a 1 MiB 30 Hz stream is killed; files left in /dev/shm and
+                        shared-memory fds the surviving receiver holds once it noticed).
 
 One sender and K receivers, each its own process, on this host. Before every send the sender
 refills the whole frame from a source buffer (a camera writing its image; for loan systems
@@ -46,6 +49,7 @@ import json
 import os
 import queue
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -193,6 +197,80 @@ def copyto(size: int, seconds: float = 0.5) -> dict[str, Any]:
     return {"fps": n / took, "gbps": n * size / took / 1e9, "loss": 0.0, "p50": None, "p99": None}
 
 
+def channel(system: str, tmp: str, n: int) -> str:
+    if system == "zenoh":
+        return f"easymesh/bench{n},{free_port()}"
+    if system == "iceoryx2":
+        return f"easymesh-bench-{os.getpid()}-{n}"
+    if system.startswith("node-"):
+        return f"large-{n}"
+    return os.path.join(tmp, f"s{n}")
+
+
+def shm_fds(pid: int) -> int:
+    """Descriptors of shared memory (memfd or /dev/shm) that process ``pid`` holds open."""
+    count = 0
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return 0
+    for fd in fds:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        count += target.startswith(("/memfd:", "/dev/shm/"))
+    return count
+
+
+def kill_check(
+    system: str, tmp: str, pyth: dict[str, str], coordinator: str, n: int
+) -> dict[str, Any]:
+    """SIGKILL the sender of a 1 MiB, 30 Hz stream with one receiver; then count the files left
+    in /dev/shm and the shared-memory fds the surviving receiver still holds once it noticed."""
+    name = channel(system, tmp, n)
+    py = pyth["peers" if system in PEER_SYSTEMS else "mesh"]
+    common = [f"--name={name}", f"--coordinator={coordinator}", "--timeout=90"]
+    before = shm_files()
+    sender = Proc(
+        py,
+        system,
+        "send",
+        *common,
+        f"--size={1 << 20}",
+        "--receivers=1",
+        "--rate=30",
+        "--seconds=60",
+    )
+    procs = [sender]
+    try:
+        if sender.expect("READY", "UNAVAILABLE")[0] == "UNAVAILABLE":
+            return {"na": "unavailable"}
+        rx = Proc(py, system, "recv", *common, "--idle=3", "--linger")
+        procs.append(rx)
+        rx.expect("READY")
+        sender.go()
+        time.sleep(1.0)  # a benchmark, not a test: let frames flow for a second
+        sender.p.send_signal(signal.SIGKILL)
+        sender.p.wait(10)
+        rx.expect("NOTICED", timeout=30)
+        held = shm_fds(rx.p.pid)
+        left = shm_files() - before
+        return {"left": len(left), "fds": held}
+    except (TimeoutError, RuntimeError) as exc:
+        return {"na": f"failed: {exc}"}
+    finally:
+        for p in procs:
+            if p.p.stdin is not None:
+                p.p.stdin.close()
+            p.stop()
+        for f in shm_files() - before:
+            try:
+                os.unlink(os.path.join("/dev/shm", f))
+            except OSError:
+                pass
+
+
 def run_case(
     system: str,
     size: int,
@@ -207,12 +285,7 @@ def run_case(
     """One run of one system; a dict of metrics, or {"na": reason}."""
     if system == "copyto":
         return copyto(size)
-    name = {
-        "zenoh": f"easymesh/bench{n},{free_port()}",
-        "iceoryx2": f"easymesh-bench-{os.getpid()}-{n}",
-    }.get(system, os.path.join(tmp, f"s{n}"))
-    if system.startswith("node-"):
-        name = f"large-{n}"
+    name = channel(system, tmp, n)
     py = pyth["peers" if system in PEER_SYSTEMS else "mesh"]
     before = shm_files()
     try:
@@ -425,6 +498,7 @@ def main() -> int:
         coord_proc, coordinator = start_coordinator(sys.executable)
     cases = [(size, k, rate) for size in sizes for k in ks for rate in rates]
     runs: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    kills: dict[str, dict[str, Any]] = {}
     tmp = tempfile.mkdtemp(prefix="easymesh-large-")
     n = 0
     try:
@@ -449,6 +523,12 @@ def main() -> int:
                         file=sys.stderr,
                         flush=True,
                     )
+        if not args["--no-kill"]:
+            for system in systems:
+                if system != "copyto":
+                    n += 1
+                    kills[system] = kill_check(system, tmp, pyth, coordinator, n)
+                    print(f"[kill] {system:10} {kills[system]}", file=sys.stderr, flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         if coord_proc is not None:
@@ -466,6 +546,18 @@ def main() -> int:
         f"median of {repeats}{' (--quick)' if quick else ''}"
     )
     text = report(results, systems, cases, header)
+    if kills:
+        text += (
+            "\nAfter a SIGKILL of the sender (1 MiB at 30 Hz, one receiver): files left in "
+            "/dev/shm, shared-memory fds still open in the receiver once it noticed:\n\n"
+        )
+        text += (
+            "\n".join(
+                f"- {s}: " + (k["na"] if "na" in k else f"{k['left']} files, {k['fds']} fds")
+                for s, k in kills.items()
+            )
+            + "\n"
+        )
     copy_lines = [
         f"- np.copyto {size:,} B: {results[('copyto', size, 1, 0.0)]['gbps']:.1f} GB/s, "
         f"{results[('copyto', size, 1, 0.0)]['fps']:,.0f} frames/s"

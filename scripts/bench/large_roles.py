@@ -3,7 +3,8 @@
 Usage:
   large_roles.py SYSTEM send --name=NAME --size=N --receivers=K [--rate=R] [--seconds=S]
                  [--warmup=S] [--timeout=S] [--coordinator=ADDR]
-  large_roles.py SYSTEM recv --name=NAME [--timeout=S] [--coordinator=ADDR]
+  large_roles.py SYSTEM recv --name=NAME [--timeout=S] [--coordinator=ADDR] [--idle=S]
+                 [--linger]
 
   SYSTEM  ring | zmq | zenoh | iceoryx2 | proto | proto-loan | node-off | node-shm | node-loan
 
@@ -17,6 +18,9 @@ Options:
   --warmup=S          Seconds sent first and not counted [default: 0.5].
   --timeout=S         Hard limit on this process [default: 120].
   --coordinator=ADDR  easymesh coordinator HOST:PORT (node-*).
+  --idle=S            recv: give up after S seconds without a frame [default: 10].
+  --linger            recv: when done, print NOTICED and stay alive until stdin closes (before
+                      closing the system), so large.py can look at what this process holds.
 
 Protocol with large.py: the sender prints READY once receivers can attach, waits for a line
 on stdin (all receivers are READY), runs, prints ``RESULT {json}``. A receiver prints READY
@@ -47,7 +51,6 @@ from large_systems import (  # noqa: E402  (a sibling script, not a package)
     DATA,
     END,
     HEAD,
-    IDLE,
     WARMUP,
     IoxReceiver,
     IoxSender,
@@ -168,11 +171,11 @@ class NodeReceiver(Receiver):
         self.node = _node(system, "recv", coordinator)
         self.topic = topic
 
-    def run(self, tally: Tally) -> None:
+    def run(self, tally: Tally, idle: float) -> None:
         self.node.listen(self.topic, lambda _topic, frame: tally.on_frame(frame), queue_size=16)
         emit("READY")
         while not tally.finished.wait(1.0):
-            if now() - tally.last_seen > IDLE:
+            if now() - tally.last_seen > idle:
                 break
 
     def close(self) -> None:
@@ -290,13 +293,13 @@ class Tally:
         }
 
 
-def run_recv(rx: Receiver) -> dict[str, Any]:
+def run_recv(rx: Receiver, idle: float) -> dict[str, Any]:
     tally = Tally()
     if isinstance(rx, NodeReceiver):
-        rx.run(tally)
+        rx.run(tally, idle)
         return tally.result()
     while not tally.finished.is_set():
-        frame = rx.recv(IDLE)
+        frame = rx.recv(idle)
         if frame is None:
             break
         tally.on_frame(frame)
@@ -331,7 +334,10 @@ def main() -> int:
     else:
         rx = make_receiver(system, args)
         try:
-            result = run_recv(rx)
+            result = run_recv(rx, float(args["--idle"]))
+            if args["--linger"]:
+                emit("NOTICED")
+                sys.stdin.read()
         finally:
             rx.close()
         emit("RESULT", result)

@@ -134,8 +134,12 @@ class RingReceiver(Receiver):
         while not self.pending:
             if not select.select([self.sock], [], [], timeout)[0]:
                 return None
-            data = self.sock.recv(4096)
-            if not data:
+            try:
+                data = self.sock.recv(4096)
+            except OSError:
+                data = b""
+            if not data:  # the sender is gone: unmap its memory
+                self.close()
                 return None
             self.buf += data
             n = len(self.buf) // 4 * 4
@@ -146,7 +150,15 @@ class RingReceiver(Receiver):
 
     def done(self, frame: Any) -> None:
         frame.release()
-        self.sock.sendall(_SLOT.pack(self.slot))
+        try:
+            self.sock.sendall(_SLOT.pack(self.slot))
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        if not self.mm.closed:
+            self.mm.close()
+        self.sock.close()
 
 
 # --- pyzmq PUB/SUB, copy=False ---
