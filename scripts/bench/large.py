@@ -3,6 +3,7 @@
 Usage:
   large.py [--quick] [--systems=LIST] [--sizes=LIST] [--receivers=LIST] [--rates=LIST]
            [--seconds=S] [--repeats=N] [--peers-python=PATH] [--out=DIR] [--no-kill]
+  large.py --render=JSON
   large.py -h | --help
 
 Options:
@@ -19,6 +20,7 @@ Options:
                         [default: $EASYMESH_BENCH_PEERS/bin/python, else
                         ~/.cache/easymesh-bench/large-venv/bin/python; created if missing].
   --out=DIR             Where the Markdown table goes [default: scripts/bench/results].
+  --render=JSON         Print the Markdown report again from a run's .json (no runs).
   --no-kill             Skip the SIGKILL check (after the runs, once per system: the sender
                         of a 1 MiB 30 Hz stream is killed; files left in /dev/shm and
                         shared-memory fds the surviving receiver holds once it noticed).
@@ -419,6 +421,17 @@ def ratios(
         return None if r is None or "na" in r else r.get(key)
 
     parts = []
+    if rate:  # paced: latency against the loaned-memory systems, and loss
+        for loan in ("proto-loan", "node-loan"):
+            for ref in ("ring", "iceoryx2"):
+                a, b = get(loan, "p50"), get(ref, "p50")
+                if a and b:
+                    parts.append(f"{loan}/{ref} p50 {a / b:.1f}x")
+        for s in ("proto", "proto-loan", "node-shm", "node-loan"):
+            loss = get(s, "loss")
+            if loss is not None:
+                parts.append(f"{s} loss {loss * 100:.0f} %")
+        return parts
     for loan in ("proto-loan", "node-loan"):
         for ref in ("ring", "iceoryx2"):
             a, b = get(loan, "fps"), get(ref, "fps")
@@ -429,9 +442,9 @@ def ratios(
         a = get(auto, "gbps")
         if a and ceiling:
             parts.append(f"{auto}/copyto GB/s {a / ceiling:.2f}")
-        k1 = get(auto, "fps", (size, 1, rate))
-        if a and k1 and k > 1:
-            parts.append(f"{auto} K={k}/K=1 frames/s {get(auto, 'fps') / k1:.2f}")  # type: ignore[operator]
+        k1, kk = get(auto, "fps", (size, 1, rate)), get(auto, "fps")
+        if kk and k1 and k > 1:
+            parts.append(f"{auto} K={k}/K=1 frames/s {kk / k1:.2f}")
     return parts
 
 
@@ -472,8 +485,80 @@ def report(
     return "\n".join(lines) + "\n"
 
 
+def measure(
+    systems: list[str],
+    cases: list[tuple[int, int, float]],
+    seconds: float,
+    repeats: int,
+    pyth: dict[str, str],
+    coordinator: str,
+    kill: bool,
+) -> tuple[dict[tuple[Any, ...], list[dict[str, Any]]], dict[str, dict[str, Any]]]:
+    """Every case for every system, interleaved, ``repeats`` times; then the SIGKILL checks."""
+    runs: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    kills: dict[str, dict[str, Any]] = {}
+    tmp = tempfile.mkdtemp(prefix="easymesh-large-")
+    n = 0
+    try:
+        for rep in range(repeats):
+            for size, k, rate in cases:
+                for system in systems:  # interleaved: every system once per case per repeat
+                    if system == "copyto" and (k, rate) != cases[0][1:]:
+                        continue  # the ceiling depends on the size only
+                    n += 1
+                    r = run_case(system, size, k, rate, seconds, tmp, pyth, coordinator, n)
+                    key = (system, size, k, rate) if system != "copyto" else (system, size, 1, 0.0)
+                    runs.setdefault(key, []).append(r)
+                    cell = " ".join(fmt_cell(r)) if "na" not in r else r["na"]
+                    print(
+                        f"[{rep + 1}/{repeats}] {system:10} {size:>10,} B K={k} rate={rate:g}: "
+                        f"{cell}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+        for system in systems if kill else []:
+            if system != "copyto":
+                n += 1
+                kills[system] = kill_check(system, tmp, pyth, coordinator, n)
+                print(f"[kill] {system:10} {kills[system]}", file=sys.stderr, flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return runs, kills
+
+
+def render(raw: dict[str, Any]) -> str:
+    """The Markdown report of one run (from the .json that large.py writes beside it)."""
+    results = {tuple(item[:-1]): item[-1] for item in raw["results"]}
+    cases = [tuple(c) for c in raw["cases"]]
+    text = report(results, raw["systems"], cases, raw["header"])  # type: ignore[arg-type]
+    kills = raw["kills"]
+    if kills:
+        text += (
+            "\nAfter a SIGKILL of the sender (1 MiB at 30 Hz, one receiver): files left in "
+            "/dev/shm, shared-memory fds still open in the receiver once it noticed:\n\n"
+        )
+        text += (
+            "\n".join(
+                f"- {s}: " + (k["na"] if "na" in k else f"{k['left']} files, {k['fds']} fds")
+                for s, k in kills.items()
+            )
+            + "\n"
+        )
+    copy_lines = [
+        f"- np.copyto {size:,} B: {r['gbps']:.1f} GB/s, {r['fps']:,.0f} frames/s"
+        for size in raw["sizes"]
+        if (r := results.get(("copyto", size, 1, 0.0))) and "na" not in r
+    ]
+    if copy_lines:
+        text += "\nMemory-bandwidth ceiling (same run):\n\n" + "\n".join(copy_lines) + "\n"
+    return text
+
+
 def main() -> int:
     args = docopt(__doc__)
+    if args["--render"]:
+        print(render(json.loads(Path(args["--render"]).read_text())), end="")
+        return 0
     quick = args["--quick"]
     argv = " ".join(sys.argv[1:])
 
@@ -497,74 +582,29 @@ def main() -> int:
     if any(s.startswith("node-") for s in systems):
         coord_proc, coordinator = start_coordinator(sys.executable)
     cases = [(size, k, rate) for size in sizes for k in ks for rate in rates]
-    runs: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
-    kills: dict[str, dict[str, Any]] = {}
-    tmp = tempfile.mkdtemp(prefix="easymesh-large-")
-    n = 0
     try:
-        for rep in range(repeats):
-            for size, k, rate in cases:
-                for system in systems:  # interleaved: every system once per case per repeat
-                    if system == "copyto" and (k, rate) != (ks[0], rates[0]):
-                        continue
-                    n += 1
-                    r = run_case(system, size, k, rate, seconds, tmp, pyth, coordinator, n)
-                    key = (
-                        system,
-                        size,
-                        1 if system == "copyto" else k,
-                        0.0 if system == "copyto" else rate,
-                    )
-                    runs.setdefault(key, []).append(r)
-                    cell = " ".join(fmt_cell(r)) if "na" not in r else r["na"]
-                    print(
-                        f"[{rep + 1}/{repeats}] {system:10} {size:>10,} B K={k} "
-                        f"rate={rate:g}: {cell}",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-        if not args["--no-kill"]:
-            for system in systems:
-                if system != "copyto":
-                    n += 1
-                    kills[system] = kill_check(system, tmp, pyth, coordinator, n)
-                    print(f"[kill] {system:10} {kills[system]}", file=sys.stderr, flush=True)
+        runs, kills = measure(
+            systems, cases, seconds, repeats, pyth, coordinator, not args["--no-kill"]
+        )
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
         if coord_proc is not None:
             coord_proc.terminate()
             coord_proc.wait(10)
     results = {key: median_of(v) for key, v in runs.items()}
-    if "copyto" in systems:
-        for size in sizes:
-            results[("copyto", size, 1, 0.0)] = results.get(
-                ("copyto", size, ks[0], rates[0]), results.get(("copyto", size, 1, 0.0))
-            )
     stamp = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
     header = (
         f"# Large messages, {stamp} UTC, {os.cpu_count()} cores; {seconds:g} s per run, "
         f"median of {repeats}{' (--quick)' if quick else ''}"
     )
-    text = report(results, systems, cases, header)
-    if kills:
-        text += (
-            "\nAfter a SIGKILL of the sender (1 MiB at 30 Hz, one receiver): files left in "
-            "/dev/shm, shared-memory fds still open in the receiver once it noticed:\n\n"
-        )
-        text += (
-            "\n".join(
-                f"- {s}: " + (k["na"] if "na" in k else f"{k['left']} files, {k['fds']} fds")
-                for s, k in kills.items()
-            )
-            + "\n"
-        )
-    copy_lines = [
-        f"- np.copyto {size:,} B: {results[('copyto', size, 1, 0.0)]['gbps']:.1f} GB/s, "
-        f"{results[('copyto', size, 1, 0.0)]['fps']:,.0f} frames/s"
-        for size in sizes
-        if ("copyto", size, 1, 0.0) in results
-    ]
-    text += "\nMemory-bandwidth ceiling (same run):\n\n" + "\n".join(copy_lines) + "\n"
+    raw = {
+        "header": header,
+        "systems": systems,
+        "cases": cases,
+        "sizes": sizes,
+        "results": [[*key, value] for key, value in results.items()],
+        "kills": kills,
+    }
+    text = render(raw)
     print(text)
     out = Path(args["--out"])
     if not out.is_absolute():
@@ -572,7 +612,8 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     name = f"large-{time.strftime('%Y-%m-%d-%H%M', time.gmtime())}{'-quick' if quick else ''}.md"
     (out / name).write_text(text)
-    print(f"large.py: wrote {out / name}", file=sys.stderr)
+    (out / name).with_suffix(".json").write_text(json.dumps(raw, indent=1) + "\n")
+    print(f"large.py: wrote {out / name} (and .json)", file=sys.stderr)
     return 0
 
 

@@ -82,7 +82,9 @@ class ProtoSender(Sender):
         emit("READY")
         socks = [srv.accept()[0] for _ in range(k)]
         srv.close()
-        self.pub = Publisher(Pool(), socks)
+        # a full pool drops the frame (counted as lost), as iceoryx2 overwrites: sending it
+        # through the socket instead would slow every receiver down behind it
+        self.pub = Publisher(Pool(), socks, fallback=False)
         self.own = np.empty(size, np.uint8)  # the sender's own frame, refilled every time
 
     def buffer(self) -> Any:
