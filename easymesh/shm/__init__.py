@@ -34,14 +34,16 @@ pickle codec: same decoder, everything inline.
 Sending. ``Node.send`` encodes once per message (``encode``), then per same-host link:
 ``ledger.sent(enc.blocks)`` and ``Connection.send([frame header, *enc.buffers])``; then
 ``enc.close()``. The first message that uses the pool on a link is preceded by ``SHM_ARENA``,
-written with ``fdpass.send_with_fds``: the Connection's write path needs a way to queue a
-frame *with fds* and to pass them only on the first ``sendmsg`` that writes that frame's first
-byte (a partial write keeps the rest of the frame without fds; ``BlockingIOError`` keeps the
-fds for the retry). Simplest: the ARENA frame is never coalesced behind other queued frames'
-bytes in the same ``sendmsg`` call unless it is the call's first buffer. A dropped message
-(outbound bound) must still ``ledger`` nothing: call ``ledger.sent`` only when
-``Connection.send`` accepted the frame, and for frames dropped from the queue later, give the
-references back (the queue item needs the blocks list and the ledger).
+whose queue item carries a ``dup`` of the arena's fd (closed once sent or dropped, so a pool
+closed meanwhile cannot turn it into EBADF or, worse, someone else's fd). The rule for the Connection's write path is simple
+because fds may arrive *early* but never late (the receiver queues them): a ``sendmsg`` that
+includes any byte of an item with unsent fds attaches them (``fdpass.send_with_fds``); once the
+call took at least one byte they count as sent; ``BlockingIOError`` keeps them for the retry.
+At most ``fdpass.MAX_FDS_PER_READ`` fds per call (the pool has one arena, so one). Reference
+counting against drops: call ``ledger.sent`` only for a frame ``Connection.send`` accepted,
+and give the references back for a frame later dropped from the queue (the queue item needs
+the blocks and the ledger). ``Node.loan`` should fall back to an ordinary array when
+``Pool.loan`` returns None (pool full), so a camera loop never has to test for it.
 
 Receiving, fds in stream order. Today ``Connection._read`` does ``recv_into(decoder.get_buffer())``.
 On a Unix link that negotiated shm it must use ``fdpass.recv_into_with_fds(sock,
