@@ -25,7 +25,7 @@ Views. Python's ``mmap`` does not tell its address, and slices of a memoryview k
 memoryview's *buffer* alive, not the memoryview object, so a finalizer on a memoryview fires
 while slices of it still live. A view is therefore built from a ctypes array at the block's
 address (``from_address``): the ctypes object is the exporter every derived memoryview and numpy
-array keeps alive, and it supports weak references, so ``weakref.finalize`` on it runs exactly
+array keeps alive, and it supports weak references, so a weakref callback on it runs exactly
 when the last derived object is gone. ctypes does not know the memory is shared; the Arena or
 Mapping object is kept alive by the finalizer and is unmapped only when its last view is gone
 (unmapping under a live view would turn a later read into a crash).
@@ -138,6 +138,7 @@ class _Mapped:
         self.base = base
         self._mapped = True
         self._views = 0
+        self._live: dict[int, tuple[weakref.ref[Any], Callable[[], None] | None]] = {}
         self._closing = False
         self._lock = threading.Lock()
 
@@ -153,10 +154,12 @@ class _Mapped:
                 raise ValueError("arena is closed")
             self._views += 1
         exporter, view = raw_view(self.base + offset, nbytes, readonly)
-        weakref.finalize(exporter, self._view_gone, on_release)
+        ref = weakref.ref(exporter, self._view_gone)  # cheaper than weakref.finalize
+        self._live[id(ref)] = (ref, on_release)
         return view
 
-    def _view_gone(self, on_release: Callable[[], None] | None) -> None:
+    def _view_gone(self, ref: weakref.ref[Any]) -> None:
+        _ref, on_release = self._live.pop(id(ref))
         if on_release is not None:
             on_release()
         with self._lock:

@@ -2,7 +2,7 @@
 
 Receiver (:class:`Remote`, one per link): the peer's arenas, mapped read-only, and the views
 handed to the user. Each shm entry of a message becomes a view whose ctypes exporter carries a
-``weakref.finalize`` (see :mod:`easymesh.shm.arena`): when the last numpy array or memoryview
+weakref callback (see :mod:`easymesh.shm.arena`): when the last numpy array or memoryview
 derived from it is gone, on whatever thread that happens, the finalizer appends
 ``(arena, block)`` to a deque and calls ``wake`` (the integration's wake-up byte for the I/O
 thread). Nothing else runs in the finalizer. The I/O thread :meth:`Remote.drain`-s the deque
