@@ -7,8 +7,14 @@ derived from it is gone, on whatever thread that happens, the finalizer appends
 ``(arena, block)`` to a deque and calls ``wake`` (the integration's wake-up byte for the I/O
 thread). Nothing else runs in the finalizer. The I/O thread :meth:`Remote.drain`-s the deque
 into RELEASE frames. When the link closes, the mappings are closed: each is unmapped when its
-last view is gone; views the user still holds stay valid until then, and their releases are
+last view is gone; views the user still holds stay readable until then, and their releases are
 discarded (the sender already took everything back when it saw the link close).
+
+The price of "a closed link gives everything back": if the *sender* lives on after the link
+closed (the receiver closed it, or it was dropped for a protocol error), it may reuse those
+blocks, and a view the receiver still holds then shows the new contents. It never faults and
+never shows another process's memory, only later frames of the same sender. Phase 2 should
+state it (keep a frame beyond the link: copy it) or keep a link open while views of it live.
 
 Sender (:class:`Ledger`, one per link): which blocks this peer holds, and how often. A RELEASE
 for a block the peer does not hold is a protocol error (a hostile or broken peer must not free
