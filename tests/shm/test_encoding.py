@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from easymesh.errors import ProtocolError
 from easymesh.shm.arena import buffer_address
@@ -264,3 +266,40 @@ def test_the_shm_package_works_without_numpy() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "no-numpy-ok", out.stderr
+
+
+values = st.recursive(
+    st.one_of(
+        st.integers(),
+        st.text(max_size=5),
+        st.none(),
+        st.binary(min_size=0, max_size=3 * KB),
+        st.builds(lambda n, v: np.full(n, v, np.uint16), st.integers(0, 2 * KB), st.integers(0, 9)),
+    ),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=3), inner, max_size=4)
+    ),
+    max_leaves=10,
+)
+
+
+def same(a: Any, b: Any) -> bool:
+    if isinstance(a, np.ndarray):
+        return isinstance(b, np.ndarray) and a.dtype == b.dtype and np.array_equal(a, b)
+    if isinstance(a, bytes):
+        return bytes(b) == a
+    if isinstance(a, list):
+        return isinstance(b, list) and len(a) == len(b) and all(map(same, a, b))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    return bool(a == b)
+
+
+@settings(max_examples=40, deadline=None)
+@given(values)
+def test_round_trips_with_a_low_threshold(obj: Any) -> None:
+    with Pool(4 * MB) as pool:
+        enc = encode(obj, pool, threshold=1024)
+        assert enc is not None
+        out, _, _ = deliver(enc, pool)
+        assert same(obj, out)

@@ -275,3 +275,28 @@ def test_a_bogus_release_drops_that_receiver_only() -> None:
         pub.close()
         good.close()
         bad.close()
+
+
+def test_fan_out_copies_once_and_every_receiver_reads_the_same_block() -> None:
+    with Pool(16 * MB) as pool:
+        pairs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM) for _ in range(3)]
+        pub = Publisher(pool, [a for a, _ in pairs])
+        subs = [Subscriber(b) for _, b in pairs]
+        assert pub.send({"f": np.full(4 * MB, 7, np.uint8)})
+        assert pool.stats()["blocks"] == 1 and pool.refs(0) == 3  # one copy, three holders
+        got = [s.recv(timeout=WAIT)["f"] for s in subs]
+        addrs = {
+            buffer_address(g)[0] - s.remote._mappings[1].base
+            for g, s in zip(got, subs, strict=True)
+        }
+        assert addrs == {0}  # the same offset of the same memfd in every receiver
+        assert all(int(g[-1]) == 7 for g in got)
+        del got
+        gc.collect()
+        for s in subs:
+            s.flush_releases()
+        while pool.stats()["blocks"]:
+            pub.poll(timeout=WAIT)
+        pub.close()
+        for s in subs:
+            s.close()
