@@ -222,6 +222,43 @@ def test_the_io_thread_dying_fails_the_node_loudly(
         gate.set()
 
 
+def test_nothing_waits_forever_on_a_node_whose_io_thread_died(node_factory: Any) -> None:
+    n = node_factory("victim")
+    sub = n.subscribe("quiet")
+    ended: dict[str, Any] = {}
+
+    def run(what: str, fn: Callable[[], Any]) -> threading.Thread:
+        def target() -> None:
+            try:
+                ended[what] = fn()
+            except BaseException as exc:  # noqa: B036 - recorded for the test
+                ended[what] = exc
+
+        t = threading.Thread(target=target, name=f"test-{what}")
+        t.start()
+        return t
+
+    threads = [
+        run("forever", n.forever),
+        run("wait_for_message", lambda: n.wait_for_message("quiet", timeout=None)),
+        run("subscription", lambda: sub.get(timeout=None)),
+        run("spin", n.spin),
+    ]
+
+    def die() -> None:
+        raise KeyboardInterrupt("injected by the test")
+
+    n._loop.call_soon(die)
+    for t in threads:
+        t.join(WAIT)
+    assert not any(t.is_alive() for t in threads), (
+        f"still blocked after the I/O thread died: {[t.name for t in threads if t.is_alive()]}"
+    )
+    assert ended["forever"] is None and ended["spin"] is None
+    assert isinstance(ended["wait_for_message"], (easymesh.NodeClosed, easymesh.SubscriptionClosed))
+    assert isinstance(ended["subscription"], (easymesh.NodeClosed, easymesh.SubscriptionClosed))
+
+
 # -- timeouts of zero and below ----------------------------------------------------------------
 
 
