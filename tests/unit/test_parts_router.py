@@ -358,6 +358,64 @@ def test_registry_new_listener_starts_after_the_old_one_ended(registry: Any) -> 
     assert events == ["old-start", "old-end", "new:2"]
 
 
+class Swap:
+    """The first listener's callback blocks (inside, on an Event); every later one
+    records what it got. ``overlap`` is set if a later one ran while the first was in."""
+
+    def __init__(self) -> None:
+        self.entered, self.release, self.later_ran = (threading.Event() for _ in range(3))
+        self.inside = False
+        self.overlap = False
+        self.got: list[str] = []
+
+    def first(self, topic: str, msg: Any) -> None:
+        self.inside = True
+        self.entered.set()
+        assert self.release.wait(WAIT)
+        self.inside = False
+
+    def later(self, topic: str, msg: Any) -> None:
+        self.overlap = self.overlap or self.inside
+        self.got.append(bytes(msg.data).decode())
+        self.later_ran.set()
+
+
+def test_registry_a_third_listener_waits_for_the_first(registry: Any) -> None:
+    reg, _ = registry
+    swap = Swap()
+    reg.listen(_listener(swap.first))
+    _deliver(reg, "t", b"1")
+    assert swap.entered.wait(WAIT)
+    reg.listen(_listener(swap.later))  # replaced before it could start
+    third = _listener(swap.later)
+    reg.listen(third)
+    _deliver(reg, "t", b"3")
+    try:
+        assert not any(t.is_alive() for t in third.dispatcher._threads)  # the first still runs
+    finally:
+        swap.release.set()
+    assert swap.later_ran.wait(WAIT)
+    assert not swap.overlap and swap.got == ["3"]
+
+
+def test_registry_listening_again_after_stop_waits_for_the_old_callback(registry: Any) -> None:
+    reg, _ = registry
+    swap = Swap()
+    reg.listen(_listener(swap.first))
+    _deliver(reg, "t", b"1")
+    assert swap.entered.wait(WAIT)
+    reg.stop_listening("t")  # the old callback is still inside
+    again = _listener(swap.later)
+    reg.listen(again)
+    _deliver(reg, "t", b"2")
+    try:
+        assert not any(t.is_alive() for t in again.dispatcher._threads)
+    finally:
+        swap.release.set()
+    assert swap.later_ran.wait(WAIT)
+    assert not swap.overlap and swap.got == ["2"]
+
+
 def test_registry_on_change_gets_the_right_snapshot(registry: Any) -> None:
     reg, changes = registry
     reg.listen(_listener(lambda t, m: None, "a"))
