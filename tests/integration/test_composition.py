@@ -320,6 +320,42 @@ def test_close_with_many_blocked_callbacks_is_bounded(node_factory: Any) -> None
         gate.set()
 
 
+@pytest.mark.parametrize("where", ["callback", "handler", "done-callback", "io-thread"])
+def test_close_from_the_nodes_own_threads(node_factory: Any, where: str) -> None:
+    n = node_factory("closer")
+    took: list[float] = []
+    ran_on: list[str] = []
+    done, attached = threading.Event(), threading.Event()
+
+    def close(*_args: Any) -> None:
+        ran_on.append(threading.current_thread().name)
+        start = time.monotonic()
+        n.close()
+        took.append(time.monotonic() - start)
+        done.set()
+
+    if where == "callback":
+        n.listen("t", close)
+        n.send("t", 1)
+    elif where == "handler":
+        n.add_service("s", close)
+        n.request_future("s", 1, timeout=WAIT)
+    elif where == "done-callback":
+        n.add_service("s", lambda d: attached.wait(WAIT))
+        n.request_future("s", 1, timeout=WAIT).add_done_callback(close)
+        attached.set()
+    else:
+        n._loop.call_soon(close)
+    assert done.wait(WAIT)
+    thread = {"callback": "t-1", "handler": "s-1", "done-callback": "futures-1", "io-thread": "io"}
+    assert ran_on == [f"easymesh-closer-{thread[where]}"]
+    assert took[0] < 5.0  # never waits for the thread it runs on
+    assert n.closed
+    start = time.monotonic()
+    n.close()  # and from here, once more: idempotent, prompt
+    assert time.monotonic() - start < 5.0
+
+
 # -- listening again ---------------------------------------------------------------------------
 
 
