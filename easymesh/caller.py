@@ -260,6 +260,12 @@ class Caller:
                 f"service {service!r} runs in spin_once() on this very thread: a blocking"
                 " request() from here would never be served (use request_future())"
             )
+        d = svc.dispatcher
+        if d.workers == 1 and isinstance(future, Waiter) and d.owns_current_thread():
+            raise WouldDeadlock(
+                f"a blocking request() from the only worker of service {service!r} to"
+                " itself would never be served (give it more workers)"
+            )
         rid = self.table.add(future, None, service, self.node_id, timeout)
         self.host.on_request(
             None, _new_frame(Frame, (REQUEST, self.decoder.codec_id, name, rid, body))

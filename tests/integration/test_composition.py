@@ -185,6 +185,32 @@ def test_blocking_request_to_a_service_this_thread_spins(node_factory: Any) -> N
     assert out == [11]
 
 
+def test_blocking_request_from_a_services_only_worker_to_itself(node_factory: Any) -> None:
+    n = node_factory("n")
+    seen: list[Any] = []
+
+    def handler(d: int) -> int:
+        if d == 0:
+            start = time.monotonic()
+            try:
+                seen.append(n.request("s", 1, timeout=WAIT))  # its only worker is busy: here
+            except BaseException as exc:  # noqa: B036 - recorded for the test
+                seen.append(exc)
+            seen.append(time.monotonic() - start)
+            seen.append(n.request("other", 2, timeout=WAIT))  # another service: fine
+        return d
+
+    n.add_service("s", handler, workers=1)
+    n.add_service("other", lambda d: d)
+    assert n.request("s", 0, timeout=2 * WAIT) == 0
+    assert isinstance(seen[0], WouldDeadlock) and seen[1] < 5.0 and seen[2] == 2
+    # with more workers another one serves it
+    n.add_service("s", handler, workers=2)
+    seen.clear()
+    assert n.request("s", 0, timeout=2 * WAIT) == 0
+    assert seen[0] == 1
+
+
 def test_the_io_thread_dying_fails_the_node_loudly(
     node_factory: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
