@@ -165,8 +165,7 @@ class Parts:
             self.loop.call_later(PEER_RETIRE_GRACE, self._retire, node_id)
 
     def _retire(self, node_id: str) -> None:
-        if node_id not in self.view.nodes:
-            self.router.retire(node_id)
+        self.router.retire(node_id, gone=node_id not in self.view.nodes)
 
     # -- lifecycle -------------------------------------------------------------------------
 

@@ -178,11 +178,30 @@ def test_router_does_not_retire_a_node_dialled_again(bench: RouterBench) -> None
     old = r.link_to(PEER)
     assert old is not None
     old.on_open(old)
+    with r._lock:
+        inbound = r._new_conn(False, "peer")  # the peer's own link to us
+    r._on_frames(inbound, [_ident_frame("peer-id", "peer")])
     r.forget("peer-id")
     new = r.link_to(PEER)  # it came back before the grace period ended
     assert new is not None and new is not old
     r.retire("peer-id")
     assert new.state != CLOSED and r.links == {"peer-id": new}
+    assert inbound.state != CLOSED  # it may still be the peer's way to us
+    assert old.state == CLOSED  # the link dialled before it left carries nothing any more
+
+
+def test_router_retires_only_stale_links_of_a_node_that_came_back(bench: RouterBench) -> None:
+    r = bench.router
+    old = r.link_to(PEER)
+    assert old is not None
+    old.on_open(old)
+    with r._lock:
+        inbound = r._new_conn(False, "peer")
+    r._on_frames(inbound, [_ident_frame("peer-id", "peer")])
+    r.forget("peer-id")
+    r.retire("peer-id", gone=False)  # back in the mesh, not dialled again yet
+    assert old.state == CLOSED and inbound.state != CLOSED
+    assert r.link_to(PEER) not in (None, old)  # the next send dials afresh
 
 
 def _ident_frame(node_id: str, name: str) -> Frame:
