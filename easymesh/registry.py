@@ -261,9 +261,10 @@ class Registry:
             self._closed = True
             entries = list(self._topics.values())
             services = list(self._services.values())
+            ending = [d for ds in self._ending.values() for d in ds]  # replaced, still draining
         subs = [s for e in entries for s in e.subs]
         dispatchers = [e.listener.dispatcher for e in entries if e.listener]
-        dispatchers += [s.dispatcher for s in services]
+        dispatchers += [s.dispatcher for s in services] + ending
         for sub in subs:
             sub.close()
         for d in dispatchers:

@@ -435,6 +435,25 @@ def test_registry_listening_again_after_stop_waits_for_the_old_callback(registry
     assert not swap.overlap and swap.got == ["2"]
 
 
+def test_registry_close_also_stops_a_replaced_listener_still_draining(registry: Any) -> None:
+    reg, _ = registry
+    swap = Swap()
+    first = _listener(swap.first)
+    reg.listen(first)
+    _deliver(reg, "t", b"1")
+    assert swap.entered.wait(WAIT)
+    for body in (b"2", b"3", b"4"):
+        _deliver(reg, "t", body)  # queued behind the busy callback
+    reg.listen(_listener(swap.later))
+    try:
+        assert not reg.close(time.monotonic() + 0.2)  # the first one is still inside
+        assert first.dispatcher.queued == 0  # what it had queued is abandoned
+    finally:
+        swap.release.set()
+    assert first.dispatcher.join(time.monotonic() + WAIT)
+    assert first.dispatcher.stats()["handled"] == 1  # nothing ran after close()
+
+
 def test_registry_on_change_gets_the_right_snapshot(registry: Any) -> None:
     reg, changes = registry
     reg.listen(_listener(lambda t, m: None, "a"))
