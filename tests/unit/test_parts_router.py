@@ -99,6 +99,18 @@ class RouterBench:
         return [fn.__self__ for fn, _ in self.loop.soon if fn.__name__ == "start_connect"]
 
 
+def _opened(link: Any) -> None:
+    """Play the connection: its handshake succeeded."""
+    assert link.on_open is not None
+    link.on_open(link)
+
+
+def _closed(link: Any, exc: BaseException) -> None:
+    """Play the connection: it closed (before or after opening)."""
+    assert link.on_close is not None
+    link.on_close(link, exc)
+
+
 PEER = NodeInfo(id="peer-id", name="peer", tcp="127.0.0.1:9", host_key="elsewhere")
 
 
@@ -122,7 +134,7 @@ def test_router_backs_off_a_peer_it_could_not_reach(bench: RouterBench) -> None:
     link = r.link_to(PEER)
     assert link is not None
     refused = ConnectionRefusedError(111, "Connection refused")
-    link.on_close(link, refused)  # as the connection does when connect() fails
+    _closed(link, refused)  # as the connection does when connect() fails
     assert "peer-id" not in r.links
     assert bench.closed and bench.closed[0][0] is link
     assert isinstance(bench.closed[0][1], ConnectionLost)
@@ -132,7 +144,7 @@ def test_router_backs_off_a_peer_it_could_not_reach(bench: RouterBench) -> None:
     bench.clock.now += 0.12
     again = r.link_to(PEER)
     assert again is not None and again is not link
-    again.on_close(again, refused)  # fails again: the delay grows (0.5 s -20 %/+20 %)
+    _closed(again, refused)  # fails again: the delay grows (0.5 s -20 %/+20 %)
     bench.clock.now += 0.35
     assert r.link_to(PEER) is None
     bench.clock.now += 0.3
@@ -146,15 +158,15 @@ def test_router_a_link_that_opened_resets_the_backoff(bench: RouterBench) -> Non
     for _ in range(3):  # three failures: the next delay would be about 2 s
         link = r.link_to(PEER)
         assert link is not None
-        link.on_close(link, refused)
+        _closed(link, refused)
         bench.clock.now += 10.0
     link = r.link_to(PEER)
     assert link is not None
-    link.on_open(link)  # the handshake succeeded
-    link.on_close(link, ConnectionResetError(104, "reset"))  # later lost
+    _opened(link)  # the handshake succeeded
+    _closed(link, ConnectionResetError(104, "reset"))  # later lost
     fresh = r.link_to(PEER)  # not on backoff: dialled again at once
     assert fresh is not None and fresh is not link
-    fresh.on_close(fresh, refused)  # a new failure starts from the initial delay again
+    _closed(fresh, refused)  # a new failure starts from the initial delay again
     bench.clock.now += 0.31
     assert r.link_to(PEER) is not None
 
@@ -163,7 +175,7 @@ def test_router_retires_the_links_of_a_node_that_left(bench: RouterBench) -> Non
     r = bench.router
     link = r.link_to(PEER)
     assert link is not None
-    link.on_open(link)
+    _opened(link)
     r.forget("peer-id")
     assert "peer-id" not in r.links  # nothing new goes there
     assert link.state != CLOSED  # still read during the grace period
@@ -177,7 +189,7 @@ def test_router_does_not_retire_a_node_dialled_again(bench: RouterBench) -> None
     r = bench.router
     old = r.link_to(PEER)
     assert old is not None
-    old.on_open(old)
+    _opened(old)
     with r._lock:
         inbound = r._new_conn(False, "peer")  # the peer's own link to us
     r._on_frames(inbound, [_ident_frame("peer-id", "peer")])
@@ -194,7 +206,7 @@ def test_router_retires_only_stale_links_of_a_node_that_came_back(bench: RouterB
     r = bench.router
     old = r.link_to(PEER)
     assert old is not None
-    old.on_open(old)
+    _opened(old)
     with r._lock:
         inbound = r._new_conn(False, "peer")
     r._on_frames(inbound, [_ident_frame("peer-id", "peer")])
@@ -287,9 +299,13 @@ def test_view_close_ends_waits() -> None:
     errors: list[BaseException] = []
     waiting = threading.Event()
 
+    def found() -> Any:
+        waiting.set()
+        return view.listeners("t")
+
     def wait() -> None:
         try:
-            view.wait_for(lambda: waiting.set() or view.listeners("t"), None, "x")
+            view.wait_for(found, None, "x")
         except BaseException as exc:
             errors.append(exc)
 
