@@ -346,6 +346,7 @@ class Caller:
                         queue_bytes=1 << 62,
                         drop="newest",
                         describe="request futures",
+                        on_discard=self._finish_abandoned,
                     )
                 completer = self._completer
         if not completer.put((p, ftype, codec_id, body), 0):
@@ -366,6 +367,19 @@ class Caller:
                     future.set_result(result)
         except Exception:  # cancelled by its owner meanwhile
             pass
+
+    def _finish_abandoned(self, items: list[tuple[Pending, int, int, Any]]) -> None:
+        """(the closing thread) close() gave up on the futures thread (a done-callback
+        blocks it): complete what it left on a thread of their own, so that every
+        future still fails, and close() stays bounded and runs no user code."""
+
+        def finish_all() -> None:
+            for item in items:
+                self._finish(item)
+
+        threading.Thread(
+            target=finish_all, name=f"easymesh-{self.node_name}-futures-late", daemon=True
+        ).start()
 
     def _on_completer_thread(self) -> bool:
         c = self._completer

@@ -62,6 +62,28 @@ def test_close_with_many_blocked_callbacks_is_bounded(node_factory: Any) -> None
         gate.set()
 
 
+def test_close_fails_every_future_even_behind_a_stuck_done_callback(node_factory: Any) -> None:
+    srv = node_factory("srv")
+    gate = threading.Event()
+    srv.add_service("fast", lambda d: d)
+    srv.add_service("hang", lambda d: gate.wait(WAIT))
+    n = node_factory("n")
+    n.wait_for_service("hang", timeout=WAIT)
+    stuck, in_callback = threading.Event(), threading.Event()
+    try:
+        first = n.request_future("fast", 1, timeout=WAIT)
+        first.add_done_callback(lambda f: (in_callback.set(), stuck.wait(WAIT)))
+        assert in_callback.wait(WAIT)  # the futures thread is busy in user code
+        pending = n.request_future("hang", 2, timeout=120)
+        start = time.monotonic()
+        n.close()
+        assert time.monotonic() - start < n.linger + 5.0
+        assert isinstance(pending.exception(WAIT), easymesh.NodeClosed)
+    finally:
+        stuck.set()
+        gate.set()
+
+
 @pytest.mark.parametrize("where", ["callback", "handler", "done-callback", "io-thread"])
 def test_close_from_the_nodes_own_threads(node_factory: Any, where: str) -> None:
     n = node_factory("closer")
