@@ -87,6 +87,7 @@ class RouterBench:
             max_message_size=1 << 20,
             max_pending_bytes=1 << 20,
             socket_dir=None,
+            stall_timeout=4.0,
             decoder=Decoder("pickle"),
             entry=lambda name: None,
             on_request=lambda link, frame: None,
