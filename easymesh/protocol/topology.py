@@ -13,7 +13,8 @@ Rules:
   on one ordered connection, and a Welcome replaces everything it had;
 * a node's own record is authoritative locally (:meth:`set_local`): what the
   coordinator says about the local node never overwrites it;
-* queries (:meth:`listeners`, :meth:`providers`) are cached per version.
+* queries (:meth:`listeners`, :meth:`publishers`, :meth:`providers`) are cached
+  per version.
 
 Threads: on a node, one thread at a time changes the topology (the caller
 holds a lock) while any thread may query it. Changes build a new ``nodes``
@@ -37,6 +38,7 @@ class Topology:
         self.nodes: dict[str, NodeInfo] = {}
         self._listeners: dict[str, tuple[NodeInfo, ...]] = {}
         self._providers: dict[str, tuple[NodeInfo, ...]] = {}
+        self._publishers: dict[str, tuple[NodeInfo, ...]] = {}
         self.local: NodeInfo | None = None
 
     # -- changes (coordinator side) ---------------------------------------------------------
@@ -96,6 +98,16 @@ class Topology:
             cache[topic] = found
             return found
 
+    def publishers(self, topic: str) -> tuple[NodeInfo, ...]:
+        """Nodes that have sent on ``topic``, in a stable order (name, id)."""
+        cache = self._publishers
+        try:
+            return cache[topic]
+        except KeyError:
+            found = _sorted(n for n in self.nodes.values() if topic in n.publishes)
+            cache[topic] = found
+            return found
+
     def providers(self, service: str) -> tuple[NodeInfo, ...]:
         """Nodes that provide ``service``, in a stable order (name, id)."""
         cache = self._providers
@@ -136,6 +148,7 @@ class Topology:
     def _clear_cache(self) -> None:
         self._listeners = {}
         self._providers = {}
+        self._publishers = {}
 
 
 def _sorted(nodes: Iterable[NodeInfo]) -> tuple[NodeInfo, ...]:
