@@ -166,6 +166,7 @@ class Node(CoordinatorLink, PeerLinks, ControlLoops):
         self._peers = {}  # node id -> connection used to reach it
         self._conns = set()
         self._retry_after = {}
+        self._published = frozenset()  # topics sent on (replaced, never changed in place)
         self._latched = {}  # topic -> [codec id, body, ids already served]
         self._latch_lock = threading.Lock()
         self._spinnable = []  # thread-less listeners and services
@@ -313,6 +314,8 @@ class Node(CoordinatorLink, PeerLinks, ControlLoops):
         """
         if self._closing:
             raise NodeClosed(f"node {self.name!r} is closed")
+        if topic not in self._published:
+            self._note_published(topic)
         if latch or (self._latched and topic in self._latched):
             self._send_latched(topic, data)  # a latched topic keeps its newest value
             return
@@ -329,9 +332,24 @@ class Node(CoordinatorLink, PeerLinks, ControlLoops):
     def send_raw(self, topic: str, codec: int, data: bytes | bytearray) -> None:
         """Send bytes already encoded with codec id ``codec`` (as a raw listener got them)."""
         self._check_open()
+        if topic not in self._published:
+            self._note_published(topic)
         nodes = self._topology.listeners(topic)
         if nodes:
             self._send_encoded(topic, nodes, codec, data)
+
+    def _note_published(self, topic: str) -> None:
+        """A first send on ``topic``: add it to our record. The record goes to the
+        coordinator from the I/O thread, so send() never waits for it."""
+        with self._lock:
+            self._published = self._published | {topic}
+        self._loop.call_soon(self._republish)
+
+    def _republish(self) -> None:
+        """(I/O thread) Record our own record locally and tell the coordinator."""
+        if not self._closing:
+            with self._lock:
+                self._publish_self()
 
     def _send_encoded(self, topic: str, nodes: Any, codec_id: int, body: Any) -> None:
         if type(body) is not bytes:

@@ -58,6 +58,7 @@ class NodeBase:
     _services: dict[bytes, ServiceEntry]
     _spinnable: list[Dispatcher]
     _latched: dict[str, list[Any]]
+    _published: frozenset[str]
     # the mesh
     _topology: Topology
     _peers: dict[str, Connection]

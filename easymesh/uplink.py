@@ -76,6 +76,7 @@ class CoordinatorLink(NodeBase):
             topics=frozenset(e.topic for e in self._topics.values() if e.sinks),
             services=frozenset(s.name for s in self._services.values()),
             pid=os.getpid(),
+            publishes=self._published,
         )
 
     def _publish_self(self) -> None:
