@@ -155,6 +155,8 @@ class Bridge:
 
     def close(self) -> None:
         """Stop the server and the housekeeping thread; idempotent, bounded in time."""
+        if self._stop.is_set():
+            return
         self._stop.set()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():

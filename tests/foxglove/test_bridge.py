@@ -226,3 +226,26 @@ def test_a_flood_does_not_slow_other_listeners(
     dropped = int(status[-1]["message"].split("dropped ")[1].split()[0])
     assert dropped > 0
     assert len(client.messages.get("flood", [])) < n
+
+
+def test_bridge_in_process_and_close_twice(node_factory: Any, client_factory: Any) -> None:
+    from easymesh.foxglove.bridge import Bridge
+
+    node = node_factory("host")
+    node.send("t", 1)
+    with Bridge(node, port=0) as bridge:
+        assert bridge.start() is bridge  # once only
+        client = client_factory(bridge.url)
+        client.wait_for(lambda: client.channel_of("t"), "channel t")
+        assert bridge.counters()["dropped_rate"] == 0
+        bridge.close()
+    bridge.close()
+    assert client.wait_for(lambda: _closed(client), "the server to close the connection")
+
+
+def _closed(client: Any) -> bool:
+    try:
+        client.pump(0.2)
+    except Exception:  # noqa: BLE001 - websockets' ConnectionClosed
+        return True
+    return False
