@@ -59,7 +59,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"meshfoxglove: {exc}", file=sys.stderr)
         return 2
     setup_logging(args["--verbose"])
-    logging.getLogger("easymesh.foxglove").setLevel(logging.INFO)
+    logging.getLogger("easymesh.foxglove").setLevel(
+        logging.DEBUG if args["--verbose"] else logging.INFO
+    )
     return serve(**options)
 
 

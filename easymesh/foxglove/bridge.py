@@ -23,7 +23,11 @@ without taking any away from other listeners, and it uses only the public API.
 
 Threads. SDK callbacks (subscribe, unsubscribe, ...) run on the SDK's threads and
 only queue a task for the bridge's one housekeeping thread, so a callback never
-waits on the mesh and the bridge's own state has one writer. The housekeeping
+waits on the mesh and the bridge's own state has one writer. That thread is also
+the only one that creates and closes SDK channels (re-advertising included; the
+listener threads only log): the SDK's ``close`` holds the GIL while it takes the
+context's lock and calls back into Python, so closes on several threads deadlock
+(see ``_quiet_sdk`` for the other half of that story). The housekeeping
 thread also polls ``node.nodes()`` every ``poll_interval`` seconds to find topics
 and services that appeared or left. Polling is acceptable because ``nodes()``
 reads the node's local copy of the topology (the coordinator pushes every change
@@ -138,6 +142,7 @@ class Bridge:
             context=self._context,
         )
         self.port = self._server.port
+        _quiet_sdk()
         self._refresh()
         self._thread = threading.Thread(
             target=self._run, name="meshfoxglove-housekeeping", daemon=True
@@ -224,7 +229,9 @@ class Bridge:
 
     def _update_channels(self, topics: set[str]) -> None:
         for topic in topics - self._channels.keys():
-            self._channels[topic] = TopicChannel(topic, self._context, self.max_rate)
+            self._channels[topic] = TopicChannel(
+                topic, self._context, self.max_rate, self._ask_readvertise
+            )
         for topic in self._channels.keys() - topics:
             self._channels.pop(topic).close()
             self._subs.pop(topic, None)
@@ -273,19 +280,32 @@ class Bridge:
         self._server.publish_connection_graph(graph)
         self._graph = key
 
+    def _ask_readvertise(self, channel: TopicChannel) -> None:
+        """(a listener thread) Queue the re-advertisement of ``channel`` (see channels.py)."""
+        self._tasks.put(lambda: self._readvertise(channel))
+
+    def _readvertise(self, channel: TopicChannel) -> None:
+        if self._channels.get(channel.topic) is channel:
+            channel.readvertise()
+
     # -- viewers subscribing (tasks queued by the SDK callbacks) -----------------------------
 
     def _subscribed(self, client_id: int, channel_id: int, topic: str) -> None:
         channel = self._channels.get(topic)
+        log.debug(
+            "viewer %d subscribed to %s (channel %d)", client_id, printable(topic), channel_id
+        )
         if channel is None or channel.channel_id != channel_id:
             return  # a channel that was replaced or removed meanwhile
         self._subs.setdefault(topic, set()).add((client_id, channel_id))
         if topic not in self._listening:
+            log.debug("listening to %s", printable(topic))
             self.node.listen(topic, channel.forward, raw=True, queue_size=QUEUE_SIZE)
             self._listening.add(topic)
         channel.flush_pending()
 
     def _unsubscribed(self, client_id: int, channel_id: int, topic: str) -> None:
+        log.debug("viewer %d left %s (channel %d)", client_id, printable(topic), channel_id)
         subs = self._subs.get(topic)
         if subs is not None:
             subs.discard((client_id, channel_id))
@@ -303,6 +323,7 @@ class Bridge:
     def _stop_listening(self, topic: str) -> None:
         if topic not in self._listening:
             return
+        log.debug("no longer listening to %s", printable(topic))
         self._listening.discard(topic)
         self._queue_dropped_base += self._queue_dropped.pop(topic, 0)
         try:
@@ -381,6 +402,24 @@ class Bridge:
             self.node.send(topic, value)
         except (ValueError, MeshError) as exc:
             log.warning("meshfoxglove: not sent on %s: %s", printable(topic), printable(str(exc)))
+
+
+def _quiet_sdk() -> None:
+    """Switch the SDK's own (Rust) logging off.
+
+    The SDK hands its log records to Python's logging while holding its internal
+    locks, and some of its calls (closing a channel, logging a message) hold the GIL
+    while they wait for those locks: a record written from one thread while another
+    waits deadlocks the bridge (seen under load with re-advertised channels).
+    ``disable_logging`` is the SDK's internal switch for it (the public
+    ``set_log_level`` works only before the server starts, and only once); without
+    it, the SDK's loggers are at least kept quiet below errors.
+    """
+    disable = getattr(getattr(foxglove, "_foxglove", None), "disable_logging", None)
+    if callable(disable):
+        disable()
+    else:
+        logging.getLogger("foxglove").setLevel(logging.ERROR)
 
 
 class CallFailed(Exception):

@@ -15,10 +15,14 @@ The path of one message, cheapest test first:
 3. **Schema.** A channel is first advertised without a schema (the bridge listens
    to nothing until a viewer subscribes, so there is nothing to infer from). When
    a message shows a schema the channel does not have yet (its first message, a
-   new field, an image), the channel is re-advertised: closed and created again
-   with the wider schema. Foxglove subscribes by topic, so it follows the new
+   new field, an image), the channel is re-advertised: closed, then created again
+   with the wider schema (in that order: the app refuses a second channel for a
+   topic that still has one). Foxglove subscribes by topic, so it follows the new
    channel; the message that caused it is kept and logged once the viewer is
-   subscribed again (:meth:`flush_pending`). After :data:`MAX_READVERTISE`
+   subscribed again (:meth:`flush_pending`) unless a newer one went out meanwhile.
+   Creating and closing happen on the bridge's housekeeping thread only: the SDK
+   holds the GIL and its context lock while closing, so two threads closing
+   channels at once can deadlock. After :data:`MAX_READVERTISE`
    changes the schema stays as it is (a topic whose shape changes all the time
    must not flap), and messages still flow.
 4. **Log** to the SDK, which queues per viewer with its own bound
@@ -33,6 +37,7 @@ behind (counted by the node, per topic); the SDK bounds each viewer.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -40,8 +45,11 @@ from typing import Any
 
 import foxglove
 
+from easymesh.escape import printable
 from easymesh.foxglove.mapping import Mapped, map_message, merge_schema
 from easymesh.protocol.codecs import codec_for_id
+
+log = logging.getLogger("easymesh.foxglove")
 
 #: Schema changes after which a channel keeps its schema.
 MAX_READVERTISE = 20
@@ -74,18 +82,29 @@ class RateLimit:
 class TopicChannel:
     """The Foxglove channel of mesh topic ``topic`` in ``context``.
 
-    ``forward`` runs in the topic's listener thread; ``flush_pending``, ``close``
-    and the properties may be called from the bridge's housekeeping thread.
+    ``forward`` runs in the topic's listener thread and only logs; when the schema
+    grows it calls ``request_readvertise(self)``, and the bridge's housekeeping
+    thread, which creates and closes every channel, calls :meth:`readvertise`.
+    ``flush_pending``, ``close`` and the properties are called from that thread too.
     """
 
-    def __init__(self, topic: str, context: foxglove.Context, max_rate: float) -> None:
+    def __init__(
+        self,
+        topic: str,
+        context: foxglove.Context,
+        max_rate: float,
+        request_readvertise: Callable[[TopicChannel], None],
+    ) -> None:
         self.topic = topic
         self._context = context
+        self._request_readvertise = request_readvertise
         self._limit = RateLimit(max_rate)
         self._lock = threading.Lock()  # the channel, schema and pending message
         self._schema: dict[str, Any] | None = None
         self._schema_name = ""
         self._pending: Mapped | None = None
+        self._asked = False  # a re-advertisement is requested and not done yet
+        self._changes = 0  # schema changes so far
         self._closed = False
         self.received = 0
         self.forwarded = 0
@@ -122,39 +141,63 @@ class TopicChannel:
             self.last_error = f"{type(exc).__name__}: {exc}"
             return
         mapped = map_message(value, time.time_ns())
+        ask = False
         with self._lock:
             if self._closed:
                 return
             if self._needs_schema(mapped):
-                self._readvertise(mapped)
-                return
-            self._pending = None  # a newer message goes out: the kept one is stale
-            channel = self._channel
-        channel.log(mapped.body)
-        self.forwarded += 1
+                self._pending = mapped  # for the viewers of the channel to come
+                ask, self._asked = not self._asked, True
+                channel = None
+            else:
+                self._pending = None  # a newer message goes out: the kept one is stale
+                channel = self._channel
+        if ask:
+            self._request_readvertise(self)
+        if channel is not None:
+            channel.log(mapped.body)
+            self.forwarded += 1
 
     def _needs_schema(self, mapped: Mapped) -> bool:
-        """(under _lock) Does ``mapped`` change the channel's schema? Updates it if so."""
-        if self._schema is not None and self.readvertised >= MAX_READVERTISE:
+        """(under _lock) Does ``mapped`` change the schema? Updates the wanted one if so."""
+        if self._schema is not None and self._changes >= MAX_READVERTISE:
             return False
         if self._schema is None or mapped.schema_name != self._schema_name:
             self._schema, self._schema_name = mapped.schema, mapped.schema_name
-            return True
-        merged = merge_schema(self._schema, mapped.schema)
-        if merged is self._schema:
-            return False
-        self._schema = merged
+        else:
+            merged = merge_schema(self._schema, mapped.schema)
+            if merged is self._schema:
+                return False
+            self._schema = merged
+        self._changes += 1
         return True
 
-    def _readvertise(self, mapped: Mapped) -> None:
-        """(under _lock) Replace the channel by one with the current schema; keep
-        ``mapped`` for the viewers that subscribe to the new one."""
-        old = self._channel
+    def readvertise(self) -> None:
+        """Replace the channel by one with the schema the messages asked for.
+
+        Call it from one thread only, the one that creates and closes every channel of
+        the context (see the module docs of :mod:`easymesh.foxglove.bridge`)."""
+        with self._lock:
+            if self._closed or not self._asked:
+                return
+            self._asked = False
+            schema, name, old = self._schema, self._schema_name, self._channel
         old.close()  # the topic must be free before a channel with its name is created
-        self._channel = self._create(self._schema, self._schema_name)
-        self._pending = mapped
-        self.readvertised += 1
-        self.readvertised_at = time.monotonic()
+        new = self._create(schema, name)
+        with self._lock:
+            self._channel = new
+            closed = self._closed
+            self.readvertised += 1
+            self.readvertised_at = time.monotonic()
+        if closed:  # closed meanwhile
+            new.close()
+        log.debug(
+            "%s: channel %d replaced by %d with schema %s",
+            printable(self.topic),
+            old.id(),
+            new.id(),
+            printable(name or "-"),
+        )
 
     def flush_pending(self) -> None:
         """Log the message kept by the last re-advertisement (a viewer just subscribed

@@ -9,7 +9,8 @@ payload), 2 service call request (same layout as the response). The subprotocol
 is offered under both names the SDK generations use.
 
 Like the Foxglove app, it subscribes by topic: a topic it wants is subscribed
-again whenever its channel is re-advertised.
+again whenever its channel is re-advertised; and it notes a channel advertised for
+a topic that still has one (the app refuses the second as a duplicate topic).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class FoxgloveClient:
         self.messages: dict[str, list[Any]] = {}  # topic -> decoded JSON messages
         self.replies: dict[int, tuple[str, Any]] = {}  # call id -> ("ok", json) / ("fail", text)
         self.wanted: set[str] = set()
+        self.duplicates: list[str] = []  # topics advertised while advertised already
         self._subs: dict[int, int] = {}  # subscription id -> channel id
         self._next_id = 1
         self.wait_for(lambda: bool(self.server_info), "serverInfo")
@@ -80,6 +82,8 @@ class FoxgloveClient:
             self.server_info = msg
         elif op == "advertise":
             for ch in msg["channels"]:
+                if any(c["topic"] == ch["topic"] for c in self.channels.values()):
+                    self.duplicates.append(ch["topic"])  # the app refuses such a channel
                 self.channels[ch["id"]] = ch
                 if ch["topic"] in self.wanted:
                     self._subscribe_channel(ch["id"])

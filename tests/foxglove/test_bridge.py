@@ -91,7 +91,14 @@ def test_topics_become_channels_with_schemas_and_images(
     assert not any(listens(robot, t, "meshfoxglove-") for t in topics)
     for topic in topics:
         client.subscribe(topic)
-    client.wait_for(lambda: all(client.messages.get(t) for t in topics), "a message on each")
+    # The first messages may come on the channel advertised without a schema; the
+    # channel is then advertised again with the schema they showed.
+    client.wait_for(
+        lambda: all(
+            client.messages.get(t) and (client.channel_of(t) or {}).get("schema") for t in topics
+        ),
+        "a message and a schema on each",
+    )
     wait_until(lambda: all(listens(robot, t, "meshfoxglove-") for t in topics), "bridge listening")
 
     pose = client.messages["pose"][-1]
@@ -121,6 +128,7 @@ def test_topics_become_channels_with_schemas_and_images(
         assert image["step"] == array.shape[1] * (1 if encoding == "mono8" else 3)
         assert image_pixels(image) == array.tobytes()
 
+    assert client.duplicates == []  # re-advertising unadvertises the old channel first
     client.unsubscribe("pose")
     wait_until(lambda: not listens(robot, "pose", "meshfoxglove-"), "the bridge to stop listening")
     assert listens(robot, "stats", "meshfoxglove-")  # still watched

@@ -167,26 +167,31 @@ def test_topic_channel_rate_limit_schema_and_pending() -> None:
     assert limit.allow() and not limit.allow()
     assert all(RateLimit(0).allow() for _ in range(100))
 
-    channel = TopicChannel("t", foxglove.Context(), max_rate=0)
+    asked: list[Any] = []
+    channel = TopicChannel("t", foxglove.Context(), 0, asked.append)
     first = channel.channel_id
 
     def send(value: Any) -> None:
         channel.forward("t", RawMessage(1, pickle.dumps(value)))
 
-    send({"x": 1})  # the first message gives the schema: a new channel
+    send({"x": 1})  # the first message gives the schema: a new channel is asked for
+    send({"x": 2})  # asked once; this one goes out on the old channel
+    assert asked == [channel] and channel.forwarded == 1 and channel.channel_id == first
+    channel.readvertise()  # (the bridge's housekeeping thread)
     assert channel.readvertised == 1 and channel.channel_id != first
-    send({"x": 2})  # same schema, logged; the kept first message is stale now
-    channel.flush_pending()
+    channel.flush_pending()  # the kept {"x": 1} is older than what went out: dropped
     assert channel.forwarded == 1
-    send({"x": 3, "y": "new"})  # a new field: re-advertised again, kept until flushed
-    assert channel.readvertised == 2
+    send({"x": 3, "y": "new"})  # a new field: asked again, kept until flushed once
+    assert asked == [channel, channel] and channel.forwarded == 1
+    channel.readvertise()
     channel.flush_pending()
     channel.flush_pending()
-    assert channel.forwarded == 2
+    assert channel.forwarded == 2 and channel.readvertised == 2
     channel.forward("t", RawMessage(1, b"not a pickle"))
     assert channel.undecodable == 1 and "UnpicklingError" in channel.last_error
     for k in range(MAX_READVERTISE + 5):
         send({f"f{k}": k})
+        channel.readvertise()
     assert channel.readvertised == MAX_READVERTISE  # then the schema stays put
     channel.close()
     channel.close()
