@@ -14,7 +14,8 @@ without taking any away from other listeners, and it uses only the public API.
   with the JSON request and answers the JSON of the result itself, or fails with
   the error's text (the SDK sends it as the failure message).
 * **Connection graph.** Which node groups publish, listen to and provide what,
-  from the topology (nodes are named by group, as the mesh balances by name).
+  from the topology (nodes are named by group, as the mesh balances by name;
+  the bridge's own listening, which only follows the viewers, is left out).
 * **Publishing back** (``allow_publish`` only): JSON a viewer publishes on a
   channel is sent on the mesh topic of that name. Without it the server does not
   declare the capability and the SDK refuses client channels itself.
@@ -254,13 +255,20 @@ class Bridge:
         return Service(name, schema=ServiceSchema(name), handler=handler)
 
     def _publish_graph(self, infos: list[Any]) -> None:
+        """Publish the connection graph when it changed.
+
+        The bridge's own listening is left out: it follows the viewers, not the mesh,
+        and keeping it out also keeps graph updates apart from viewers connecting and
+        leaving. That matters because the SDK calls the listener's graph callbacks
+        with its graph lock held, while ``publish_connection_graph`` holds the GIL as
+        it waits for that lock: the two at the same moment would deadlock."""
         published: dict[str, set[str]] = {}
         listened: dict[str, set[str]] = {}
         provided: dict[str, set[str]] = {}
         for info in infos:
             for t in info.publishes:
                 published.setdefault(t, set()).add(info.name)
-            for t in info.topics:
+            for t in info.topics if info.id != self.node.id else ():
                 listened.setdefault(t, set()).add(info.name)
             for s in info.services:
                 provided.setdefault(s, set()).add(info.name)

@@ -165,6 +165,13 @@ def test_connection_graph(node_factory: Any, bridge_factory: Any, client_factory
         lambda: all(client.graph[k].get(n) == v for k in want for n, v in want[k].items()),
         f"graph {want} (have {client.graph})",
     )
+    # The bridge's own listening (it follows the viewer) stays out of the graph: after
+    # it listens, a later change shows up while "image" keeps its one listener.
+    client.subscribe("image")
+    wait_until(lambda: listens(cam, "image", "meshfoxglove-"), "the bridge listening")
+    node_factory("logger").listen("log", lambda t, d: None)
+    client.wait_for(lambda: client.graph["sub"].get("log") == ["logger"], "the logger")
+    assert client.graph["sub"]["image"] == ["viewer"]
 
 
 def test_publishing_is_refused_without_allow_publish(
