@@ -363,14 +363,18 @@ class Bridge:
         now = (c["dropped_rate"], c["dropped_queue"], c["undecodable"])
         if now == self._reported:
             return
+        # Dropping what is over --max-rate is the bridge doing its job; a full queue
+        # (the bridge cannot keep up) or undecodable messages are worth a warning.
+        trouble = now[1] > self._reported[1] or now[2] > self._reported[2]
         self._reported = now
         text = (
             f"meshfoxglove: forwarded {c['forwarded']} of {c['received']} messages; dropped"
             f" {c['dropped_rate']} over --max-rate={self.max_rate:g}/s and {c['dropped_queue']}"
             f" in full listener queues; {c['undecodable']} undecodable"
         )
-        log.warning("%s", text)
-        self._server.publish_status(text, StatusLevel.Warning, id=STATUS_ID)
+        log.log(logging.WARNING if trouble else logging.INFO, "%s", text)
+        level = StatusLevel.Warning if trouble else StatusLevel.Info
+        self._server.publish_status(text, level, id=STATUS_ID)
 
     # -- services and client publishing (SDK threads) ----------------------------------------
 
