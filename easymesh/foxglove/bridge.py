@@ -345,7 +345,7 @@ class Bridge:
         """Totals over all channels: received, forwarded, dropped (rate limit, listener
         queue) and undecodable messages."""
         topics = self.node.stats()["topics"]
-        for topic in self._listening:
+        for topic in list(self._listening):  # a copy: any thread may ask
             if topic in topics:
                 self._queue_dropped[topic] = topics[topic]["dropped"]
         channels = list(self._channels.values())
