@@ -18,6 +18,7 @@ from easymesh.foxglove.mapping import (
     infer_schema,
     map_message,
     merge_schema,
+    raw_image,
     to_json,
 )
 from easymesh.handles import RawMessage
@@ -138,6 +139,7 @@ def test_images(shape: tuple[int, ...], encoding: str, step: int) -> None:
     )
     assert base64.b64decode(msg["data"]) == view.tobytes()
     assert msg["timestamp"] == {"sec": 1_700_000_000, "nsec": 123_456_789}
+    assert msg == raw_image(view, 1_700_000_000_123_456_789)  # the spliced body is that JSON
 
 
 @pytest.mark.parametrize(
