@@ -174,6 +174,20 @@ def test_connection_graph(node_factory: Any, bridge_factory: Any, client_factory
     assert client.graph["sub"]["image"] == ["viewer"]
 
 
+def test_topics_and_services_follow_the_mesh(
+    node_factory: Any, bridge_factory: Any, client_factory: Any
+) -> None:
+    client = client_factory(bridge_factory().url)
+    temp = node_factory("temp")
+    temp.send("temp/out", 1)
+    temp.add_service("temp/svc", lambda d: d)
+    client.wait_for(lambda: client.channel_of("temp/out"), "the new topic")
+    client.wait_for(lambda: "temp/svc" in client.services, "the new service")
+    temp.close()
+    client.wait_for(lambda: client.channel_of("temp/out") is None, "the topic to go")
+    client.wait_for(lambda: "temp/svc" not in client.services, "the service to go")
+
+
 def test_publishing_is_refused_without_allow_publish(
     node_factory: Any, bridge_factory: Any, client_factory: Any
 ) -> None:
