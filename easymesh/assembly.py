@@ -136,6 +136,7 @@ class Parts:
             unix=self.router.unix_endpoint,
             topics=s.topics,
             services=s.services,
+            publishes=s.publishes,
             pid=os.getpid(),
         )
 

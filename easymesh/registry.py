@@ -25,7 +25,11 @@ from easymesh.dispatch import Dispatcher
 from easymesh.subscription import Subscription
 from easymesh.workers import ServiceEntry, TopicEntry, TopicListener
 
-__all__ = ["Registry", "Snapshot", "check_name"]
+__all__ = ["Registry", "Snapshot", "check_name", "MAX_PUBLISHED"]
+
+#: Topics a node's record lists as published, at most (the coordinator refuses records
+#: with more than 4,096; a node that sends on more is still listed with these).
+MAX_PUBLISHED = 1024
 
 
 class Snapshot(NamedTuple):
@@ -187,9 +191,11 @@ class Registry:
             return sorted(e.topic for e in self._topics.values() if e.sinks)
 
     def publish(self, topic: str) -> None:
-        """Record that this node sends on ``topic`` (its first send does this)."""
+        """Record that this node sends on ``topic`` (its first send does this). Past
+        ``MAX_PUBLISHED`` topics the record stops growing (sending is not affected; the
+        coordinator bounds a record's size)."""
         with self._lock:
-            if topic in self._published:
+            if topic in self._published or len(self._published) >= MAX_PUBLISHED:
                 return
             self._published = self._published | {topic}
             self._changed()
