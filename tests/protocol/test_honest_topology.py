@@ -11,6 +11,7 @@ from easymesh.protocol.frames import CONTROL, FrameDecoder, encode_frame_parts
 from easymesh.protocol.limits import (
     Limits,
     record_problem,
+    tcp_key,
     tcp_problem,
     topology_problem,
     unix_problem,
@@ -69,6 +70,13 @@ def test_tcp_endpoints_accepted(endpoint: str) -> None:
 )
 def test_tcp_endpoints_refused(endpoint: str) -> None:
     assert tcp_problem(endpoint)
+
+
+def test_tcp_key_spells_one_socket_one_way() -> None:
+    assert tcp_key("127.0.0.1:80") == tcp_key("[::ffff:127.0.0.1]:80") == ("127.0.0.1", 80)
+    assert tcp_key("[::1]:80") == ("::1", 80) != tcp_key("127.0.0.1:80")
+    assert tcp_key("127.0.0.1:81") != tcp_key("127.0.0.1:80")
+    assert tcp_key("") is None and tcp_key("localhost:80") is None
 
 
 @pytest.mark.parametrize(

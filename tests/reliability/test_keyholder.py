@@ -37,6 +37,7 @@ from easymesh.protocol import frames as F
 from easymesh.protocol.auth import FLAG_AUTH
 from easymesh.protocol.codecs import PICKLE_ID
 from easymesh.protocol.frames import ERROR, REQUEST, TOPIC, frame_bytes
+from easymesh.protocol.messages import Update
 
 from . import hostile
 from .keyholder import KeyHolder, new_id, record
@@ -172,6 +173,33 @@ def test_endpoints_that_point_elsewhere_are_refused(spawn: Any, field: str, valu
     why = refusal(addr, record(nid, **{field: value}))
     assert "endpoint" in why
     assert nid not in topology(addr)
+
+
+def test_another_nodes_tcp_endpoint_is_refused(spawn: Any) -> None:
+    """A record may only point at its own node: the TCP endpoint a live node advertises
+    (in any spelling that reaches the same socket) is refused for anyone else, at
+    registration and in an Update, so peers never dial the victim for the impostor."""
+    import easymesh
+
+    _, addr = start_coordinator(spawn)
+    with easymesh.Node("victim", coordinator=f"{addr[0]}:{addr[1]}", authkey=KEY) as victim:
+        victim.listen("news", lambda topic, data: None)
+        tcp = victim._p.router.tcp_endpoint
+        host, port = tcp.rsplit(":", 1)
+        for value in (tcp, f"[::ffff:{host}]:{port}"):
+            why = refusal(addr, record(tcp=value, topics=frozenset({"news"})))
+            assert why.startswith("refused:") and "endpoint" in why, why
+        with KeyHolder(addr, KEY) as kh:
+            nid = new_id()
+            kh.register(record(nid))
+            assert kh.answer()[0] == "welcome"
+            kh.send_control(Update(record(nid, tcp=tcp)))
+            kind, why = kh.answer()
+            assert kind == "error" and "endpoint" in why, (kind, why)
+        assert [n.id for n in topology(addr).values() if n.tcp == tcp] == [victim.id]
+        # The genuine node keeps its endpoint through its own Updates.
+        victim.listen("more", lambda topic, data: None)
+        assert wait_until(lambda: "more" in topology(addr)[victim.id].topics, 20)
 
 
 # -- limits --------------------------------------------------------------------------------------
