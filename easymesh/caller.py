@@ -196,12 +196,14 @@ class Caller:
             raise WouldDeadlock("ping() on the node's I/O thread would never get its answer")
         link = self.link_to(target)
         if link is None:
+            self._check_open()
             raise ConnectionLost(f"cannot reach node {target.name!r} ({target.id})")
         waiter = Waiter()
-        rid = self.table.add(waiter, link, "<ping>", target.id)
+        rid = self._add(waiter, link, "<ping>", target.id, None)
         start = time.perf_counter()
         if not link.send(ping_frame(rid), 16, False):
             self.table.discard(rid)
+            self._check_open()
             raise ConnectionLost(f"connection to node {target.name!r} is closed")
         if not waiter.wait(timeout):
             if self.table.discard(rid) is not None:
@@ -216,6 +218,19 @@ class Caller:
     def _check_open(self) -> None:
         if self._closed is not None:
             raise NodeClosed(str(self._closed))
+
+    def _add(
+        self, future: Any, link: Any, service: str, node_id: str, timeout: float | None
+    ) -> int:
+        """Record a request; NodeClosed if close() began meanwhile. close() marks the
+        caller closed *before* it fails what the table holds, so an entry added after
+        that sweep is seen here and taken back: it would otherwise go out and be
+        completed by whoever comes last (the I/O thread, as it stops)."""
+        rid = self.table.add(future, link, service, node_id, timeout)
+        if self._closed is not None:
+            self.table.discard(rid)
+            raise NodeClosed(str(self._closed))
+        return rid
 
     def _start(self, service: str, data: Any, future: Any, timeout: float | None) -> int:
         self._check_open()
@@ -234,13 +249,15 @@ class Caller:
         else:
             link = self.link_to(node)
             if link is None:
+                self._check_open()
                 raise ConnectionLost(
                     f"cannot reach node {node.name!r} ({node.id}) providing {service!r}"
                 )
-            rid = self.table.add(future, link, service, node.id, timeout)
+            rid = self._add(future, link, service, node.id, timeout)
             bufs = encode_frame(REQUEST, name, body, self.decoder.codec_id, rid)
             if not link.send(bufs, 16 + len(name) + len(body), False):
                 self.table.discard(rid)
+                self._check_open()
                 raise ConnectionLost(f"connection to node {node.name!r} is closed")
         if timeout is not None and not math.isinf(timeout):
             self._arm_sweep()
@@ -267,7 +284,7 @@ class Caller:
                 f"a blocking request() from the only worker of service {service!r} to"
                 " itself would never be served (give it more workers)"
             )
-        rid = self.table.add(future, None, service, self.node_id, timeout)
+        rid = self._add(future, None, service, self.node_id, timeout)
         self.host.on_request(
             None, _new_frame(Frame, (REQUEST, self.decoder.codec_id, name, rid, body))
         )
