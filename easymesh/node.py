@@ -29,7 +29,6 @@ import os
 import socket
 import time
 import uuid
-import weakref
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from typing import Any
@@ -46,7 +45,9 @@ from easymesh.workers import ServiceEntry, TopicListener
 
 __all__ = ["Node", "build_node", "build_mesh_node"]
 
-_live: weakref.WeakSet[Node] = weakref.WeakSet()
+#: Nodes not closed yet. Strong references: a node's threads and sockets live on when the
+#: user drops the Node object (a node made in ``main()``), and it must still close at exit.
+_live: set[Node] = set()
 
 
 @atexit.register
