@@ -134,6 +134,10 @@ class Coordinator:
         self.max_pending_bytes = max_pending_bytes
         self.limits = limits or Limits()
         self.welcome_part_bytes = min(welcome_part_bytes, MAX_CONTROL_BODY // 2)
+        # What nodes send (Register, Update, Bye) holds 4 containers and two name lists:
+        # decoding stops early past that (a record beyond the limits is still decoded far
+        # enough to be refused with its reason).
+        self._max_array = 2 * max(self.limits.max_topics, self.limits.max_services) + 16
         self.topology = Topology()
         self._secrets: dict[str, bytes] = {}  # node id -> sha256 of its register secret
         self._loop = IOLoop("coordinator")
@@ -238,7 +242,9 @@ class Coordinator:
                 answer_ping(conn, frame)
             elif ftype == CONTROL:
                 try:
-                    msg = decode_control(frame.name, frame.body)
+                    msg = decode_control(
+                        frame.name, frame.body, max_containers=16, max_array_len=self._max_array
+                    )
                     self._on_control(conn, msg)
                 except ProtocolError as exc:
                     log.warning(

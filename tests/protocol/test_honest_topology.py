@@ -181,6 +181,25 @@ def test_control_decoding_has_explicit_limits(value: bytes) -> None:
         decode_control(b"ident", body)
 
 
+def test_a_small_body_cannot_expand_into_a_huge_decode() -> None:
+    """15 MB of empty arrays decode into about 15 million Python lists (900 MB, seconds of
+    CPU on an I/O thread). What a node may send the coordinator (Register, Update, Bye)
+    and a peer may send a node (Ident) holds a handful of containers: decoding with that
+    budget stops at once."""
+    bomb = msgpack.packb({f"k{i}": [[]] * 1_000_000 for i in range(15)})
+    narrow = msgpack.packb({f"k{i}": [[]] * 5_000 for i in range(15)})
+    for op in (b"register", b"ident"):
+        with pytest.raises(ProtocolError, match="max_array_len"):
+            decode_control(op, bomb, max_containers=16, max_array_len=10_000)
+        with pytest.raises(ProtocolError, match="arrays and maps"):
+            decode_control(op, narrow, max_containers=16, max_array_len=10_000)
+    wide = msgpack.packb({"node": ["ab"] * 20_000})
+    with pytest.raises(ProtocolError):
+        decode_control(b"register", wide, max_containers=16, max_array_len=10_000)
+    big = Register(node(topics=frozenset(f"t{i}" for i in range(4096))), "s")
+    assert decode_control(*encode_control(big), max_containers=16, max_array_len=10_000) == big
+
+
 def test_welcome_parts_are_in_range() -> None:
     for part, parts in ((1, 1), (-1, 2), (0, 0), (0, 5000)):
         body = msgpack.packb({"version": 1, "part": part, "parts": parts, "nodes": []})

@@ -290,6 +290,25 @@ def test_a_stalled_partial_frame_closes_the_link(spawn: Any, target: str) -> Non
         assert "partial frame received nothing" in victim.log
 
 
+@pytest.mark.parametrize("target", ["coordinator", "node"])
+def test_a_control_body_that_expands_when_decoded_is_refused(spawn: Any, target: str) -> None:
+    """15 MB of empty msgpack arrays in one CONTROL frame (a Register to the coordinator,
+    an Ident to a node) decode into 15 million lists: about 900 MB and ten seconds on the
+    I/O thread, long enough for the coordinator to drop every node as silent. The frame
+    must be refused at once and nobody dropped (heartbeat timeout 2 s here)."""
+    import msgpack
+
+    coord, addr = start_coordinator(spawn, heartbeat_interval=0.5)
+    victim = start_agent(spawn, "victim", addr, "--heartbeat", "0.5")
+    op, where = (b"register", addr) if target == "coordinator" else (b"ident", tcp_of(victim))
+    bomb = msgpack.packb({f"k{i}": [[]] * 1_000_000 for i in range(15)})  # within every limit
+    with KeyHolder(where, KEY) as kh:
+        kh.send_frame(F.CONTROL, op, bomb)
+        assert kh.closed_by_server(60), "the link that sent the bomb stayed open"
+    assert victim.info["id"] in topology(addr)  # also: the coordinator ran its sweep since
+    assert "dropping node 'victim'" not in coord.log, coord.log[-2000:]
+
+
 # -- logs ----------------------------------------------------------------------------------------
 
 
