@@ -47,6 +47,7 @@ from easymesh.errors import (
     ServiceError,
     WouldDeadlock,
 )
+from easymesh.escape import printable
 from easymesh.protocol.frames import PONG, REPLY, REQUEST, Frame, encode_frame
 from easymesh.protocol.messages import NodeInfo
 from easymesh.registry import Registry
@@ -63,6 +64,10 @@ __all__ = ["Caller", "RequestFuture", "Waiter"]
 SWEEP = 0.05
 _new_frame = tuple.__new__
 _FAILED = -1  # "frame type" of a completion that is an exception
+#: Largest REPLY_ERROR body decoded (a service host's is under 130 kB).
+MAX_ERROR_REPLY = 256 * 1024
+#: Longest remote error text kept in an exception message.
+MAX_ERROR_TEXT = 10_000
 
 
 class Waiter:
@@ -337,17 +342,22 @@ class Caller:
             except CodecError as exc:
                 raise ServiceError(
                     type(exc.__cause__ or exc).__name__,
-                    f"the reply could not be decoded: {exc}",
+                    f"the reply could not be decoded: {printable(exc, MAX_ERROR_TEXT)}",
                     "",
                     service,
                 ) from None
+        # An error reply is the provider's text: escaped into our exception's message (it
+        # may end up in a log line), bounded before decoding (a service host sends at most
+        # 10,000 + 20,000 characters). The traceback stays as sent: many lines by nature.
         try:
+            if len(body) > MAX_ERROR_REPLY:
+                raise ValueError("too large")
             kind, etype, message, tb = msgpack.unpackb(body, raw=False)
         except Exception:
             kind, etype, message, tb = "error", "ProtocolError", "malformed error reply", ""
         if kind == "no-service":
-            raise NoProviderError(str(message))
-        raise ServiceError(str(etype), str(message), str(tb), service)
+            raise NoProviderError(printable(message, MAX_ERROR_TEXT))
+        raise ServiceError(printable(etype), printable(message, MAX_ERROR_TEXT), str(tb), service)
 
     # -- the futures thread -----------------------------------------------------------------
 
