@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from easymesh.errors import CodecError, RequestTimeout, SubscriptionClosed
+from easymesh.escape import printable
 
 _NOTHING = object()
 log = logging.getLogger("easymesh.subscription")
@@ -131,7 +132,9 @@ class Subscription:
         try:
             return self._decode(frame.codec, frame.body)
         except CodecError as exc:  # the node counted it already
-            log.error("easymesh: subscription to %r: skipping a message: %s", self.topic, exc)
+            log.error(
+                "easymesh: subscription to %r: skipping a message: %s", self.topic, printable(exc)
+            )
             return _NOTHING
 
     def __iter__(self) -> Iterator[Any]:
