@@ -59,8 +59,8 @@ def test_a_forged_no_service_reply_is_escaped(node_factory: Any) -> None:
             body = msgpack.packb(["no-service", "NoProviderError", FORGED, ""])
             from easymesh.protocol.frames import encode_frame
 
+            sent.set()  # before the reply leaves: the caller may raise at once
             link.send(encode_frame(REPLY_ERROR, b"", body, 0, frame[3]), 16 + len(body), False)
-            sent.set()
             return
         real(link, frame)
 
@@ -69,3 +69,31 @@ def test_a_forged_no_service_reply_is_escaped(node_factory: Any) -> None:
         cli.request("svc", 1, timeout=30)
     assert sent.is_set()
     assert "\n" not in str(info.value) and "harmless\\x0aCRITICAL" in str(info.value)
+
+
+class Strict:
+    """A custom codec whose errors quote the bytes they could not read (as many do)."""
+
+    codec_id = 201
+    name = "strict"
+
+    def encode(self, obj: Any) -> bytes:
+        return bytes(obj)
+
+    def decode(self, data: bytes) -> Any:
+        raise ValueError(f"not strict data: {bytes(data).decode('utf-8', 'replace')}")
+
+
+def test_a_subscription_logs_an_undecodable_message_escaped(
+    node_factory: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    r = node_factory("r", codec=Strict())
+    sub = r.subscribe("t", queue_size=10)
+    s = node_factory("s")
+    s.wait_for_listener("t", timeout=10)
+    s.send_raw("t", Strict.codec_id, FORGED.encode())
+    s.send_raw("t", 0, b"marker")  # raw codec: decodes; arrives after the bad one
+    with caplog.at_level("ERROR", logger="easymesh"):
+        assert sub.get(timeout=30) == b"marker"
+    lines = [rec.getMessage() for rec in caplog.records if "skipping a message" in rec.getMessage()]
+    assert len(lines) == 1 and "\n" not in lines[0] and "harmless\\x0aCRITICAL" in lines[0]
