@@ -93,7 +93,7 @@ class Waiter:
     def wait(self, timeout: float | None) -> bool:
         if timeout is None:
             return self._lock.acquire()
-        return self._lock.acquire(timeout=max(0.0, timeout))
+        return self._lock.acquire(timeout=min(max(0.0, timeout), threading.TIMEOUT_MAX))
 
 
 class RequestFuture(Future):
@@ -102,13 +102,15 @@ class RequestFuture(Future):
 
     _completer: Callable[[], bool] = staticmethod(lambda: False)
 
+    # A finite timeout past threading.TIMEOUT_MAX (~292 years) waits that long instead
+    # of raising OverflowError from the lock.
     def result(self, timeout: float | None = None) -> Any:
         self._check_wait()
-        return super().result(timeout)
+        return super().result(None if timeout is None else min(timeout, threading.TIMEOUT_MAX))
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         self._check_wait()
-        return super().exception(timeout)
+        return super().exception(None if timeout is None else min(timeout, threading.TIMEOUT_MAX))
 
     def _check_wait(self) -> None:
         if not self.done() and self._completer():

@@ -109,7 +109,7 @@ class Subscription:
                     left = None if deadline is None else deadline - time.monotonic()
                     if left is not None and left <= 0:
                         raise RequestTimeout(f"no message on {self.topic!r} within {timeout:g} s")
-                    self._cond.wait(left)
+                    self._cond.wait(None if left is None else min(left, threading.TIMEOUT_MAX))
                 frame = self._q.popleft()
             value = self._try_decode(frame)
             if value is not _NOTHING:

@@ -1,5 +1,5 @@
 """Regressions from the second review of the composed node (each failed before its fix):
-calls that race ``close()``.
+calls that race ``close()``, and waits with a huge finite timeout.
 
 A request made while another thread closes the node must fail with NodeClosed at once:
 ``close()`` fails the requests in its table, so one recorded just after that sweep was
@@ -77,4 +77,24 @@ def test_a_request_racing_close_fails_with_node_closed(
         if balancer.closer is not None:
             balancer.closer.join(10)
     assert not [name for name in io_threads if name.endswith("-io")]
+    assert len(cli._caller.table) == 0
+
+
+def test_a_huge_finite_timeout_waits_like_a_long_one(node_factory: Any) -> None:
+    """timeout=1e12 is finite, so it is not math.inf's 'forever': it used to reach
+    Lock.acquire, which raised OverflowError after the request had gone out (its entry
+    stayed in the table). It must simply wait (threading.TIMEOUT_MAX is ~292 years)."""
+    gate = threading.Event()
+    srv = node_factory("srv")
+    srv.add_service("slow", lambda d: (gate.wait(30), d * 2)[1])
+    cli = node_factory("cli")
+    cli.wait_for_service("slow", timeout=1e12)
+    fut = cli.request_future("slow", 1, timeout=1e12)
+    answer: list[Any] = []
+    caller = threading.Thread(target=lambda: answer.append(cli.request("slow", 2, timeout=1e12)))
+    caller.start()
+    gate.set()
+    assert fut.result(1e12) == 2
+    caller.join(30)
+    assert answer == [4]
     assert len(cli._caller.table) == 0
