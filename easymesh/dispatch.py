@@ -164,7 +164,7 @@ class Dispatcher:
             for entry in items:
                 self.received += 1
                 if len(q) >= self.queue_size or self._bytes + entry[1] > self.queue_bytes:
-                    if self.drop_newest:
+                    if self.drop_newest and q:  # an empty queue takes any one item
                         self.dropped += 1
                         continue
                     while q and (

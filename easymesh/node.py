@@ -346,12 +346,14 @@ class Node:
         *,
         workers: int = 4,
         queue_size: int = 1000,
+        queue_bytes: int = config.DEFAULT_QUEUE_BYTES,
         threaded: bool = True,
     ) -> None:
         """Serve requests for ``name``: ``handler(data) -> result`` runs in this service's
         own worker threads (``workers`` at once; a request made from inside a handler
-        works). When ``queue_size`` requests wait, new ones are refused with a
-        ServiceError ("overloaded"). Adding the same name again replaces the handler.
+        works). When ``queue_size`` requests, or ``queue_bytes`` bytes of them, wait, new
+        ones are refused with a ServiceError ("overloaded"); one request alone is always
+        taken. Adding the same name again replaces the handler.
         With ``threaded=False`` requests wait until the owner calls :meth:`spin_once`
         / :meth:`spin`, and the handler runs in the owner's thread.
         Raises NodeClosed, ValueError/TypeError on bad arguments.
@@ -366,6 +368,7 @@ class Node:
             handler,
             workers=workers if threaded else 0,
             queue_size=queue_size,
+            queue_bytes=queue_bytes,
             serve=self._host.serve,
             discard=self._host.discard,
             on_put=None if threaded else self._registry.wake_spinner,
