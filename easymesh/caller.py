@@ -162,6 +162,7 @@ class Caller:
 
     def request(self, service: str, data: Any, timeout: float | None) -> Any:
         t = self.request_timeout if timeout is None else timeout
+        self._check_open()  # a closed node says so, whatever the timeout
         if t <= 0:
             raise RequestTimeout(f"service {service!r}: a timeout of {t:g} s leaves no time")
         if self.in_io_thread():

@@ -98,3 +98,13 @@ def test_a_huge_finite_timeout_waits_like_a_long_one(node_factory: Any) -> None:
     caller.join(30)
     assert answer == [4]
     assert len(cli._caller.table) == 0
+
+
+def test_a_request_with_no_time_left_on_a_closed_node_says_closed(node_factory: Any) -> None:
+    cli = node_factory("cli")
+    cli.close()
+    for timeout in (0, -1):
+        with pytest.raises(easymesh.NodeClosed):
+            cli.request("anything", 1, timeout=timeout)
+        with pytest.raises(easymesh.NodeClosed):
+            cli.request_future("anything", 1, timeout=timeout)
