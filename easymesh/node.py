@@ -224,8 +224,13 @@ class Node:
         self._publisher.send(topic, data, latch)
 
     def send_raw(self, topic: str, codec: int, data: bytes | bytearray) -> None:
-        """Send bytes already encoded with codec id ``codec`` (as a raw listener got them)."""
+        """Send bytes already encoded with codec id ``codec`` (as a raw listener got them).
+        Raises NodeClosed, TypeError/ValueError for a codec id that is not an int 0..255."""
         self._check_open()
+        if not isinstance(codec, int) or isinstance(codec, bool):
+            raise TypeError(f"the codec id must be an int, not {type(codec).__name__}")
+        if not 0 <= codec <= 255:
+            raise ValueError(f"the codec id must be in 0..255, not {codec}")
         self._publisher.send_raw(topic, codec, data)
 
     def clear_latch(self, topic: str) -> None:

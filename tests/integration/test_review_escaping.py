@@ -1,5 +1,6 @@
-"""Regression from the second review (failed before its fix): text a provider sends back
-in an error reply reaches the caller's exception message escaped.
+"""Regressions from the second review (each failed before its fix): text a provider sends
+back in an error reply reaches the caller's exception message escaped; a subscription
+logs peer text escaped; ``send_raw`` refuses a codec id out of range with ValueError.
 
 guarantees.md: every peer-supplied text in a log line or exception message goes through
 ``easymesh.escape.printable()``. ServiceError and NoProviderError carried the remote
@@ -97,3 +98,16 @@ def test_a_subscription_logs_an_undecodable_message_escaped(
         assert sub.get(timeout=30) == b"marker"
     lines = [rec.getMessage() for rec in caplog.records if "skipping a message" in rec.getMessage()]
     assert len(lines) == 1 and "\n" not in lines[0] and "harmless\\x0aCRITICAL" in lines[0]
+
+
+def test_send_raw_with_a_codec_id_out_of_range_raises_value_error(node_factory: Any) -> None:
+    r = node_factory("r")
+    r.listen("t", lambda topic, data: None)
+    s = node_factory("s")
+    s.wait_for_listener("t", timeout=10)
+    for bad in (256, -1):
+        with pytest.raises(ValueError, match="codec"):
+            s.send_raw("t", bad, b"x")
+    for wrong in ("json", True, 1.0):
+        with pytest.raises(TypeError, match="codec"):
+            s.send_raw("t", wrong, b"x")  # type: ignore[arg-type]
