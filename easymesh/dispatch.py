@@ -305,7 +305,13 @@ class Dispatcher:
         for t in self._threads:
             if t is me:
                 continue
-            t.join(max(0.0, deadline - time.monotonic()))
+            try:
+                t.join(max(0.0, deadline - time.monotonic()))
+            except RuntimeError:
+                # start(), on another thread, marked us started but has not started this
+                # worker yet: nothing to wait for; once it runs it ends at once (abandoned).
+                ended = False
+                continue
             ended = ended and not t.is_alive()
         if not ended:
             with self._cond:
