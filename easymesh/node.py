@@ -29,7 +29,6 @@ import os
 import socket
 import time
 import uuid
-import weakref
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from typing import Any
@@ -46,7 +45,9 @@ from easymesh.workers import ServiceEntry, TopicListener
 
 __all__ = ["Node", "build_node", "build_mesh_node"]
 
-_live: weakref.WeakSet[Node] = weakref.WeakSet()
+#: Nodes not closed yet. Strong references: a node's threads and sockets live on when the
+#: user drops the Node object (a node made in ``main()``), and it must still close at exit.
+_live: set[Node] = set()
 
 
 @atexit.register
@@ -223,8 +224,13 @@ class Node:
         self._publisher.send(topic, data, latch)
 
     def send_raw(self, topic: str, codec: int, data: bytes | bytearray) -> None:
-        """Send bytes already encoded with codec id ``codec`` (as a raw listener got them)."""
+        """Send bytes already encoded with codec id ``codec`` (as a raw listener got them).
+        Raises NodeClosed, TypeError/ValueError for a codec id that is not an int 0..255."""
         self._check_open()
+        if not isinstance(codec, int) or isinstance(codec, bool):
+            raise TypeError(f"the codec id must be an int, not {type(codec).__name__}")
+        if not 0 <= codec <= 255:
+            raise ValueError(f"the codec id must be in 0..255, not {codec}")
         self._publisher.send_raw(topic, codec, data)
 
     def clear_latch(self, topic: str) -> None:
@@ -345,12 +351,14 @@ class Node:
         *,
         workers: int = 4,
         queue_size: int = 1000,
+        queue_bytes: int = config.DEFAULT_QUEUE_BYTES,
         threaded: bool = True,
     ) -> None:
         """Serve requests for ``name``: ``handler(data) -> result`` runs in this service's
         own worker threads (``workers`` at once; a request made from inside a handler
-        works). When ``queue_size`` requests wait, new ones are refused with a
-        ServiceError ("overloaded"). Adding the same name again replaces the handler.
+        works). When ``queue_size`` requests, or ``queue_bytes`` bytes of them, wait, new
+        ones are refused with a ServiceError ("overloaded"); one request alone is always
+        taken. Adding the same name again replaces the handler.
         With ``threaded=False`` requests wait until the owner calls :meth:`spin_once`
         / :meth:`spin`, and the handler runs in the owner's thread.
         Raises NodeClosed, ValueError/TypeError on bad arguments.
@@ -365,6 +373,7 @@ class Node:
             handler,
             workers=workers if threaded else 0,
             queue_size=queue_size,
+            queue_bytes=queue_bytes,
             serve=self._host.serve,
             discard=self._host.discard,
             on_put=None if threaded else self._registry.wake_spinner,

@@ -93,7 +93,7 @@ class TopologyView:
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     raise RequestTimeout(f"{what} after {timeout:g} s")
-                self._cond.wait(left)
+                self._cond.wait(None if left is None else min(left, threading.TIMEOUT_MAX))
 
     def wait_for_listener(self, topic: str, timeout: float | None) -> None:
         self.wait_for(lambda: self.listeners(topic), timeout, f"no listener for topic {topic!r}")
