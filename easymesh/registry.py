@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from easymesh.dispatch import Dispatcher
+from easymesh.errors import MeshError
 from easymesh.subscription import Subscription
 from easymesh.workers import ServiceEntry, TopicEntry, TopicListener
 
@@ -30,6 +31,15 @@ __all__ = ["Registry", "Snapshot", "check_name", "MAX_PUBLISHED"]
 #: Topics a node's record lists as published, at most (the coordinator refuses records
 #: with more than 4,096; a node that sends on more is still listed with these).
 MAX_PUBLISHED = 1024
+#: Topics (listened to) and services one node may have: the coordinator's default limits
+#: (protocol/limits.py). Checked here so that going over fails the call that does it, not
+#: the node's registration later.
+MAX_TOPICS = 4096
+MAX_SERVICES = 4096
+
+
+def _too_many(what: str, limit: int) -> MeshError:
+    return MeshError(f"a node may have at most {limit} {what} (the coordinator's limit)")
 
 
 class Snapshot(NamedTuple):
@@ -104,6 +114,8 @@ class Registry:
         with self._lock:
             entry = self._topics.get(name)
             if entry is None:
+                if len(self._topics) >= MAX_TOPICS:
+                    raise _too_many("topics", MAX_TOPICS)
                 entry = self._topics[name] = TopicEntry(listener.topic)
             old, entry.listener = entry.listener, listener
             entry.refresh()
@@ -169,6 +181,8 @@ class Registry:
         with self._lock:
             entry = self._topics.get(name)
             if entry is None:
+                if len(self._topics) >= MAX_TOPICS:
+                    raise _too_many("topics", MAX_TOPICS)
                 entry = self._topics[name] = TopicEntry(sub.topic)
             entry.subs += (sub,)
             entry.refresh()
@@ -207,6 +221,9 @@ class Registry:
         name = svc.name.encode("utf-8")
         with self._lock:
             old = self._services.get(name)
+            if old is None and len(self._services) >= MAX_SERVICES:
+                svc.dispatcher.begin_stop(drain=False)
+                raise _too_many("services", MAX_SERVICES)
             self._services[name] = svc
             self._changed()
         if old is not None:

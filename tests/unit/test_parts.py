@@ -432,3 +432,24 @@ def test_decoder_refuse_counts_and_logs_once_per_link(caplog: Any) -> None:
             d.refuse(link, PICKLE_ID, "a topic message")
     assert d.refused.value == 5
     assert len([r for r in caplog.records if "codec pickle" in r.getMessage()]) == 2
+
+
+def test_registry_refuses_more_topics_and_services_than_the_coordinator_takes() -> None:
+    import pytest
+
+    from easymesh import registry as reg
+    from easymesh.errors import MeshError
+    from easymesh.subscription import Subscription
+
+    r = reg.Registry(lambda snapshot: None)
+    old = reg.MAX_TOPICS
+    reg.MAX_TOPICS = 2
+    try:
+        for t in ("a", "b"):
+            r.subscribe(Subscription(t, 1, lambda c, b: b, r.unsubscribe))
+        r.subscribe(Subscription("a", 1, lambda c, b: b, r.unsubscribe))  # same topic: fine
+        with pytest.raises(MeshError, match="at most 2 topics"):
+            r.subscribe(Subscription("c", 1, lambda c, b: b, r.unsubscribe))
+        assert r.listening_to() == ["a", "b"]
+    finally:
+        reg.MAX_TOPICS = old
