@@ -44,6 +44,9 @@ from easymesh.registry import check_name
 from easymesh.subscription import Subscription
 from easymesh.workers import ServiceEntry, TopicListener
 
+#: Longest has_listeners/has_service wait for the coordinator's first answer about a name.
+ANSWER_WAIT = 5.0
+
 __all__ = ["Node", "build_node", "build_mesh_node"]
 
 _live: weakref.WeakSet[Node] = weakref.WeakSet()
@@ -96,6 +99,10 @@ class Node:
     ``socket_dir``: folder for the Unix socket (default: Linux abstract namespace).
     ``transport``: ``'auto'`` (Unix socket to peers on this host, TCP to others) or
     ``'tcp'`` (always TCP; for testing and benchmarks).
+    ``watch``: ``'needed'`` (default): the node learns of the nodes it needs — the
+    listeners of the topics it sends to or waits for, the providers of the services it
+    calls or waits for — so a join storm costs each node nothing it does not use;
+    ``'all'``: it learns of every node (tools, bridges: what ``nodes()`` shows).
 
     Raises CoordinatorUnavailable (not reachable within ``connect_timeout``),
     AuthenticationError (wrong or missing key), ValueError/TypeError (bad arguments).
@@ -121,11 +128,14 @@ class Node:
         host: str | None = None,
         socket_dir: str | None = None,
         transport: str = "auto",
+        watch: str = "needed",
     ) -> None:
         if not isinstance(name, str) or not name or len(name) > 256:
             raise ValueError("a node name must be a non-empty string of at most 256 characters")
         if transport not in ("auto", "tcp"):
             raise ValueError("transport must be 'auto' or 'tcp'")
+        if watch not in ("needed", "all"):
+            raise ValueError("watch must be 'needed' or 'all'")
         self.name = name
         self.id = uuid.uuid4().hex[:16]
         host_, port = config.coordinator_address(coordinator)
@@ -149,7 +159,7 @@ class Node:
             heartbeat_timeout=self.heartbeat_timeout, request_timeout=request_timeout,
             max_message_size=max_message_size, max_pending_bytes=max_pending_bytes,
             max_in_flight=max_in_flight, bind_host=bind_host, socket_dir=socket_dir,
-            transport=transport,
+            transport=transport, watch_all=watch == "all",
         ))  # fmt: skip
         # The parts the public methods below talk to (the node holds no state of its own).
         self._view, self._registry, self._router = p.view, p.registry, p.router
@@ -289,7 +299,10 @@ class Node:
         return self._registry.listening_to()
 
     def has_listeners(self, topic: str) -> bool:
-        """Whether any node in the mesh (this one included) listens to ``topic``."""
+        """Whether any node in the mesh (this one included) listens to ``topic``. The
+        first question about a topic asks the coordinator and waits for its answer (one
+        round trip; at most 5 s; not on the I/O thread)."""
+        self._view.wait_known_topic(topic, ANSWER_WAIT)
         return bool(self._view.listeners(topic))
 
     def wait_for_listener(self, topic: str, timeout: float | None = None) -> None:
@@ -301,6 +314,7 @@ class Node:
     def topic(self, name: str, *, latch: bool = False) -> Topic:
         """A handle for sending to one topic often; ``latch=True`` latches every send."""
         check_name(name, "topic")
+        self._view.want_topic(name)  # ask for its listeners now, before the first send
         return Topic(self, name, latch)
 
     # -- public: control loops -------------------------------------------------------------
@@ -380,7 +394,9 @@ class Node:
             old.dispatcher.join(time.monotonic() + 1.0)
 
     def has_service(self, name: str) -> bool:
-        """Whether any node in the mesh (this one included) provides ``name``."""
+        """Whether any node in the mesh (this one included) provides ``name`` (the first
+        question about a service waits for the coordinator's answer, as ``has_listeners``)."""
+        self._view.wait_known_service(name, ANSWER_WAIT)
         return bool(self._view.providers(name))
 
     def wait_for_service(self, name: str, timeout: float | None = None) -> None:
@@ -417,6 +433,7 @@ class Node:
     def service(self, name: str) -> Service:
         """A handle for calling one service often."""
         check_name(name, "service")
+        self._view.want_service(name)
         return Service(self, name)
 
     def flush(self, timeout: float | None = None) -> bool:
@@ -433,7 +450,9 @@ class Node:
     # -- public: introspection -------------------------------------------------------------
 
     def nodes(self) -> list[NodeInfo]:
-        """The mesh as this node knows it (NodeInfo records, this node included)."""
+        """The mesh as this node knows it (NodeInfo records, this node included): with
+        ``watch='all'`` every node; else the nodes it needs (listeners of the topics it
+        sends to or waits for, providers of the services it calls or waits for)."""
         return sorted(self._view.nodes.values(), key=lambda n: (n.name, n.id))
 
     def ping(self, node: str, timeout: float = 5.0) -> float:

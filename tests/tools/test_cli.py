@@ -236,6 +236,7 @@ def wait_for_group_count(node: Any, topic: str, n: int) -> None:
     import time
 
     deadline = time.monotonic() + WAIT
+    node.has_listeners(topic)  # a plain node learns of the listeners of what it asks about
     while len([i for i in node.nodes() if topic in i.topics]) < n:
         assert time.monotonic() < deadline, f"fewer than {n} listeners on {topic!r}"
         threading.Event().wait(0.02)
