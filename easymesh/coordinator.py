@@ -396,9 +396,10 @@ class Coordinator:
             if ups or rem or ack is not None:
                 groups.setdefault((tuple(ups), tuple(rem), ack), []).append(wid)
         topo = self.topology
-        for (ups, rem, ack), wids in groups.items():
-            records = [topo.record(i) for i in ups]
-            for pieces in diff_bodies(topo.version, records, list(rem), ack, self.welcome_part_bytes):
+        for (up_ids, rem_ids, ack_seq), wids in groups.items():
+            records = [topo.record(i) for i in up_ids]
+            bodies = diff_bodies(topo.version, records, list(rem_ids), ack_seq, self.welcome_part_bytes)
+            for pieces in bodies:
                 bufs, nbytes = encode_frame_parts(CONTROL, b"diff", pieces)
                 for wid in wids:
                     conn = self._conn_of.get(wid)
