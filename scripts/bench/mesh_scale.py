@@ -38,6 +38,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -52,6 +53,12 @@ HERE = os.path.abspath(__file__)
 
 def now() -> float:
     return time.clock_gettime(time.CLOCK_MONOTONIC)
+
+
+def cpu_seconds() -> float:
+    """CPU time (user + system) of this process, all threads."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 class Warnings(logging.Handler):
@@ -79,6 +86,7 @@ def worker(coordinator: str, count: int, prefix: str) -> int:
     line = sys.stdin.readline().split()
     if not line or line[0] != "go":
         return 1
+    cpu0 = cpu_seconds()
 
     def build(i: int) -> None:
         try:
@@ -92,8 +100,9 @@ def worker(coordinator: str, count: int, prefix: str) -> int:
     for t in threads:
         t.join(60)
     t_joined = now()
-    print(f"joined {t_joined} {len(errors)} {warnings.count} {json.dumps(errors[:1] + warnings.first[:1])}",
-          flush=True)
+    cpu = cpu_seconds() - cpu0
+    print(f"joined {t_joined} {len(errors)} {warnings.count} {cpu:.3f} "
+          f"{json.dumps(errors[:1] + warnings.first[:1])}", flush=True)
     topic = sys.stdin.readline().split()[1]  # "watch <topic>"
     seen = [0.0] * count
 
@@ -115,7 +124,7 @@ def worker(coordinator: str, count: int, prefix: str) -> int:
         t.join(30)
     missing = sum(1 for s in seen if not s)
     arrived = sorted(s for s in seen if s) or [0.0]
-    print(f"seen {max(seen)} {missing} {arrived[len(arrived) // 2]}", flush=True)
+    print(f"seen {max(seen)} {missing} {arrived[len(arrived) // 2]} {arrived[0]}", flush=True)
     closers = [threading.Thread(target=n.close, args=(0.5,)) for n in nodes if n is not None]
     for t in closers:
         t.start()
@@ -124,7 +133,7 @@ def worker(coordinator: str, count: int, prefix: str) -> int:
     return 0
 
 
-def read_line(p: subprocess.Popen, prefix: str, timeout: float) -> list[str]:
+def read_line(p: subprocess.Popen, prefix: str, timeout: float, fields: int = 5) -> list[str]:
     out: list[str] = []
 
     def read() -> None:
@@ -139,7 +148,7 @@ def read_line(p: subprocess.Popen, prefix: str, timeout: float) -> list[str]:
     t.join(timeout)
     if not out:
         raise RuntimeError(f"worker {p.pid}: no {prefix!r} line within {timeout} s")
-    return out[0].split(maxsplit=4)
+    return out[0].split(maxsplit=fields - 1)
 
 
 def tell(workers: list[subprocess.Popen], line: str) -> None:
@@ -172,12 +181,15 @@ def storm(nodes: int, procs: int, host: str, ns: str | None = None) -> dict[str,
         changer = easymesh.Node("scale-changer", coordinator=address)
         sent0 = getattr(coord, "bytes_sent", None)
         t_go = now()
+        cpu0 = cpu_seconds()
         tell(workers, f"go {t_go}")
-        joined = [read_line(w, "joined", 120) for w in workers]
+        joined = [read_line(w, "joined", 120, 6) for w in workers]
+        coord_cpu = cpu_seconds() - cpu0  # the coordinator (and this bench's idle threads)
         join_s = max(float(j[1]) for j in joined) - t_go
         errors = sum(int(j[2]) for j in joined)
         worker_warnings = sum(int(j[3]) for j in joined)
-        first = [m for j in joined for m in json.loads(j[4])][:2]
+        first = [m for j in joined for m in json.loads(j[5])][:2]
+        worker_cpu = sum(float(j[4]) for j in joined)
         time.sleep(1.0)  # the storm settles: measure a change in a steady mesh
         sent1 = getattr(coord, "bytes_sent", None)
         topic = "scale-change"
@@ -188,18 +200,23 @@ def storm(nodes: int, procs: int, host: str, ns: str | None = None) -> dict[str,
         sent2 = getattr(coord, "bytes_sent", None)
         t_change = now()
         changer.listen(topic, lambda *_: None)
-        seen = [read_line(w, "seen", 40) for w in workers]
+        seen = [read_line(w, "seen", 40, 6) for w in workers]
         change_ms = (max(float(s[1]) for s in seen) - t_change) * 1000
         # the median of the workers' medians: about when half the nodes knew
         mids = sorted(float(s[3]) for s in seen)
         change_mid_ms = (mids[len(mids) // 2] - t_change) * 1000
+        if os.environ.get("MESH_SCALE_DEBUG"):
+            print("per worker (first, median, last) ms:", [
+                tuple(round((float(x) - t_change) * 1000) for x in (s[4], s[3], s[1])) for s in seen])
         missing = sum(int(s[2]) for s in seen)
         sent3 = getattr(coord, "bytes_sent", None)
         changer.close()
         for w in workers:
             w.wait(30)
         out = {"nodes": nodes, "procs": procs, "join_s": round(join_s, 3), "errors": errors,
-               "warnings": worker_warnings + warnings.count, "change_ms": round(change_ms, 1),
+               "warnings": worker_warnings + warnings.count,
+               "join_cpu_s": {"coordinator": round(coord_cpu, 2), "workers": round(worker_cpu, 2)},
+               "change_ms": round(change_ms, 1),
                "change_half_ms": round(change_mid_ms, 1), "missing": missing, "first_problems": first + warnings.first[:1]}
         if sent0 is not None:
             out["bytes_per_join"] = round((sent1 - sent0) / nodes)
