@@ -138,6 +138,7 @@ class Parts:
             unix=self.router.unix_endpoint,
             topics=s.topics,
             services=s.services,
+            publishes=s.publishes,
             pid=os.getpid(),
         )
 
@@ -171,8 +172,7 @@ class Parts:
         return True
 
     def _retire(self, node_id: str) -> None:
-        if node_id not in self.view.nodes:
-            self.router.retire(node_id)
+        self.router.retire(node_id, gone=node_id not in self.view.nodes)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -189,14 +189,15 @@ class Parts:
         )
 
     def _on_io_crash(self, exc: BaseException) -> None:
-        """The I/O thread died: fail loudly (closed, with the reason), never hang."""
+        """The I/O thread died: fail loudly, never hang. The node closes itself with the
+        reason, so that every wait ends with it: pending requests, ``forever()``,
+        subscriptions and ``wait_for_message`` included (runs on the dying I/O thread,
+        before its sockets close: no flush, the Bye still leaves)."""
         reason = NodeClosed(f"node {self.name!r} failed: its I/O thread died ({exc!r})")
         with self._close_lock:
             self.closing = True
             self.close_reason = reason
-        self.view.close(reason)
-        self.caller.close(reason, time.monotonic() + 2.0)
-        self.registry.wake_spinner()
+        self.close(0.0)
 
     def close(self, linger: float) -> None:
         """See ``Node.close``: flush (up to ``linger``), say goodbye, fail what is pending,

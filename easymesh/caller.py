@@ -269,6 +269,12 @@ class Caller:
                 f"service {service!r} runs in spin_once() on this very thread: a blocking"
                 " request() from here would never be served (use request_future())"
             )
+        d = svc.dispatcher
+        if d.workers == 1 and isinstance(future, Waiter) and d.owns_current_thread():
+            raise WouldDeadlock(
+                f"a blocking request() from the only worker of service {service!r} to"
+                " itself would never be served (give it more workers)"
+            )
         rid = self.table.add(future, None, service, self.node_id, timeout)
         self.host.on_request(
             None, _new_frame(Frame, (REQUEST, self.decoder.codec_id, name, rid, body))
@@ -349,6 +355,7 @@ class Caller:
                         queue_bytes=1 << 62,
                         drop="newest",
                         describe="request futures",
+                        on_discard=self._finish_abandoned,
                     )
                 completer = self._completer
         if not completer.put((p, ftype, codec_id, body), 0):
@@ -369,6 +376,19 @@ class Caller:
                     future.set_result(result)
         except Exception:  # cancelled by its owner meanwhile
             pass
+
+    def _finish_abandoned(self, items: list[tuple[Pending, int, int, Any]]) -> None:
+        """(the closing thread) close() gave up on the futures thread (a done-callback
+        blocks it): complete what it left on a thread of their own, so that every
+        future still fails, and close() stays bounded and runs no user code."""
+
+        def finish_all() -> None:
+            for item in items:
+                self._finish(item)
+
+        threading.Thread(
+            target=finish_all, name=f"easymesh-{self.node_name}-futures-late", daemon=True
+        ).start()
 
     def _on_completer_thread(self) -> bool:
         c = self._completer

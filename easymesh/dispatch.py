@@ -70,6 +70,8 @@ class Dispatcher:
         self.run = run
         #: False for a thread-less dispatcher (``workers=0``: the owner runs the queue).
         self.threaded = workers > 0
+        #: How many worker threads it has (0: thread-less).
+        self.workers = workers
         self.describe = describe or thread_name
         self.queue_size = queue_size
         self.queue_bytes = queue_bytes

@@ -415,7 +415,8 @@ class Node:
         ServiceError (the handler raised; see ``remote_traceback``), ConnectionLost
         (the provider went away), NodeClosed, CodecError, TooManyRequests,
         WouldDeadlock (called where the answer could never arrive: the I/O thread,
-        or the thread that spins the ``threaded=False`` service it calls).
+        the thread that spins the ``threaded=False`` service it calls, or the only
+        worker of the service it calls).
         """
         return self._caller.request(service, data, timeout)
 

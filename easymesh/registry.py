@@ -9,7 +9,9 @@ the lock and a lookup is atomic).
 
 Replacing a listener: the new one's workers start only when the old one's have
 ended (the old callback finishes what it had queued, bounded), so the old and the
-new callback never run at the same time.
+new callback never run at the same time. Every listener told to stop counts until
+its workers end (``_ending``): a listener that replaces one that never started, or
+that comes after ``stop_listening``, waits for the earlier ones just the same.
 """
 
 from __future__ import annotations
@@ -23,7 +25,11 @@ from easymesh.dispatch import Dispatcher
 from easymesh.subscription import Subscription
 from easymesh.workers import ServiceEntry, TopicEntry, TopicListener
 
-__all__ = ["Registry", "Snapshot", "check_name"]
+__all__ = ["Registry", "Snapshot", "check_name", "MAX_PUBLISHED"]
+
+#: Topics a node's record lists as published, at most (the coordinator refuses records
+#: with more than 4,096; a node that sends on more is still listed with these).
+MAX_PUBLISHED = 1024
 
 
 class Snapshot(NamedTuple):
@@ -52,6 +58,8 @@ class Registry:
         self._services: dict[bytes, ServiceEntry] = {}
         self._published: frozenset[str] = frozenset()
         self._threadless: tuple[Dispatcher, ...] = ()
+        #: topic -> listeners' dispatchers told to stop whose workers may still run
+        self._ending: dict[bytes, list[Dispatcher]] = {}
         self._spin_cond = threading.Condition(threading.Lock())
         self._spinner: int | None = None  # thread ident of the last spin_once caller
         self._closed = False
@@ -100,12 +108,45 @@ class Registry:
             old, entry.listener = entry.listener, listener
             entry.refresh()
             self._changed()
-        if old is None:
-            listener.dispatcher.start()
-        else:
-            old.dispatcher.begin_stop(drain=True)
-            old.dispatcher.when_ended(listener.dispatcher.start)
+            if old is not None:
+                self._ending.setdefault(name, []).append(old.dispatcher)
+            earlier = tuple(self._ending.get(name, ()))
+        if old is not None:
+            self._stop(name, old.dispatcher)
+        self._start_after(listener.dispatcher, earlier)
         return old
+
+    def _stop(self, name: bytes, d: Dispatcher) -> None:
+        """Tell a listener's dispatcher (in ``_ending``) to stop; forget it once ended."""
+        d.begin_stop(drain=True)
+        d.when_ended(lambda: self._ended(name, d))
+
+    def _ended(self, name: bytes, d: Dispatcher) -> None:
+        with self._lock:
+            ending = self._ending.get(name, [])
+            if d in ending:
+                ending.remove(d)
+            if not ending:
+                self._ending.pop(name, None)
+
+    @staticmethod
+    def _start_after(d: Dispatcher, earlier: tuple[Dispatcher, ...]) -> None:
+        """Start ``d`` once every dispatcher in ``earlier`` has ended."""
+        if not earlier:
+            d.start()
+            return
+        left = [len(earlier)]
+        lock = threading.Lock()
+
+        def one_ended() -> None:
+            with lock:
+                left[0] -= 1
+                last = left[0] == 0
+            if last:
+                d.start()
+
+        for e in earlier:
+            e.when_ended(one_ended)
 
     def stop_listening(self, topic: str) -> TopicListener | None:
         """Remove the listener of ``topic`` (told to stop); None if there was none."""
@@ -119,7 +160,8 @@ class Registry:
             if not entry.sinks:
                 del self._topics[name]
             self._changed()
-        old.dispatcher.begin_stop(drain=True)
+            self._ending.setdefault(name, []).append(old.dispatcher)
+        self._stop(name, old.dispatcher)
         return old
 
     def subscribe(self, sub: Subscription) -> None:
@@ -149,9 +191,11 @@ class Registry:
             return sorted(e.topic for e in self._topics.values() if e.sinks)
 
     def publish(self, topic: str) -> None:
-        """Record that this node sends on ``topic`` (its first send does this)."""
+        """Record that this node sends on ``topic`` (its first send does this). Past
+        ``MAX_PUBLISHED`` topics the record stops growing (sending is not affected; the
+        coordinator bounds a record's size)."""
         with self._lock:
-            if topic in self._published:
+            if topic in self._published or len(self._published) >= MAX_PUBLISHED:
                 return
             self._published = self._published | {topic}
             self._changed()
@@ -223,9 +267,10 @@ class Registry:
             self._closed = True
             entries = list(self._topics.values())
             services = list(self._services.values())
+            ending = [d for ds in self._ending.values() for d in ds]  # replaced, still draining
         subs = [s for e in entries for s in e.subs]
         dispatchers = [e.listener.dispatcher for e in entries if e.listener]
-        dispatchers += [s.dispatcher for s in services]
+        dispatchers += [s.dispatcher for s in services] + ending
         for sub in subs:
             sub.close()
         for d in dispatchers:

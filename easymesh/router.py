@@ -267,12 +267,19 @@ class Router:
             self.links.pop(node_id, None)
             self._retry.pop(node_id, None)
 
-    def retire(self, node_id: str) -> None:
-        """(I/O thread) Close what is left of the links to a node that left the mesh."""
+    def retire(self, node_id: str, gone: bool = True) -> None:
+        """(I/O thread) Close what is left of the links to a node that left the mesh: all
+        of them while it is ``gone``; if it came back, only the links dialled to it before
+        it left (nothing uses them any more; its own links to us and a link dialled since
+        stay)."""
         with self._lock:
-            if node_id in self.links:
-                return  # it came back and was dialled again
-            doomed = [c for c in self._conns if c.peer_id == node_id]
+            current = self.links.get(node_id)
+            back = current is not None or not gone
+            doomed = [
+                c
+                for c in self._conns
+                if c.peer_id == node_id and c is not current and (c.is_client or not back)
+            ]
         for conn in doomed:
             conn.close(ConnectionLost("the node left the mesh"))
 

@@ -46,10 +46,11 @@ Design decisions, and why:
   topics still without one and plays anyway: a message nobody listens to goes
   nowhere, as the original send did; it is counted. Topics whose encoding is
   not an easymesh codec (a foreign MCAP file) are skipped and counted.
-* **export --json** decodes and re-encodes as schema-less JSON objects (non-dict
-  values wrapped as ``{"data": ...}``, NaN as null); what cannot be JSON
-  (bytes, arbitrary objects, undecodable messages) is skipped and counted per
-  topic. See ``export``.
+* **export --json** decodes and re-encodes as JSON objects with inferred JSON
+  schemas, by the mapping the live Foxglove bridge uses (non-dict values wrapped
+  as ``{"data": ...}``, NaN as null, what JSON cannot hold as its repr, uint8
+  arrays as ``foxglove.RawImage``); undecodable messages are skipped and counted
+  per topic. See ``export``.
 """
 
 from __future__ import annotations

@@ -1,23 +1,27 @@
-"""meshbag export --json: a copy of a bag that Foxglove can plot.
+"""meshbag export --json: a copy of a bag that Foxglove can plot and show.
 
-Every message is decoded with its codec and re-encoded as schema-less JSON
-(channel ``message_encoding`` ``json``, schema id 0, which Foxglove and the
-``mcap`` CLI read). Times and topics are kept, so the copy lines up with the
-original. The copy is itself a bag ``meshbag play`` can play (codec ``json``).
+Every message is decoded with its codec and re-encoded as JSON (channel
+``message_encoding`` ``json``) by the mapping the live bridge uses
+(:mod:`easymesh.foxglove.mapping`), so a recording opened in Foxglove plots and
+shows images as ``meshfoxglove`` does:
 
-What becomes JSON:
+* each channel has a JSON schema (encoding ``jsonschema``) inferred from its first
+  message; a value that is not a dict is wrapped as ``{"data": value}``; NaN and
+  infinities become ``null``; numpy arrays and dataclasses become lists and dicts;
+  what JSON cannot hold (bytes, sets, other objects) is written as its repr;
+* a numpy ``uint8`` array of shape (H, W) or (H, W, 3) becomes a
+  ``foxglove.RawImage`` (schema of that name; its timestamp is the log time), so
+  Foxglove's Image panel shows it. A topic whose messages switch between images
+  and other data gets one channel of each kind.
 
-* dicts (keys str, int, float or bool; keys become strings), lists, tuples,
-  str, int, float, bool, None; objects with ``tolist()`` (numpy arrays and
-  scalars) and dataclasses become their lists and dicts;
-* NaN and infinities become ``null`` (strict JSON has no spelling for them,
-  and a plot with a gap is better than a lost message);
-* a top-level value that is not a dict is wrapped as ``{"data": value}``,
-  because Foxglove addresses fields of a JSON *object* (``/topic.data``).
+Times and topics are kept, so the copy lines up with the original. The copy is
+itself a bag ``meshbag play`` can play (codec ``json``). A message that cannot be
+decoded (unknown codec, a pickled class that is not importable here) is skipped
+and counted per topic; the export says so.
 
-A message that cannot be decoded (unknown codec, a pickled class that is not
-importable here) or holds something JSON cannot express (bytes, sets, other
-objects) is skipped and counted per topic; the export says so.
+The schema of a channel comes from its first message (an MCAP channel's schema is
+fixed when the channel is written); fields that first appear later are still in
+the JSON, only not in the schema.
 
 Decoding pickle runs code chosen by whoever wrote the bag: export only bags
 you trust.
@@ -25,9 +29,7 @@ you trust.
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import math
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -46,13 +48,14 @@ from easymesh.bag.bagfile import (
     BagError,
     channel_codec,
 )
+from easymesh.foxglove.mapping import Mapped, encode_json, map_message, to_json
 from easymesh.protocol.codecs import JSON_ID, codec_for_id
 
-_MAX_DEPTH = 200
+__all__ = ["ExportResult", "NotJson", "encode_json", "export_json", "to_json"]
 
 
 class NotJson(ValueError):
-    """A value has no JSON form."""
+    """A message has no JSON form here (its channel is not an easymesh codec)."""
 
 
 @dataclass
@@ -62,39 +65,6 @@ class ExportResult:
     bytes: Counter[str] = field(default_factory=Counter)  # topic -> JSON bytes written
     skipped: Counter[str] = field(default_factory=Counter)  # topic -> messages skipped
     reasons: dict[str, str] = field(default_factory=dict)  # topic -> first reason
-
-
-def to_json(value: Any, depth: int = 0) -> Any:
-    """``value`` as plain JSON types (see the module docs). Raises NotJson."""
-    if depth > _MAX_DEPTH:
-        raise NotJson("nested too deeply")
-    if value is None or isinstance(value, (str, bool, int)):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        out = {}
-        for k, v in value.items():
-            if not isinstance(k, (str, int, float, bool)):
-                raise NotJson(f"a dict key of type {type(k).__name__}")
-            out[k if isinstance(k, str) else json.dumps(k)] = to_json(v, depth + 1)
-        return out
-    if isinstance(value, (list, tuple)):
-        return [to_json(v, depth + 1) for v in value]
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return to_json(dataclasses.asdict(value), depth + 1)
-    tolist = getattr(value, "tolist", None)
-    if callable(tolist) and not isinstance(value, (bytes, bytearray, memoryview)):
-        return to_json(tolist(), depth + 1)
-    raise NotJson(f"a value of type {type(value).__name__}")
-
-
-def encode_json(value: Any) -> bytes:
-    """The JSON body written for a decoded message. Raises NotJson."""
-    obj = to_json(value)
-    if not isinstance(obj, dict):
-        obj = {"data": obj}
-    return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
 
 def export_json(
@@ -116,7 +86,7 @@ def export_json(
     if os.path.exists(dst) and not overwrite:
         raise BagError(f"{dst} exists; choose another file or pass --force")
     result = ExportResult(dst)
-    channels: dict[int, int] = {}  # source channel id -> output channel id
+    channels: dict[tuple[int, str], int] = {}  # (source channel id, schema name) -> output id
     try:
         with open(src, "rb") as fin, open(dst, "wb") as fout:
             reader = make_reader(fin)
@@ -124,22 +94,16 @@ def export_json(
             writer.start(profile=PROFILE, library=f"easymesh {easymesh.__version__} meshbag export")
             for _schema, channel, message in reader.iter_messages(topics, log_time_order=True):
                 try:
-                    body = _convert(channel, message.data)
+                    mapped = _convert(channel, message.data, message.log_time)
                 except Exception as exc:  # noqa: BLE001 - a codec may raise anything: skip, count
                     result.skipped[channel.topic] += 1
                     result.reasons.setdefault(channel.topic, _reason(exc))
                     continue
-                out_id = channels.get(channel.id)
+                key = (channel.id, mapped.schema_name)
+                out_id = channels.get(key)
                 if out_id is None:
-                    out_id = channels[channel.id] = writer.register_channel(
-                        channel.topic,
-                        "json",
-                        0,
-                        {
-                            CODEC_KEY: str(JSON_ID),
-                            "easymesh.source_encoding": channel.message_encoding,
-                        },
-                    )
+                    out_id = channels[key] = _register(writer, channel, mapped)
+                body = mapped.body
                 writer.add_message(
                     out_id, message.log_time, body, message.publish_time, message.sequence
                 )
@@ -159,18 +123,32 @@ def export_json(
     return result
 
 
-def _convert(channel: Any, data: bytes) -> bytes:
+def _register(writer: Writer, channel: Any, mapped: Mapped) -> int:
+    """An output channel for ``channel``'s messages of ``mapped``'s kind, with its schema."""
+    schema_id = writer.register_schema(
+        mapped.schema_name or channel.topic,
+        "jsonschema",
+        json.dumps(mapped.schema, separators=(",", ":")).encode("utf-8"),
+    )
+    return writer.register_channel(
+        channel.topic,
+        "json",
+        schema_id,
+        {CODEC_KEY: str(JSON_ID), "easymesh.source_encoding": channel.message_encoding},
+    )
+
+
+def _convert(channel: Any, data: bytes, log_time: int) -> Mapped:
     cid = channel_codec(channel)
     if cid is None:
         raise NotJson(f"encoding {channel.message_encoding!r} is not an easymesh codec")
-    if cid == JSON_ID:
-        return encode_json(json.loads(data))
-    return encode_json(codec_for_id(cid).decode(data))
+    value = json.loads(data) if cid == JSON_ID else codec_for_id(cid).decode(data)
+    return map_message(value, log_time)
 
 
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, NotJson):
-        return f"holds {exc}" if exc.args and str(exc).startswith("a ") else str(exc)
+        return str(exc)
     return f"cannot be decoded ({type(exc).__name__}: {exc})"
 
 

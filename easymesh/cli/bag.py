@@ -95,11 +95,14 @@ Usage:
   meshbag export FILE --json=OUT [--topics=T]... [options]
   meshbag export (-h | --help)
 
-Messages are decoded with their codec and written as schema-less JSON objects
-(message encoding "json"); a value that is not an object is wrapped as
-{"data": value}; NaN and infinity become null. Messages JSON cannot express
-(bytes, arbitrary objects) are skipped and counted. Decoding pickle runs code
-from the bag: export only bags you trust.
+Messages are decoded with their codec and written as JSON objects (message
+encoding "json") with a JSON schema inferred from each channel's first message;
+a value that is not an object is wrapped as {"data": value}; NaN and infinity
+become null; what JSON cannot hold (bytes, sets, other objects) becomes its
+repr; a numpy uint8 array of shape (H, W) or (H, W, 3) becomes a
+foxglove.RawImage that Foxglove's Image panel shows. Messages that cannot be
+decoded are skipped and counted. Decoding pickle runs code from the bag:
+export only bags you trust.
 
 Options:
   --json=OUT               The MCAP file to write.

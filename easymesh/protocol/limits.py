@@ -70,14 +70,19 @@ def record_problem(node: NodeInfo, limits: Limits, record_bytes: int) -> str | N
     ):
         if len(text.encode("utf-8", "surrogatepass")) > bound:
             return f"the {what} is longer than {bound} bytes"
-    if len(node.topics) > limits.max_topics:
-        return f"{len(node.topics)} topics is more than the limit of {limits.max_topics} per node"
+    for what, topics in (("topics", node.topics), ("published topics", node.publishes)):
+        if len(topics) > limits.max_topics:
+            return f"{len(topics)} {what} is more than the limit of {limits.max_topics} per node"
     if len(node.services) > limits.max_services:
         return (
             f"{len(node.services)} services is more than the limit of "
             f"{limits.max_services} per node"
         )
-    for what, names in (("topic", node.topics), ("service", node.services)):
+    for what, names in (
+        ("topic", node.topics),
+        ("published topic", node.publishes),
+        ("service", node.services),
+    ):
         for name in names:
             if not name or len(name.encode("utf-8", "surrogatepass")) > MAX_TOPIC_NAME:
                 return f"a {what} name must be 1 to {MAX_TOPIC_NAME} bytes"

@@ -23,7 +23,9 @@ NodeInfo fields: ``id`` (unique per process run), ``name`` (nodes sharing a
 name form a load-balancing group), ``hostname``, ``host_key`` (hostname, boot
 and network namespace: equal keys can use Unix sockets), ``tcp``
 (``"ip:port"``), ``unix`` (socket path; a leading ``@`` means the Linux
-abstract namespace), ``topics``, ``services``, ``pid``.
+abstract namespace), ``topics`` (what it listens to), ``services``, ``pid``,
+``publishes`` (topics it has sent on; optional on the wire, so records from
+nodes that predate it still parse, as publishing nothing).
 
 ``register.secret`` is a random token the node draws once per Node object and sends
 in every Register. The coordinator keeps only its hash, and a Register for an id that
@@ -88,6 +90,7 @@ class NodeInfo:
     topics: frozenset[str] = field(default_factory=frozenset)
     services: frozenset[str] = field(default_factory=frozenset)
     pid: int = 0
+    publishes: frozenset[str] = field(default_factory=frozenset)
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -100,6 +103,7 @@ class NodeInfo:
             "topics": sorted(self.topics),
             "services": sorted(self.services),
             "pid": self.pid,
+            "publishes": sorted(self.publishes),
         }
 
     @classmethod
@@ -117,6 +121,7 @@ class NodeInfo:
                 topics=frozenset(_str_list(obj.get("topics", []), "topics")),
                 services=frozenset(_str_list(obj.get("services", []), "services")),
                 pid=_int(obj.get("pid", 0), "pid"),
+                publishes=frozenset(_str_list(obj.get("publishes", []), "publishes")),
             )
         except KeyError as exc:
             raise ProtocolError(f"node info lacks {exc.args[0]!r}") from None

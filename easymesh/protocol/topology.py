@@ -14,7 +14,8 @@ Rules:
   on one ordered connection, and a Welcome replaces everything it had;
 * a node's own record is authoritative locally (:meth:`set_local`): what the
   coordinator says about the local node never overwrites it;
-* queries (:meth:`listeners`, :meth:`providers`) are cached per version;
+* queries (:meth:`listeners`, :meth:`publishers`, :meth:`providers`) are cached
+  per version;
 * a Welcome may come in parts (``part`` 0 .. ``parts`` - 1, one version, back to back
   on the coordinator link): :meth:`apply` collects them and replaces the topology
   only with the last one, so a node never works from half a mesh. Part 0 starts a
@@ -54,6 +55,7 @@ class Topology:
         self.nodes: dict[str, NodeInfo] = {}
         self._listeners: dict[str, tuple[NodeInfo, ...]] = {}
         self._providers: dict[str, tuple[NodeInfo, ...]] = {}
+        self._publishers: dict[str, tuple[NodeInfo, ...]] = {}
         self.local: NodeInfo | None = None
         self._encoded: dict[str, bytes] = {}  # coordinator: id -> record_bytes(node)
         self.total_bytes = 0  # coordinator: sum of the encoded records
@@ -161,6 +163,16 @@ class Topology:
             cache[topic] = found
             return found
 
+    def publishers(self, topic: str) -> tuple[NodeInfo, ...]:
+        """Nodes that have sent on ``topic``, in a stable order (name, id)."""
+        cache = self._publishers
+        try:
+            return cache[topic]
+        except KeyError:
+            found = _sorted(n for n in self.nodes.values() if topic in n.publishes)
+            cache[topic] = found
+            return found
+
     def providers(self, service: str) -> tuple[NodeInfo, ...]:
         """Nodes that provide ``service``, in a stable order (name, id)."""
         cache = self._providers
@@ -201,6 +213,7 @@ class Topology:
     def _clear_cache(self) -> None:
         self._listeners = {}
         self._providers = {}
+        self._publishers = {}
 
 
 def _sorted(nodes: Iterable[NodeInfo]) -> tuple[NodeInfo, ...]:

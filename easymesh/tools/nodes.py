@@ -14,18 +14,22 @@ from easymesh.tools.table import format_table, join_or
 
 
 def list_nodes(node: Node, verbose: bool = False, out: TextIO | None = None) -> int:
-    """Print one row per node: name, id, host, pid and how many topics it listens to
-    and services it provides. ``verbose`` prints a block per node instead, with its
-    endpoints and the topics and services by name."""
+    """Print one row per node: name, id, host, pid and how many topics it publishes
+    (has sent on) and listens to and how many services it provides. ``verbose``
+    prints a block per node instead, with its endpoints and the topics and services
+    by name."""
     out = out or sys.stdout
     infos = sorted(others(node), key=lambda i: (i.name, i.id))
     if not infos:
         print("meshnode: no other node in the mesh", file=sys.stderr)
         return 0
     if not verbose:
-        rows = [(i.name, i.id, i.hostname, i.pid, len(i.topics), len(i.services)) for i in infos]
+        rows = [
+            (i.name, i.id, i.hostname, i.pid, len(i.publishes), len(i.topics), len(i.services))
+            for i in infos
+        ]
         print(
-            format_table(("NAME", "ID", "HOST", "PID", "TOPICS", "SERVICES"), rows),
+            format_table(("NAME", "ID", "HOST", "PID", "PUBLISHES", "LISTENS", "SERVICES"), rows),
             file=out,
             flush=True,
         )
@@ -37,10 +41,11 @@ def list_nodes(node: Node, verbose: bool = False, out: TextIO | None = None) -> 
             ("host", f"{printable(i.hostname)} (pid {i.pid})"),
             ("tcp", printable(i.tcp or "-")),
             ("unix", printable(i.unix or "-")),
-            ("topics", join_or(sorted(i.topics))),
+            ("publishes", join_or(sorted(i.publishes))),
+            ("listens", join_or(sorted(i.topics))),
             ("services", join_or(sorted(i.services))),
         ]
-        lines = (f"  {k + ':':<10}{v}" for k, v in fields)  # every value escaped above
+        lines = (f"  {k + ':':<11}{v}" for k, v in fields)  # every value escaped above
         blocks.append(printable(i.name, 1100) + "\n" + "\n".join(lines))
     print("\n\n".join(blocks), file=out, flush=True)
     return 0

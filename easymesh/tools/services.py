@@ -16,9 +16,8 @@ from easymesh.tools.table import print_membership
 def list_services(node: Node, verbose: bool = False, out: TextIO | None = None) -> int:
     """Print each service with its providing groups (``-v``: one row per providing
     node with id, host and pid). Prints a note on stderr when there are none."""
-    if not print_membership(
-        others(node), lambda n: n.services, "SERVICE", "PROVIDERS", verbose, out or sys.stdout
-    ):
+    roles = [("PROVIDERS", "provider", lambda n: n.services)]
+    if not print_membership(others(node), "SERVICE", roles, verbose, out or sys.stdout):
         print("meshservice: no node provides any service", file=sys.stderr)
     return 0
 

@@ -34,45 +34,47 @@ def join_or(items: Iterable[str], empty: str = "-") -> str:
     return text if text else empty
 
 
+#: A column of a membership listing: its title (``LISTENERS``), the word for one
+#: member in the verbose listing (``listener``) and what names a node has in it.
+Role = tuple[str, str, Callable[[Any], Iterable[str]]]
+
+
 def print_membership(
-    nodes: Iterable[Any],
-    names_of: Callable[[Any], Iterable[str]],
-    what: str,
-    members: str,
-    verbose: bool,
-    out: TextIO,
+    nodes: Iterable[Any], what: str, roles: Sequence[Role], verbose: bool, out: TextIO
 ) -> bool:
     """Print a listing of names (topics, services) with the nodes that have them.
 
-    ``names_of(node)`` gives a node's names; ``what``/``members`` are the column titles
-    (``TOPIC``/``LISTENERS``). Plain: one row per name with its groups (``worker (3
-    nodes)``); ``verbose``: one row per node with id, host and pid. Returns False, and
-    prints nothing, when no node has any name.
+    ``what`` titles the first column (``TOPIC``); each role adds one column, like
+    ``rostopic info``'s publishers and subscribers. Plain: one row per name with the
+    groups in each role (``worker (3 nodes)``, ``-`` for none); ``verbose``: one row
+    per node and role with id, host and pid (the role column only when there are
+    several roles). Returns False, and prints nothing, when no node has any name.
     """
-    by_name: dict[str, list[Any]] = defaultdict(list)
+    by_name: dict[str, list[list[Any]]] = defaultdict(lambda: [[] for _ in roles])
     for info in nodes:
-        for name in names_of(info):
-            by_name[name].append(info)
+        for k, (_title, _word, names_of) in enumerate(roles):
+            for name in names_of(info):
+                by_name[name][k].append(info)
     if not by_name:
         return False
     if verbose:
+        several = len(roles) > 1
         rows: list[tuple[object, ...]] = [
-            (name, info.name, info.id, info.hostname, info.pid)
+            (name, *((word,) if several else ()), info.name, info.id, info.hostname, info.pid)
             for name in sorted(by_name)
-            for info in sorted(by_name[name], key=lambda i: (i.name, i.id))
+            for (_title, word, _names_of), members in zip(roles, by_name[name], strict=True)
+            for info in sorted(members, key=lambda i: (i.name, i.id))
         ]
-        print(format_table((what, "NODE", "ID", "HOST", "PID"), rows), file=out, flush=True)
+        head = (what, *(("ROLE",) if several else ()), "NODE", "ID", "HOST", "PID")
+        print(format_table(head, rows), file=out, flush=True)
         return True
-    rows = []
-    for name in sorted(by_name):
-        groups: dict[str, int] = defaultdict(int)
-        for info in by_name[name]:
-            groups[info.name] += 1
-        rows.append(
-            (
-                name,
-                ", ".join(g if n == 1 else f"{g} ({n} nodes)" for g, n in sorted(groups.items())),
-            )
-        )
-    print(format_table((what, members), rows), file=out, flush=True)
+    plain = [(name, *(_groups(m) for m in by_name[name])) for name in sorted(by_name)]
+    print(format_table((what, *(r[0] for r in roles)), plain), file=out, flush=True)
     return True
+
+
+def _groups(members: list[Any]) -> str:
+    groups: dict[str, int] = defaultdict(int)
+    for info in members:
+        groups[info.name] += 1
+    return join_or(g if n == 1 else f"{g} ({n} nodes)" for g, n in sorted(groups.items()))

@@ -4,8 +4,9 @@ Every function takes a connected node and returns an exit status. The long-runni
 ones (echo, hz, bw, send with a rate) end when their count or duration is reached,
 when ``stop`` is set, or on KeyboardInterrupt (which they let propagate).
 
-The topology only records who *listens* to a topic (senders are not registered),
-so ``list`` shows topics that have at least one listener.
+The topology records who listens to a topic and who has sent on it (a node's
+first ``send`` on a topic registers it as a publisher), so ``list`` shows both,
+like ``rostopic info``; a topic appears once anybody sends on it or listens to it.
 """
 
 from __future__ import annotations
@@ -27,12 +28,15 @@ REPORT_EVERY = 1.0
 
 
 def list_topics(node: Node, verbose: bool = False, out: TextIO | None = None) -> int:
-    """Print each topic with its listening groups (``-v``: one row per listening node
-    with its id, host and pid). Prints a note on stderr when nobody listens to anything."""
-    if not print_membership(
-        others(node), lambda n: n.topics, "TOPIC", "LISTENERS", verbose, out or sys.stdout
-    ):
-        print("meshtopic: no node listens to any topic", file=sys.stderr)
+    """Print each topic with its publishing and its listening groups (``-v``: one row
+    per node and role with its id, host and pid). Prints a note on stderr when no node
+    sends on or listens to any topic."""
+    roles = [
+        ("PUBLISHERS", "publisher", lambda n: n.publishes),
+        ("LISTENERS", "listener", lambda n: n.topics),
+    ]
+    if not print_membership(others(node), "TOPIC", roles, verbose, out or sys.stdout):
+        print("meshtopic: no node sends on or listens to any topic", file=sys.stderr)
     return 0
 
 

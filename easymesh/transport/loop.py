@@ -185,16 +185,18 @@ class IOLoop:
             log.critical("easymesh %s: the I/O thread died", self.name, exc_info=True)
             self._stopping = True
         finally:
-            try:
-                self._close_all()
-            except BaseException:
-                log.exception("easymesh %s: closing the sockets failed", self.name)
-            self.stopped.set()
+            # The owner hears of a crash before the sockets close: closing them fails
+            # what went out on them with a bland "closing" error, and the reason must win.
             if self.crashed is not None and self.on_crash is not None:
                 try:
                     self.on_crash(self.crashed)
                 except BaseException:
                     log.exception("easymesh %s: the crash handler failed", self.name)
+            try:
+                self._close_all()
+            except BaseException:
+                log.exception("easymesh %s: closing the sockets failed", self.name)
+            self.stopped.set()
 
     def _run_calls(self, calls: deque[tuple[Callable[..., Any], tuple[Any, ...]]]) -> None:
         self._wake_pending = False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import os
@@ -22,7 +23,7 @@ from easymesh.bag import (
     latest_bag,
     read_info,
 )
-from easymesh.bag.export import NotJson, encode_json, to_json
+from easymesh.bag.export import encode_json, to_json
 from easymesh.cli.bag import main
 
 
@@ -147,10 +148,12 @@ def test_json_conversion(value, expected):
     assert json.loads(encode_json(value)) == expected
 
 
-@pytest.mark.parametrize("value", [b"bytes", {"k": {1, 2}}, {(1, 2): 3}, object()])
-def test_not_json(value):
-    with pytest.raises(NotJson):
-        to_json(value)
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(b"bytes", "b'bytes'"), ({"k": {1, 2}}, {"k": "{1, 2}"}), ({(1, 2): 3}, {"(1, 2)": 3})],
+)
+def test_what_json_cannot_hold_is_its_repr(value, expected):
+    assert to_json(value) == expected
 
 
 def test_export(tmp_path, make_bag, capsys):
@@ -168,24 +171,53 @@ def test_export(tmp_path, make_bag, capsys):
     out = str(tmp_path / "out.mcap")
     assert main(["export", src, "--json", out]) == 0
     text = capsys.readouterr().out
-    assert "wrote" in text and "4 messages" in text
-    assert "skipped 2 messages on 'blob'" in text and "skipped 1 messages on 'count'" in text
+    assert "wrote" in text and "6 messages" in text
+    assert "blob" not in text and "skipped 1 messages on 'count'" in text
     with open(out, "rb") as f:
         rows = [
-            (c.topic, c.message_encoding, c.schema_id, json.loads(m.data))
-            for _, c, m in make_reader(f).iter_messages()
+            (c.topic, c.message_encoding, s.encoding, json.loads(s.data), json.loads(m.data))
+            for s, c, m in make_reader(f).iter_messages()
         ]
-    assert rows == [
-        ("pose", "json", 0, {"x": 1.0, "y": None}),
-        ("pose", "json", 0, {"x": 2.0, "y": 3.0}),
-        ("count", "json", 0, {"data": 7}),
-        ("count", "json", 0, {"data": [1, 2]}),
-    ]
+    number, integer = {"type": "number"}, {"type": "integer"}
+    pose = {"type": "object", "properties": {"x": number}}  # y was NaN (null): no type
+    count = {"type": "object", "properties": {"data": integer}}
+    blob = {"type": "object", "properties": {"data": {"type": "string"}}}
+    assert len(rows) == 6
+    assert rows[0] == ("pose", "json", "jsonschema", pose, {"x": 1.0, "y": None})
+    # each source channel (topic and codec) has its own, from its own first message
+    pose_xy = {"type": "object", "properties": {"x": number, "y": number}}
+    assert rows[1] == ("pose", "json", "jsonschema", pose_xy, {"x": 2.0, "y": 3.0})
+    assert rows[2] == ("count", "json", "jsonschema", count, {"data": 7})
+    assert rows[3] == ("blob", "json", "jsonschema", blob, {"data": "b'\\x00raw'"})
+    blob_b = {"type": "object", "properties": {"b": {"type": "string"}}}
+    assert rows[4] == ("blob", "json", "jsonschema", blob_b, {"b": "b'bytes'"})
+    count_list = {"type": "object", "properties": {"data": {"type": "array", "items": integer}}}
+    assert rows[5] == ("count", "json", "jsonschema", count_list, {"data": [1, 2]})
     assert main(["export", src, "--json", out]) == 1  # exists: needs --force
     assert "exists" in capsys.readouterr().err
     result = export_json(src, out, topics=["pose"], overwrite=True)
     assert result.written == 2 and not result.skipped
     assert {t.topic: t.bytes for t in read_info(out).topics} == {"pose": result.bytes["pose"]}
+
+
+def test_export_shows_images(tmp_path, make_bag):
+    np = pytest.importorskip("numpy")
+    gray = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    rgb = np.zeros((2, 5, 3), dtype=np.uint8)
+    rgb[1, 4] = (1, 2, 3)
+    src = make_bag([(0.0, "cam", 1, pickle.dumps(gray)), (0.1, "cam", 1, pickle.dumps(rgb))])
+    out = str(tmp_path / "out.mcap")
+    assert export_json(src, out).written == 2
+    with open(out, "rb") as f:
+        got = [(s.name, json.loads(s.data), m.log_time, json.loads(m.data))
+               for s, _, m in make_reader(f).iter_messages()]
+    for (name, schema, log_time, img), arr, enc in zip(got, (gray, rgb), ("mono8", "rgb8"), strict=True):
+        assert name == "foxglove.RawImage"
+        assert schema["properties"]["data"] == {"type": "string", "contentEncoding": "base64"}
+        assert (img["width"], img["height"], img["encoding"]) == (arr.shape[1], arr.shape[0], enc)
+        assert img["step"] == arr.shape[1] * (3 if enc == "rgb8" else 1)
+        assert base64.b64decode(img["data"]) == arr.tobytes()
+        assert img["timestamp"] == {"sec": log_time // 10**9, "nsec": log_time % 10**9}
 
 
 @pytest.mark.parametrize("command", [[], ["record"], ["play"], ["info"], ["export"]])
@@ -198,7 +230,7 @@ def test_help(command, capsys):
 
 
 def test_export_of_nothing_leaves_no_file(tmp_path, make_bag, capsys):
-    src = make_bag([(0.0, "blob", 0, b"raw bytes only")])
+    src = make_bag([(0.0, "blob", 1, b"not a pickle")])  # nothing decodes
     assert main(["export", src, "--json", str(tmp_path / "out.mcap")]) == 0
     assert "no file written" in capsys.readouterr().out
     assert not (tmp_path / "out.mcap").exists()

@@ -56,7 +56,7 @@ def test_peer_links_are_authenticated_too(secure):
     import socket
 
     from easymesh.protocol.auth import ClientHandshake
-    from easymesh.protocol.frames import FrameDecoder, HANDSHAKE_TYPES
+    from easymesh.protocol.frames import HANDSHAKE_TYPES, FrameDecoder
 
     with easymesh.Node("r", coordinator=secure.address, authkey="s3cret") as r:
         r.listen("t", lambda t, d: None)

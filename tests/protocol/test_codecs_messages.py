@@ -10,7 +10,15 @@ from hypothesis import strategies as st
 from easymesh.errors import CodecError, ProtocolError, UnknownCodec
 from easymesh.protocol import codecs
 from easymesh.protocol.messages import (
-    Bye, Diff, Ident, NodeInfo, Register, Update, Welcome, decode_control, encode_control,
+    Bye,
+    Diff,
+    Ident,
+    NodeInfo,
+    Register,
+    Update,
+    Welcome,
+    decode_control,
+    encode_control,
 )
 from easymesh.protocol.topology import Topology, merge_diffs
 

@@ -131,7 +131,7 @@ def test_a_real_node_gets_its_id_back_after_a_half_open_link(spawn: Any) -> None
     coord, addr = start_coordinator(spawn)
     with easymesh.Node("halfopen", coordinator=f"{addr[0]}:{addr[1]}", authkey=KEY) as node:
         node.add_service("echo", lambda d: d)
-        old = node._coord  # the lead's rewrite may rename this: the test needs the live link
+        old = node._p.coordinator._conn  # the live coordinator link (coordclient.py)
         assert old is not None and old.sock is not None
         stale = os.dup(old.sock.fileno())
         try:

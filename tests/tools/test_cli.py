@@ -6,6 +6,7 @@ import queue
 import re
 import signal
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -26,30 +27,37 @@ def test_topic_list(tools: Any, node_factory: Any) -> None:
     node_factory("receiver").listen("some-topic", lambda t, d: None)
     for _ in range(2):
         node_factory("worker").listen("jobs", lambda t, d: None)
+    boss = node_factory("boss")
+    boss.wait_for_listener("jobs", WAIT)
+    boss.send("jobs", 1)
+    boss.send("unheard", 1)  # sent, nobody listens: still a topic
     probe = node_factory("probe")
     probe.wait_for_listener("some-topic", WAIT)
+    _wait_until(lambda: {"jobs", "unheard"} <= {t for n in probe.nodes() for t in n.publishes})
     plain, verbose = tools.start("meshtopic", "list"), tools.start("meshtopic", "list", "-v")
     out, err = plain.communicate(timeout=30)
     assert plain.returncode == 0, err
     assert out.splitlines() == [
-        "TOPIC       LISTENERS",
-        "jobs        worker (2 nodes)",
-        "some-topic  receiver",
+        "TOPIC       PUBLISHERS  LISTENERS",
+        "jobs        boss        worker (2 nodes)",
+        "some-topic  -           receiver",
+        "unheard     boss        -",
     ]
     out, err = verbose.communicate(timeout=30)
     assert verbose.returncode == 0, err
     lines = out.splitlines()
-    assert lines[0].split() == ["TOPIC", "NODE", "ID", "HOST", "PID"]
+    assert lines[0].split() == ["TOPIC", "ROLE", "NODE", "ID", "HOST", "PID"]
     workers = [n for n in probe.nodes() if n.name == "worker"]
     for w in workers:
-        assert any(line.split()[:3] == ["jobs", "worker", w.id] for line in lines)
-    assert len(lines) == 4 and "meshtopic" not in out  # the tool's own node is left out
+        assert any(line.split()[:4] == ["jobs", "listener", "worker", w.id] for line in lines)
+    assert any(line.split()[:4] == ["jobs", "publisher", "boss", boss.id] for line in lines)
+    assert len(lines) == 6 and "meshtopic" not in out  # the tool's own node is left out
 
 
 def test_topic_list_empty(tools: Any) -> None:
     r = tools.run("meshtopic", "list")
     assert r.returncode == 0 and r.stdout == ""
-    assert "no node listens" in r.stderr
+    assert "no node sends on or listens to any topic" in r.stderr
 
 
 def test_echo(tools: Any, node_factory: Any) -> None:
@@ -179,8 +187,11 @@ def test_node_list_and_ping(tools: Any, node_factory: Any) -> None:
     alpha = node_factory("alpha")
     alpha.listen("t1", lambda t, d: None)
     alpha.add_service("s1", lambda d: d)
+    alpha.send("out1", 1)
+    alpha.send("out2", 1)
     beta = node_factory("beta")
     beta.wait_for_service("s1", WAIT)
+    _wait_until(lambda: len({n.id: n for n in beta.nodes()}[alpha.id].publishes) == 2)
     procs = [
         tools.start("meshnode", "list"),
         tools.start("meshnode", "list", "-v"),
@@ -194,14 +205,15 @@ def test_node_list_and_ping(tools: Any, node_factory: Any) -> None:
     assert rc1 == rc2 == rc3 == rc4 == 0 and rc5 == 1
     # the tools run at once and see each other's nodes: leave those out
     lines = [line for line in plain.splitlines() if not line.startswith("meshnode-")]
-    assert lines[0].split() == ["NAME", "ID", "HOST", "PID", "TOPICS", "SERVICES"]
-    assert lines[1].split()[:2] == ["alpha", alpha.id] and lines[1].split()[-2:] == ["1", "1"]
+    assert lines[0].split() == ["NAME", "ID", "HOST", "PID", "PUBLISHES", "LISTENS", "SERVICES"]
+    assert lines[1].split()[:2] == ["alpha", alpha.id]
+    assert lines[1].split()[-3:] == ["2", "1", "1"]
     assert lines[2].split()[:2] == ["beta", beta.id] and len(lines) == 3
     info = {n.id: n for n in alpha.nodes()}[alpha.id]
-    assert f"alpha\n  id:       {alpha.id}\n" in verbose
+    assert f"alpha\n  id:        {alpha.id}\n" in verbose
     assert (
-        f"  tcp:      {info.tcp}\n  unix:     {info.unix}\n  topics:   t1\n  services: s1\n"
-        in verbose
+        f"  tcp:       {info.tcp}\n  unix:      {info.unix}\n  publishes: out1, out2\n"
+        "  listens:   t1\n  services:  s1\n" in verbose
     )
     assert len(re.findall(rf"reply from alpha \({alpha.id}, .*\): time=[0-9.]+ ms", ping)) == 2
     assert "2 replies: min/avg/max = " in ping
@@ -246,3 +258,11 @@ def test_echo_shows_a_latched_value_at_once(tools: Any, node_factory: Any) -> No
     node_factory("config").send("map", {"w": 3}, latch=True)  # before anybody listens
     r = tools.run("meshtopic", "echo", "map", "-n", "1")
     assert (r.returncode, r.stdout) == (0, "{'w': 3}\n"), r.stderr
+
+
+def _wait_until(found: Any, timeout: float = WAIT) -> None:
+    """Wait for a condition on the topology (it reaches every node asynchronously)."""
+    deadline = time.monotonic() + timeout
+    while not found():
+        assert time.monotonic() < deadline, "condition never became true"
+        time.sleep(0.02)
