@@ -266,7 +266,7 @@ def test_a_flood_does_not_slow_other_listeners(
 def test_bridge_in_process_and_close_twice(node_factory: Any, client_factory: Any) -> None:
     from easymesh.foxglove.bridge import Bridge
 
-    node = node_factory("host")
+    node = node_factory("host", watch="all")  # a bridge shows the whole mesh
     node.send("t", 1)
     with Bridge(node, port=0) as bridge:
         assert bridge.start() is bridge  # once only
