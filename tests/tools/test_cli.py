@@ -31,7 +31,7 @@ def test_topic_list(tools: Any, node_factory: Any) -> None:
     boss.wait_for_listener("jobs", WAIT)
     boss.send("jobs", 1)
     boss.send("unheard", 1)  # sent, nobody listens: still a topic
-    probe = node_factory("probe")
+    probe = node_factory("probe", watch="all")  # it reads the whole topology, as the tools do
     probe.wait_for_listener("some-topic", WAIT)
     _wait_until(lambda: {"jobs", "unheard"} <= {t for n in probe.nodes() for t in n.publishes})
     plain, verbose = tools.start("meshtopic", "list"), tools.start("meshtopic", "list", "-v")
