@@ -321,7 +321,7 @@ class Coordinator:
         log.info("%s registered from %s", _describe(node), conn.peer_address)
 
     def _watch(self, msg: Register, answered: bool = False) -> None:
-        """Take the node's watch (none sent: the whole mesh); Refused if too large."""
+        """Take the node's watch (none sent: the whole mesh; sizes checked by _admit)."""
         watch: Watch = msg.watch or WATCH_ALL
         self.audience.watch(msg.node.id, watch, answered=answered)
         if not answered:

@@ -163,6 +163,7 @@ def storm(nodes: int, procs: int, host: str, ns: str | None = None) -> dict[str,
     import easymesh
     from easymesh.coordinator import Coordinator
 
+    load = os.getloadavg()[0]
     coord = Coordinator(host, 0).start()  # (its warning about no authkey is not counted)
     warnings = Warnings()
     logging.getLogger("easymesh").addHandler(warnings)
@@ -213,7 +214,7 @@ def storm(nodes: int, procs: int, host: str, ns: str | None = None) -> dict[str,
         changer.close()
         for w in workers:
             w.wait(30)
-        out = {"nodes": nodes, "procs": procs, "join_s": round(join_s, 3), "errors": errors,
+        out = {"nodes": nodes, "procs": procs, "load_1min_before": load, "join_s": round(join_s, 3), "errors": errors,
                "warnings": worker_warnings + warnings.count,
                "join_cpu_s": {"coordinator": round(coord_cpu, 2), "workers": round(worker_cpu, 2)},
                "change_ms": round(change_ms, 1),
@@ -285,13 +286,17 @@ def netns_storm(procs: int) -> dict[str, Any]:
 
 
 def markdown(res: dict[str, Any]) -> str:
-    rows = ["| storm | join (s) | warnings/errors | bytes/join | new listener reaches all (ms) "
-            "| bytes/change | missing |", "|---|---|---|---|---|---|---|"]
+    rows = ["| storm | load before | join (s) | CPU s (workers + coordinator) | warnings/errors "
+            "| bytes/join | new listener reaches half / all (ms) | bytes/change | missing |",
+            "|---|---|---|---|---|---|---|---|---|"]
     for r in res["storms"] + ([res["netns"]] if "join_s" in res.get("netns", {}) else []):
         where = "10 netns, TCP" if r is res.get("netns") else "loopback"
-        rows.append(f"| {r['nodes']} nodes, {r['procs']} procs, {where} | {r['join_s']} "
+        cpu = r["join_cpu_s"]
+        rows.append(f"| {r['nodes']} nodes, {r['procs']} procs, {where} | {r['load_1min_before']:.1f} "
+                    f"| {r['join_s']} | {cpu['workers']} + {cpu['coordinator']} "
                     f"| {r['warnings']}/{r['errors']} | {r.get('bytes_per_join', 'n/a')} "
-                    f"| {r['change_ms']} | {r.get('bytes_per_change', 'n/a')} | {r['missing']} |")
+                    f"| {r['change_half_ms']} / {r['change_ms']} | {r.get('bytes_per_change', 'n/a')} "
+                    f"| {r['missing']} |")
     return "\n".join(rows) + "\n"
 
 
@@ -308,11 +313,12 @@ def main() -> int:
         print("STORM " + json.dumps(r), flush=True)
         return 0
     storms = []
+    load_before = os.getloadavg()[0]
     for size in (int(s) for s in args["--sizes"].split(",")):
         r = storm(size, procs, "127.0.0.1")
         print(f"mesh_scale: {r}", flush=True)
         storms.append(r)
-    res: dict[str, Any] = {"storms": storms, "load_before": os.getloadavg()[0]}
+    res: dict[str, Any] = {"storms": storms, "load_before": load_before}
     if len(storms) >= 2:
         res["join_ratio"] = round(storms[-1]["join_s"] / storms[0]["join_s"], 1)
     if args["--netns"]:
