@@ -3,6 +3,7 @@ coordinator in bytes, and how long one new listener takes to reach every node.
 
 Usage:
   mesh_scale.py [--sizes=LIST] [--procs=P] [--netns] [--out=FILE]
+  mesh_scale.py --coordinator=ADDR [--nodes=N] [--procs=P] [--reps=R]
   mesh_scale.py storm --nodes=N --procs=P --host=IP [--ns=TAG]
   mesh_scale.py worker --coordinator=ADDR --count=K --prefix=NAME
   mesh_scale.py (-h | --help)
@@ -12,6 +13,8 @@ Options:
   --procs=P      Worker processes; each builds N/P nodes, one thread per node [default: 10].
   --netns        Also the 1,000-node storm across 10 network namespaces (root only).
   --out=FILE     Also write the results as a Markdown table to FILE.
+  --coordinator=ADDR  Storms against this coordinator (bench.py; no byte counts).
+  --reps=R       With --coordinator: storms of --nodes nodes [default: 1].
   --nodes=N      storm: nodes in all.
   --host=IP      storm: the coordinator's address.
   --ns=TAG       storm: worker i runs in network namespace TAG-i.
@@ -40,6 +43,7 @@ import logging
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import threading
@@ -158,16 +162,19 @@ def tell(workers: list[subprocess.Popen], line: str) -> None:
         w.stdin.flush()
 
 
-def storm(nodes: int, procs: int, host: str, ns: str | None = None) -> dict[str, Any]:
-    """One storm of ``nodes`` nodes in ``procs`` processes against a fresh coordinator."""
+def storm(nodes: int, procs: int, host: str, ns: str | None = None, address: str = "") -> dict[str, Any]:
+    """One storm of ``nodes`` nodes in ``procs`` processes against a fresh coordinator in
+    this process (or the one at ``address``)."""
     import easymesh
     from easymesh.coordinator import Coordinator
 
     load = os.getloadavg()[0]
-    coord = Coordinator(host, 0).start()  # (its warning about no authkey is not counted)
+    coord: Any = None
+    if not address:
+        coord = Coordinator(host, 0).start()  # (its warning about no authkey is not counted)
+        address = f"{host}:{coord.port}"
     warnings = Warnings()
     logging.getLogger("easymesh").addHandler(warnings)
-    address = f"{host}:{coord.port}"
     per = nodes // procs
     workers = []
     try:
@@ -228,7 +235,8 @@ def storm(nodes: int, procs: int, host: str, ns: str | None = None) -> dict[str,
             if w.poll() is None:
                 os.killpg(w.pid, 9)
                 w.wait(5)
-        coord.close()
+        if coord is not None:
+            coord.close()
         logging.getLogger("easymesh").removeHandler(warnings)
 
 
@@ -285,6 +293,21 @@ def netns_storm(procs: int) -> dict[str, Any]:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=20)
 
 
+def against(address: str, nodes: int, procs: int, reps: int) -> int:
+    """bench.py's section: storms against a running coordinator, its result format."""
+    runs = []
+    for _ in range(reps):
+        r = storm(nodes, procs, "", address=address)
+        print(f"mesh_scale: {r}", flush=True)
+        runs.append(r)
+    res = {"nodes": nodes, "procs": procs, "runs": runs,
+           "join_s": statistics.median(r["join_s"] for r in runs),
+           "change_ms": statistics.median(r["change_ms"] for r in runs),
+           "errors": sum(r["errors"] for r in runs), "missing": sum(r["missing"] for r in runs)}
+    print("SPEEDTEST " + json.dumps(res), flush=True)
+    return 0
+
+
 def markdown(res: dict[str, Any]) -> str:
     rows = ["| storm | load before | join (s) | CPU s (workers + coordinator) | warnings/errors "
             "| bytes/join | new listener reaches half / all (ms) | bytes/change | missing |",
@@ -308,6 +331,8 @@ def main() -> int:
     t.daemon = True
     t.start()
     procs = int(args["--procs"])
+    if args["--coordinator"]:
+        return against(args["--coordinator"], int(args["--nodes"] or 200), procs, int(args["--reps"]))
     if args["storm"]:
         r = storm(int(args["--nodes"]), procs, args["--host"], args["--ns"])
         print("STORM " + json.dumps(r), flush=True)
