@@ -61,6 +61,15 @@ __all__ = ["CoordinatorClient"]
 
 
 
+def _resolve(endpoint: str) -> tuple[int, Any]:
+    """The coordinator's address: an IP as it is (no resolver: the cheap case, and the
+    common one in a join storm), else a name through the resolver."""
+    try:
+        return tcp_address(endpoint, numeric=True)
+    except (OSError, ValueError):
+        return tcp_address(endpoint)
+
+
 class CoordinatorClient:
     """Register with the coordinator, keep the link alive, receive the topology."""
 
@@ -116,7 +125,7 @@ class CoordinatorClient:
         while True:
             if self._sockaddr is None:
                 try:
-                    self._sockaddr = tcp_address(format_address(host, port))
+                    self._sockaddr = _resolve(format_address(host, port))
                 except OSError as exc:
                     last = exc
             if self._sockaddr is not None:

@@ -318,7 +318,8 @@ class Coordinator:
             bufs, nbytes = encode_frame_parts(CONTROL, b"welcome", pieces)
             self.bytes_sent += nbytes
             conn.send(bufs, nbytes, droppable=False)
-        log.info("%s registered from %s", _describe(node), conn.peer_address)
+        if log.isEnabledFor(logging.INFO):  # (a thousand joins at once: skip the formatting)
+            log.info("%s registered from %s", _describe(node), conn.peer_address)
 
     def _watch(self, msg: Register, answered: bool = False) -> None:
         """Take the node's watch (none sent: the whole mesh; sizes checked by _admit)."""
