@@ -57,13 +57,15 @@ class Settings:
     bind_host: str | None
     socket_dir: str | None
     transport: str
-    watch_all: bool = False
+    watch: str = "needed"  # or "all"
 
 
 class Parts:
     """One node's parts, wired together, and its lifecycle."""
 
     def __init__(self, cfg: Settings) -> None:
+        if cfg.watch not in ("needed", "all"):
+            raise ValueError("watch must be 'needed' or 'all'")
         name, node_id = cfg.name, cfg.node_id
         self.name = name
         self.id = node_id
@@ -79,7 +81,7 @@ class Parts:
         balancer = resolve_load_balancer(cfg.load_balancer)
         self.loop = IOLoop(name, on_crash=self._on_io_crash)
         in_io = self.loop.in_loop_thread
-        self.view = TopologyView(in_io, watch_all=cfg.watch_all)
+        self.view = TopologyView(in_io, watch_all=cfg.watch == "all")
         self.registry = Registry(self._record_changed)
         self.router = Router(
             loop=self.loop, node_name=name, node_id=node_id, authkey=cfg.authkey,

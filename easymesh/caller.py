@@ -47,6 +47,7 @@ from easymesh.errors import (
     ServiceError,
     WouldDeadlock,
 )
+from easymesh.escape import printable
 from easymesh.protocol.frames import PONG, REPLY, REQUEST, Frame, encode_frame
 from easymesh.protocol.messages import NodeInfo
 from easymesh.registry import Registry
@@ -66,6 +67,10 @@ SWEEP = 0.05
 PROVIDER_ANSWER_WAIT = 5.0
 _new_frame = tuple.__new__
 _FAILED = -1  # "frame type" of a completion that is an exception
+#: Largest REPLY_ERROR body decoded (a service host's is under 130 kB).
+MAX_ERROR_REPLY = 256 * 1024
+#: Longest remote error text kept in an exception message.
+MAX_ERROR_TEXT = 10_000
 
 
 class Waiter:
@@ -91,7 +96,7 @@ class Waiter:
     def wait(self, timeout: float | None) -> bool:
         if timeout is None:
             return self._lock.acquire()
-        return self._lock.acquire(timeout=max(0.0, timeout))
+        return self._lock.acquire(timeout=min(max(0.0, timeout), threading.TIMEOUT_MAX))
 
 
 class RequestFuture(Future):
@@ -100,13 +105,15 @@ class RequestFuture(Future):
 
     _completer: Callable[[], bool] = staticmethod(lambda: False)
 
+    # A finite timeout past threading.TIMEOUT_MAX (~292 years) waits that long instead
+    # of raising OverflowError from the lock.
     def result(self, timeout: float | None = None) -> Any:
         self._check_wait()
-        return super().result(timeout)
+        return super().result(None if timeout is None else min(timeout, threading.TIMEOUT_MAX))
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         self._check_wait()
-        return super().exception(timeout)
+        return super().exception(None if timeout is None else min(timeout, threading.TIMEOUT_MAX))
 
     def _check_wait(self) -> None:
         if not self.done() and self._completer():
@@ -158,6 +165,7 @@ class Caller:
 
     def request(self, service: str, data: Any, timeout: float | None) -> Any:
         t = self.request_timeout if timeout is None else timeout
+        self._check_open()  # a closed node says so, whatever the timeout
         if t <= 0:
             raise RequestTimeout(f"service {service!r}: a timeout of {t:g} s leaves no time")
         if self.in_io_thread():
@@ -199,12 +207,14 @@ class Caller:
             raise WouldDeadlock("ping() on the node's I/O thread would never get its answer")
         link = self.link_to(target)
         if link is None:
+            self._check_open()
             raise ConnectionLost(f"cannot reach node {target.name!r} ({target.id})")
         waiter = Waiter()
-        rid = self.table.add(waiter, link, "<ping>", target.id)
+        rid = self._add(waiter, link, "<ping>", target.id, None)
         start = time.perf_counter()
         if not link.send(ping_frame(rid), 16, False):
             self.table.discard(rid)
+            self._check_open()
             raise ConnectionLost(f"connection to node {target.name!r} is closed")
         if not waiter.wait(timeout):
             if self.table.discard(rid) is not None:
@@ -219,6 +229,19 @@ class Caller:
     def _check_open(self) -> None:
         if self._closed is not None:
             raise NodeClosed(str(self._closed))
+
+    def _add(
+        self, future: Any, link: Any, service: str, node_id: str, timeout: float | None
+    ) -> int:
+        """Record a request; NodeClosed if close() began meanwhile. close() marks the
+        caller closed *before* it fails what the table holds, so an entry added after
+        that sweep is seen here and taken back: it would otherwise go out and be
+        completed by whoever comes last (the I/O thread, as it stops)."""
+        rid = self.table.add(future, link, service, node_id, timeout)
+        if self._closed is not None:
+            self.table.discard(rid)
+            raise NodeClosed(str(self._closed))
+        return rid
 
     def _start(self, service: str, data: Any, future: Any, timeout: float | None) -> int:
         self._check_open()
@@ -242,13 +265,15 @@ class Caller:
         else:
             link = self.link_to(node)
             if link is None:
+                self._check_open()
                 raise ConnectionLost(
                     f"cannot reach node {node.name!r} ({node.id}) providing {service!r}"
                 )
-            rid = self.table.add(future, link, service, node.id, timeout)
+            rid = self._add(future, link, service, node.id, timeout)
             bufs = encode_frame(REQUEST, name, body, self.decoder.codec_id, rid)
             if not link.send(bufs, 16 + len(name) + len(body), False):
                 self.table.discard(rid)
+                self._check_open()
                 raise ConnectionLost(f"connection to node {node.name!r} is closed")
         if timeout is not None and not math.isinf(timeout):
             self._arm_sweep()
@@ -275,7 +300,7 @@ class Caller:
                 f"a blocking request() from the only worker of service {service!r} to"
                 " itself would never be served (give it more workers)"
             )
-        rid = self.table.add(future, None, service, self.node_id, timeout)
+        rid = self._add(future, None, service, self.node_id, timeout)
         self.host.on_request(
             None, _new_frame(Frame, (REQUEST, self.decoder.codec_id, name, rid, body))
         )
@@ -328,17 +353,22 @@ class Caller:
             except CodecError as exc:
                 raise ServiceError(
                     type(exc.__cause__ or exc).__name__,
-                    f"the reply could not be decoded: {exc}",
+                    f"the reply could not be decoded: {printable(exc, MAX_ERROR_TEXT)}",
                     "",
                     service,
                 ) from None
+        # An error reply is the provider's text: escaped into our exception's message (it
+        # may end up in a log line), bounded before decoding (a service host sends at most
+        # 10,000 + 20,000 characters). The traceback stays as sent: many lines by nature.
         try:
+            if len(body) > MAX_ERROR_REPLY:
+                raise ValueError("too large")
             kind, etype, message, tb = msgpack.unpackb(body, raw=False)
         except Exception:
             kind, etype, message, tb = "error", "ProtocolError", "malformed error reply", ""
         if kind == "no-service":
-            raise NoProviderError(str(message))
-        raise ServiceError(str(etype), str(message), str(tb), service)
+            raise NoProviderError(printable(message, MAX_ERROR_TEXT))
+        raise ServiceError(printable(etype), printable(message, MAX_ERROR_TEXT), str(tb), service)
 
     # -- the futures thread -----------------------------------------------------------------
 

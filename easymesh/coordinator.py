@@ -83,7 +83,7 @@ from easymesh.escape import printable
 from easymesh.protocol.auth import error_frame
 from easymesh.protocol.frames import CONTROL, PING, PONG, Frame, encode_frame_parts
 from easymesh.protocol.interest import Audience
-from easymesh.protocol.limits import Limits, record_problem, topology_problem
+from easymesh.protocol.limits import Limits, record_problem, tcp_key, topology_problem
 from easymesh.protocol.messages import (
     MAX_CONTROL_BODY,
     WATCH_ALL,
@@ -147,6 +147,10 @@ class Coordinator:
         self.max_pending_bytes = max_pending_bytes
         self.limits = limits or Limits()
         self.welcome_part_bytes = min(welcome_part_bytes, MAX_CONTROL_BODY // 2)
+        # What nodes send (Register, Update, Bye) holds 4 containers and two name lists:
+        # decoding stops early past that (a record beyond the limits is still decoded far
+        # enough to be refused with its reason).
+        self._max_array = 2 * max(self.limits.max_topics, self.limits.max_services) + 16
         self.topology = Topology()
         self._secrets: dict[str, bytes] = {}  # node id -> sha256 of its register secret
         self._loop = IOLoop("coordinator")
@@ -154,6 +158,7 @@ class Coordinator:
         self._conns: dict[Connection, float] = {}  # -> when accepted
         self._node_of: dict[Connection, str] = {}
         self._conn_of: dict[str, Connection] = {}
+        self._tcp_owner: dict[tuple[str, int], str] = {}  # tcp_key(endpoint) -> node id
         self.audience = Audience()
         self._changed: set[str] = set()  # ids changed since the last broadcast
         self._broadcast_due = False
@@ -238,6 +243,7 @@ class Coordinator:
             del self._conn_of[node_id]
             self._secrets.pop(node_id, None)
             node = self.topology.nodes.get(node_id)
+            self._own_tcp(node_id, None)
             self.audience.drop(node_id)
             self._change(node_id, self.topology.remove(node_id) is not None)
             if node is not None and not self._closed.is_set():
@@ -254,7 +260,9 @@ class Coordinator:
                 answer_ping(conn, frame)
             elif ftype == CONTROL:
                 try:
-                    msg = decode_control(frame.name, frame.body)
+                    msg = decode_control(
+                        frame.name, frame.body, max_containers=16, max_array_len=self._max_array
+                    )
                     self._on_control(conn, msg)
                 except ProtocolError as exc:
                     log.warning(
@@ -281,6 +289,7 @@ class Coordinator:
             if self._node_of.get(conn) != msg.node.id:
                 raise ProtocolError("update for a node this connection did not register")
             encoded = self._admit(msg)
+            self._own_tcp(msg.node.id, msg.node)
             self._watch(msg)
             self._put(msg.node, encoded)
         elif isinstance(msg, Bye):
@@ -308,6 +317,7 @@ class Coordinator:
         self._conn_of[node.id] = conn
         self._node_of[conn] = node.id
         self._secrets[node.id] = digest
+        self._own_tcp(node.id, node)
         self._watch(msg, answered=True)
         self._put(node, encoded)
         watch = self.audience.watches[node.id]
@@ -343,6 +353,9 @@ class Coordinator:
             raise Refused("the watch names more topics or services than the per-node limits")
         encoded = record_bytes(node)
         why = record_problem(node, self.limits, len(encoded))
+        owner = self._tcp_owner.get(tcp_key(node.tcp) or ("", 0))
+        if why is None and owner is not None and owner != node.id:
+            why = "the tcp endpoint is another node's (a record may only point at its own node)"
         if why is None:
             known = node.id in self.topology.nodes
             size = self.topology.total_bytes + len(encoded)
@@ -352,6 +365,17 @@ class Coordinator:
         if why is not None:
             raise Refused(why)
         return encoded
+
+    def _own_tcp(self, node_id: str, node: NodeInfo | None) -> None:
+        """Record which live node advertises which TCP endpoint (``node``: its new record;
+        None: it left)."""
+        old = self.topology.nodes.get(node_id)
+        old_key = tcp_key(old.tcp) if old is not None else None
+        if old_key is not None and self._tcp_owner.get(old_key) == node_id:
+            del self._tcp_owner[old_key]
+        new_key = tcp_key(node.tcp) if node is not None else None
+        if new_key is not None:
+            self._tcp_owner[new_key] = node_id
 
     def _refuse(self, conn: Connection, why: str) -> None:
         """Tell the peer why (an ERROR frame), log it, and close the connection."""

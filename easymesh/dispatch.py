@@ -164,7 +164,7 @@ class Dispatcher:
             for entry in items:
                 self.received += 1
                 if len(q) >= self.queue_size or self._bytes + entry[1] > self.queue_bytes:
-                    if self.drop_newest:
+                    if self.drop_newest and q:  # an empty queue takes any one item
                         self.dropped += 1
                         continue
                     while q and (
@@ -305,7 +305,13 @@ class Dispatcher:
         for t in self._threads:
             if t is me:
                 continue
-            t.join(max(0.0, deadline - time.monotonic()))
+            try:
+                t.join(max(0.0, deadline - time.monotonic()))
+            except RuntimeError:
+                # start(), on another thread, marked us started but has not started this
+                # worker yet: nothing to wait for; once it runs it ends at once (abandoned).
+                ended = False
+                continue
             ended = ended and not t.is_alive()
         if not ended:
             with self._cond:

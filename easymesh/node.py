@@ -29,7 +29,6 @@ import os
 import socket
 import time
 import uuid
-import weakref
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from typing import Any
@@ -44,12 +43,11 @@ from easymesh.registry import check_name
 from easymesh.subscription import Subscription
 from easymesh.workers import ServiceEntry, TopicListener
 
-#: Longest has_listeners/has_service wait for the coordinator's first answer about a name.
-ANSWER_WAIT = 5.0
-
 __all__ = ["Node", "build_node", "build_mesh_node"]
 
-_live: weakref.WeakSet[Node] = weakref.WeakSet()
+#: Nodes not closed yet. Strong references: a node's threads and sockets live on when the
+#: user drops the Node object (a node made in ``main()``), and it must still close at exit.
+_live: set[Node] = set()
 
 
 @atexit.register
@@ -99,10 +97,9 @@ class Node:
     ``socket_dir``: folder for the Unix socket (default: Linux abstract namespace).
     ``transport``: ``'auto'`` (Unix socket to peers on this host, TCP to others) or
     ``'tcp'`` (always TCP; for testing and benchmarks).
-    ``watch``: ``'needed'`` (default): the node learns of the nodes it needs — the
-    listeners of the topics it sends to or waits for, the providers of the services it
-    calls or waits for — so a join storm costs each node nothing it does not use;
-    ``'all'``: it learns of every node (tools, bridges: what ``nodes()`` shows).
+    ``watch``: ``'needed'`` (default): the node learns only of the listeners of topics it
+    sends to or waits for and the providers of services it calls or waits for (a join
+    storm costs it nothing it does not use); ``'all'``: of every node (tools, bridges).
 
     Raises CoordinatorUnavailable (not reachable within ``connect_timeout``),
     AuthenticationError (wrong or missing key), ValueError/TypeError (bad arguments).
@@ -134,8 +131,6 @@ class Node:
             raise ValueError("a node name must be a non-empty string of at most 256 characters")
         if transport not in ("auto", "tcp"):
             raise ValueError("transport must be 'auto' or 'tcp'")
-        if watch not in ("needed", "all"):
-            raise ValueError("watch must be 'needed' or 'all'")
         self.name = name
         self.id = uuid.uuid4().hex[:16]
         host_, port = config.coordinator_address(coordinator)
@@ -159,7 +154,7 @@ class Node:
             heartbeat_timeout=self.heartbeat_timeout, request_timeout=request_timeout,
             max_message_size=max_message_size, max_pending_bytes=max_pending_bytes,
             max_in_flight=max_in_flight, bind_host=bind_host, socket_dir=socket_dir,
-            transport=transport, watch_all=watch == "all",
+            transport=transport, watch=watch,
         ))  # fmt: skip
         # The parts the public methods below talk to (the node holds no state of its own).
         self._view, self._registry, self._router = p.view, p.registry, p.router
@@ -233,8 +228,13 @@ class Node:
         self._publisher.send(topic, data, latch)
 
     def send_raw(self, topic: str, codec: int, data: bytes | bytearray) -> None:
-        """Send bytes already encoded with codec id ``codec`` (as a raw listener got them)."""
+        """Send bytes already encoded with codec id ``codec`` (as a raw listener got them).
+        Raises NodeClosed, TypeError/ValueError for a codec id that is not an int 0..255."""
         self._check_open()
+        if not isinstance(codec, int) or isinstance(codec, bool):
+            raise TypeError(f"the codec id must be an int, not {type(codec).__name__}")
+        if not 0 <= codec <= 255:
+            raise ValueError(f"the codec id must be in 0..255, not {codec}")
         self._publisher.send_raw(topic, codec, data)
 
     def clear_latch(self, topic: str) -> None:
@@ -299,10 +299,9 @@ class Node:
         return self._registry.listening_to()
 
     def has_listeners(self, topic: str) -> bool:
-        """Whether any node in the mesh (this one included) listens to ``topic``. The
-        first question about a topic asks the coordinator and waits for its answer (one
-        round trip; at most 5 s; not on the I/O thread)."""
-        self._view.wait_known_topic(topic, ANSWER_WAIT)
+        """Whether any node in the mesh (this one included) listens to ``topic``. The first
+        question about a topic waits for the coordinator's answer (a round trip; at most 5 s)."""
+        self._view.wait_known_topic(topic)
         return bool(self._view.listeners(topic))
 
     def wait_for_listener(self, topic: str, timeout: float | None = None) -> None:
@@ -359,12 +358,14 @@ class Node:
         *,
         workers: int = 4,
         queue_size: int = 1000,
+        queue_bytes: int = config.DEFAULT_QUEUE_BYTES,
         threaded: bool = True,
     ) -> None:
         """Serve requests for ``name``: ``handler(data) -> result`` runs in this service's
         own worker threads (``workers`` at once; a request made from inside a handler
-        works). When ``queue_size`` requests wait, new ones are refused with a
-        ServiceError ("overloaded"). Adding the same name again replaces the handler.
+        works). When ``queue_size`` requests, or ``queue_bytes`` bytes of them, wait, new
+        ones are refused with a ServiceError ("overloaded"); one request alone is always
+        taken. Adding the same name again replaces the handler.
         With ``threaded=False`` requests wait until the owner calls :meth:`spin_once`
         / :meth:`spin`, and the handler runs in the owner's thread.
         Raises NodeClosed, ValueError/TypeError on bad arguments.
@@ -379,6 +380,7 @@ class Node:
             handler,
             workers=workers if threaded else 0,
             queue_size=queue_size,
+            queue_bytes=queue_bytes,
             serve=self._host.serve,
             discard=self._host.discard,
             on_put=None if threaded else self._registry.wake_spinner,
@@ -394,9 +396,8 @@ class Node:
             old.dispatcher.join(time.monotonic() + 1.0)
 
     def has_service(self, name: str) -> bool:
-        """Whether any node in the mesh (this one included) provides ``name`` (the first
-        question about a service waits for the coordinator's answer, as ``has_listeners``)."""
-        self._view.wait_known_service(name, ANSWER_WAIT)
+        """Whether any node in the mesh (this one included) provides ``name`` (as has_listeners)."""
+        self._view.wait_known_service(name)
         return bool(self._view.providers(name))
 
     def wait_for_service(self, name: str, timeout: float | None = None) -> None:
@@ -451,9 +452,8 @@ class Node:
     # -- public: introspection -------------------------------------------------------------
 
     def nodes(self) -> list[NodeInfo]:
-        """The mesh as this node knows it (NodeInfo records, this node included): with
-        ``watch='all'`` every node; else the nodes it needs (listeners of the topics it
-        sends to or waits for, providers of the services it calls or waits for)."""
+        """The mesh as this node knows it (NodeInfo records, this node included): every node
+        with ``watch='all'``, else the nodes it needs (see ``watch``)."""
         return sorted(self._view.nodes.values(), key=lambda n: (n.name, n.id))
 
     def ping(self, node: str, timeout: float = 5.0) -> float:

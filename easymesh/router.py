@@ -334,7 +334,8 @@ class Router:
 
     def _on_control(self, conn: Connection, frame: Frame) -> None:
         try:
-            msg = decode_control(frame.name, frame.body)
+            # Peers send only an Ident here (one map of two strings): a tight budget.
+            msg = decode_control(frame.name, frame.body, max_containers=4, max_array_len=16)
         except ProtocolError as exc:
             log.warning(
                 "node %s: bad control message from %s: %s",

@@ -82,7 +82,7 @@ class ServiceHost:
                 f"node {self.node_name!r} does not provide service {name!r}",
             )
             return
-        if not svc.dispatcher.put((frame, link), 0):
+        if not svc.dispatcher.put((frame, link), len(frame.body)):
             self.refuse(svc, frame.request_id, link)
 
     def refuse(self, svc: ServiceEntry, rid: int, link: Any) -> None:

@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from easymesh.errors import CodecError, RequestTimeout, SubscriptionClosed
+from easymesh.escape import printable
 
 _NOTHING = object()
 log = logging.getLogger("easymesh.subscription")
@@ -108,7 +109,7 @@ class Subscription:
                     left = None if deadline is None else deadline - time.monotonic()
                     if left is not None and left <= 0:
                         raise RequestTimeout(f"no message on {self.topic!r} within {timeout:g} s")
-                    self._cond.wait(left)
+                    self._cond.wait(None if left is None else min(left, threading.TIMEOUT_MAX))
                 frame = self._q.popleft()
             value = self._try_decode(frame)
             if value is not _NOTHING:
@@ -131,7 +132,9 @@ class Subscription:
         try:
             return self._decode(frame.codec, frame.body)
         except CodecError as exc:  # the node counted it already
-            log.error("easymesh: subscription to %r: skipping a message: %s", self.topic, exc)
+            log.error(
+                "easymesh: subscription to %r: skipping a message: %s", self.topic, printable(exc)
+            )
             return _NOTHING
 
     def __iter__(self) -> Iterator[Any]:

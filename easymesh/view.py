@@ -35,6 +35,10 @@ from easymesh.protocol.topology import Topology
 
 __all__ = ["TopologyView"]
 
+#: Longest a first question about a name (has_listeners, has_service) waits for the
+#: coordinator's answer.
+ANSWER_WAIT = 5.0
+
 
 class TopologyView:
     """This node's copy of the mesh topology (thread-safe)."""
@@ -115,12 +119,12 @@ class TopologyView:
         seq = wanted.get(name)
         return seq is not None and self._acked >= seq
 
-    def wait_known_topic(self, topic: str, timeout: float) -> None:
+    def wait_known_topic(self, topic: str, timeout: float = ANSWER_WAIT) -> None:
         """Ask for ``topic`` and wait (up to ``timeout``; not on the I/O thread) for the
         coordinator's answer; returns quietly either way."""
         self._wait_known(self._wanted_topics, topic, timeout)
 
-    def wait_known_service(self, service: str, timeout: float) -> None:
+    def wait_known_service(self, service: str, timeout: float = ANSWER_WAIT) -> None:
         """As :meth:`wait_known_topic`, for a service."""
         self._wait_known(self._wanted_services, service, timeout)
 
@@ -180,7 +184,7 @@ class TopologyView:
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     raise RequestTimeout(f"{what} after {timeout:g} s")
-                self._cond.wait(left)
+                self._cond.wait(None if left is None else min(left, threading.TIMEOUT_MAX))
 
     def wait_for_listener(self, topic: str, timeout: float | None) -> None:
         self.want_topic(topic)

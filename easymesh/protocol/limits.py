@@ -18,7 +18,9 @@ problem (an ERROR frame carrying the reason, then it closes the link). The rules
   Unix only in easymesh's own naming scheme *for this node id*: ``@easymesh-<id>`` in the
   abstract namespace, or an absolute, normalized path whose file name is
   ``<pid>-<id>.sock`` (see :mod:`easymesh.transport.listener`). Nobody can make peers
-  dial another node's socket or an arbitrary file under their own id.
+  dial another node's socket or an arbitrary file under their own id. A TCP endpoint
+  cannot be checked alone (any IP:port may be a node's); the coordinator refuses one
+  that another live record already advertises (compared with :func:`tcp_key`).
 * **Ids** are 1..64 characters of ``[A-Za-z0-9._-]``: they appear in socket names and
   log lines.
 
@@ -124,6 +126,19 @@ def tcp_problem(endpoint: str) -> str | None:
     if ip.is_multicast or (ip.version == 6 and not endpoint.startswith("[")):
         return "a tcp endpoint must be a unicast IP ([v6]:PORT in brackets)"
     return None
+
+
+def tcp_key(endpoint: str) -> tuple[str, int] | None:
+    """The socket a valid TCP endpoint reaches, spelled one way (an IPv4-mapped IPv6
+    address as the IPv4 address it connects to), so that two records naming the same
+    socket compare equal; None for ``""`` or an endpoint :func:`tcp_problem` refuses."""
+    if not endpoint or tcp_problem(endpoint) is not None:
+        return None
+    host, _, port = endpoint.rpartition(":")
+    ip = ipaddress.ip_address(host.strip("[]"))
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return str(ip), int(port)
 
 
 def unix_problem(endpoint: str, node_id: str, pid: int) -> str | None:

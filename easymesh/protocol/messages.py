@@ -401,20 +401,52 @@ ControlMessage = Register | Update | Bye | Welcome | Diff | Ident
 _BY_OP: dict[bytes, Any] = {c.op: c for c in (Register, Update, Bye, Welcome, Diff, Ident)}
 
 
+def _container_budget(limit: int) -> Any:
+    """A msgpack list/object hook that lets ``limit`` containers through, then raises."""
+    seen = [0]
+
+    def hook(value: Any) -> Any:
+        seen[0] += 1
+        if seen[0] > limit:
+            raise ValueError(f"more than {limit} arrays and maps in one control message")
+        return value
+
+    return hook
+
+
 def encode_control(msg: Any) -> tuple[bytes, bytes]:
     """``(name, body)`` of the CONTROL frame carrying ``msg``."""
     return msg.op, msgpack.packb(msg.to_wire(), use_bin_type=True)
 
 
-def decode_control(name: bytes, body: bytes | bytearray) -> Any:
-    """The control message in a CONTROL frame; raises ProtocolError on anything malformed."""
+def decode_control(
+    name: bytes,
+    body: bytes | bytearray,
+    *,
+    max_containers: int | None = None,
+    max_array_len: int | None = None,
+) -> Any:
+    """The control message in a CONTROL frame; raises ProtocolError on anything malformed.
+
+    Length limits alone do not bound a decode: one byte of msgpack (an empty array or
+    map) becomes a Python object of about 60 bytes, so 16 MB of them cost about a GB and
+    seconds of CPU on the I/O thread that decodes them. Whoever receives messages of a
+    known, small shape passes a budget: at most ``max_containers`` arrays and maps in
+    all, and ``max_array_len`` entries per array (the coordinator for what nodes send
+    it, a node for what peers send it); decoding stops as soon as it is exceeded.
+    """
     cls = _BY_OP.get(bytes(name))
     if cls is None:
         raise ProtocolError(f"unknown control operation {bytes(name)[:40]!r}")
     if len(body) > MAX_CONTROL_BODY:
         raise ProtocolError("control message too large")
+    limits: dict[str, Any] = dict(_UNPACK_LIMITS)
+    if max_array_len is not None:
+        limits["max_array_len"] = min(max_array_len, limits["max_array_len"])
+    if max_containers is not None:
+        limits["list_hook"] = limits["object_hook"] = _container_budget(max_containers)
     try:
-        obj = msgpack.unpackb(body, raw=False, strict_map_key=True, **_UNPACK_LIMITS)
+        obj = msgpack.unpackb(body, raw=False, strict_map_key=True, **limits)
     except Exception as exc:  # msgpack raises several types on garbage
         raise ProtocolError(f"malformed control message: {printable(exc)}") from None
     if not isinstance(obj, dict):

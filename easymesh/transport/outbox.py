@@ -189,7 +189,7 @@ class Outbox:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
-                self.flushed.wait(left)
+                self.flushed.wait(min(left, threading.TIMEOUT_MAX))
         return True
 
     # -- I/O thread ----------------------------------------------------------------------------

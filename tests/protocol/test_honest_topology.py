@@ -11,6 +11,7 @@ from easymesh.protocol.frames import CONTROL, FrameDecoder, encode_frame_parts
 from easymesh.protocol.limits import (
     Limits,
     record_problem,
+    tcp_key,
     tcp_problem,
     topology_problem,
     unix_problem,
@@ -69,6 +70,13 @@ def test_tcp_endpoints_accepted(endpoint: str) -> None:
 )
 def test_tcp_endpoints_refused(endpoint: str) -> None:
     assert tcp_problem(endpoint)
+
+
+def test_tcp_key_spells_one_socket_one_way() -> None:
+    assert tcp_key("127.0.0.1:80") == tcp_key("[::ffff:127.0.0.1]:80") == ("127.0.0.1", 80)
+    assert tcp_key("[::1]:80") == ("::1", 80) != tcp_key("127.0.0.1:80")
+    assert tcp_key("127.0.0.1:81") != tcp_key("127.0.0.1:80")
+    assert tcp_key("") is None and tcp_key("localhost:80") is None
 
 
 @pytest.mark.parametrize(
@@ -171,6 +179,25 @@ def test_control_decoding_has_explicit_limits(value: bytes) -> None:
     body = b"\x81\xa2id" + value
     with pytest.raises(ProtocolError):
         decode_control(b"ident", body)
+
+
+def test_a_small_body_cannot_expand_into_a_huge_decode() -> None:
+    """15 MB of empty arrays decode into about 15 million Python lists (900 MB, seconds of
+    CPU on an I/O thread). What a node may send the coordinator (Register, Update, Bye)
+    and a peer may send a node (Ident) holds a handful of containers: decoding with that
+    budget stops at once."""
+    bomb = msgpack.packb({f"k{i}": [[]] * 1_000_000 for i in range(15)})
+    narrow = msgpack.packb({f"k{i}": [[]] * 5_000 for i in range(15)})
+    for op in (b"register", b"ident"):
+        with pytest.raises(ProtocolError, match="max_array_len"):
+            decode_control(op, bomb, max_containers=16, max_array_len=10_000)
+        with pytest.raises(ProtocolError, match="arrays and maps"):
+            decode_control(op, narrow, max_containers=16, max_array_len=10_000)
+    wide = msgpack.packb({"node": ["ab"] * 20_000})
+    with pytest.raises(ProtocolError):
+        decode_control(b"register", wide, max_containers=16, max_array_len=10_000)
+    big = Register(node(topics=frozenset(f"t{i}" for i in range(4096))), "s")
+    assert decode_control(*encode_control(big), max_containers=16, max_array_len=10_000) == big
 
 
 def test_welcome_parts_are_in_range() -> None:

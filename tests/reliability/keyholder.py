@@ -8,6 +8,7 @@ this is the attacker's side, not library code.
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import time
@@ -23,9 +24,14 @@ def new_id() -> str:
     return os.urandom(8).hex()
 
 
+_ports = itertools.count(1)
+
+
 def record(node_id: str | None = None, **fields: Any) -> NodeInfo:
-    """A plausible record: a literal-IP TCP endpoint, no Unix socket."""
-    base: dict[str, Any] = {"id": node_id or new_id(), "name": "keyholder", "tcp": "127.0.0.1:9", "pid": 1}
+    """A plausible record: a literal-IP TCP endpoint of its own (the coordinator refuses
+    one that another live record advertises), no Unix socket."""
+    port = next(_ports) % 65535 + 1
+    base: dict[str, Any] = {"id": node_id or new_id(), "name": "keyholder", "tcp": f"127.0.0.9:{port}", "pid": 1}
     base.update(fields)
     return NodeInfo(**base)
 

@@ -37,6 +37,7 @@ from easymesh.protocol import frames as F
 from easymesh.protocol.auth import FLAG_AUTH
 from easymesh.protocol.codecs import PICKLE_ID
 from easymesh.protocol.frames import ERROR, REQUEST, TOPIC, frame_bytes
+from easymesh.protocol.messages import Update
 
 from . import hostile
 from .keyholder import KeyHolder, new_id, record
@@ -174,6 +175,33 @@ def test_endpoints_that_point_elsewhere_are_refused(spawn: Any, field: str, valu
     assert nid not in topology(addr)
 
 
+def test_another_nodes_tcp_endpoint_is_refused(spawn: Any) -> None:
+    """A record may only point at its own node: the TCP endpoint a live node advertises
+    (in any spelling that reaches the same socket) is refused for anyone else, at
+    registration and in an Update, so peers never dial the victim for the impostor."""
+    import easymesh
+
+    _, addr = start_coordinator(spawn)
+    with easymesh.Node("victim", coordinator=f"{addr[0]}:{addr[1]}", authkey=KEY) as victim:
+        victim.listen("news", lambda topic, data: None)
+        tcp = victim._p.router.tcp_endpoint
+        host, port = tcp.rsplit(":", 1)
+        for value in (tcp, f"[::ffff:{host}]:{port}"):
+            why = refusal(addr, record(tcp=value, topics=frozenset({"news"})))
+            assert why.startswith("refused:") and "endpoint" in why, why
+        with KeyHolder(addr, KEY) as kh:
+            nid = new_id()
+            kh.register(record(nid))
+            assert kh.answer()[0] == "welcome"
+            kh.send_control(Update(record(nid, tcp=tcp)))
+            kind, why = kh.answer()
+            assert kind == "error" and "endpoint" in why, (kind, why)
+        assert [n.id for n in topology(addr).values() if n.tcp == tcp] == [victim.id]
+        # The genuine node keeps its endpoint through its own Updates.
+        victim.listen("more", lambda topic, data: None)
+        assert wait_until(lambda: "more" in topology(addr)[victim.id].topics, 20)
+
+
 # -- limits --------------------------------------------------------------------------------------
 
 
@@ -260,6 +288,25 @@ def test_a_stalled_partial_frame_closes_the_link(spawn: Any, target: str) -> Non
     assert grew < 8 * 1024, f"RSS grew by {grew} kB for a frame that never came"
     if target == "node":
         assert "partial frame received nothing" in victim.log
+
+
+@pytest.mark.parametrize("target", ["coordinator", "node"])
+def test_a_control_body_that_expands_when_decoded_is_refused(spawn: Any, target: str) -> None:
+    """15 MB of empty msgpack arrays in one CONTROL frame (a Register to the coordinator,
+    an Ident to a node) decode into 15 million lists: about 900 MB and ten seconds on the
+    I/O thread, long enough for the coordinator to drop every node as silent. The frame
+    must be refused at once and nobody dropped (heartbeat timeout 2 s here)."""
+    import msgpack
+
+    coord, addr = start_coordinator(spawn, heartbeat_interval=0.5)
+    victim = start_agent(spawn, "victim", addr, "--heartbeat", "0.5")
+    op, where = (b"register", addr) if target == "coordinator" else (b"ident", tcp_of(victim))
+    bomb = msgpack.packb({f"k{i}": [[]] * 1_000_000 for i in range(15)})  # within every limit
+    with KeyHolder(where, KEY) as kh:
+        kh.send_frame(F.CONTROL, op, bomb)
+        assert kh.closed_by_server(60), "the link that sent the bomb stayed open"
+    assert victim.info["id"] in topology(addr)  # also: the coordinator ran its sweep since
+    assert "dropping node 'victim'" not in coord.log, coord.log[-2000:]
 
 
 # -- logs ----------------------------------------------------------------------------------------
