@@ -120,6 +120,7 @@ class AsyncNode:
         self._closing_signal: concurrent.futures.Future = concurrent.futures.Future()
         self._close_requested = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()  # callbacks running on the loop (loop thread only)
+        self._asked: set[str] = set()  # services whose providers the node has asked for
         # per listener/service: set when it is replaced or removed, so that its worker
         # stops waiting for a callback that may itself be awaiting the removal
         self._detach: dict[tuple[str, str], concurrent.futures.Future] = {}
@@ -209,8 +210,9 @@ class AsyncNode:
     remove_listener = stop_listening
 
     async def has_listeners(self, topic: str) -> bool:
-        """Whether any node in the mesh listens to ``topic``."""
-        return self.node.has_listeners(topic)
+        """Whether any node in the mesh listens to ``topic`` (the first question about a
+        topic waits for the coordinator's answer, in an executor thread)."""
+        return bool(await self._run(self.node.has_listeners, topic))
 
     topic_has_listeners = has_listeners
 
@@ -243,8 +245,8 @@ class AsyncNode:
         await self._run(self.node.remove_service, name)
 
     async def has_service(self, name: str) -> bool:
-        """Whether any node in the mesh provides ``name``."""
-        return self.node.has_service(name)
+        """Whether any node in the mesh provides ``name`` (see :meth:`has_listeners`)."""
+        return bool(await self._run(self.node.has_service, name))
 
     async def wait_for_service(self, name: str, timeout: float | None = None) -> None:
         """Wait until some node provides ``name``. Raises RequestTimeout (a
@@ -260,6 +262,10 @@ class AsyncNode:
         Raises NoProviderError, RequestTimeout (a TimeoutError), ServiceError,
         ConnectionLost, NodeClosed, CodecError.
         """
+        if service not in self._asked:
+            # The first call may wait for the coordinator to name the providers: not here.
+            await self._run(self.node.has_service, service)
+            self._asked.add(service)
         future = self.node.request_future(service, data, timeout)
         return await asyncio.wrap_future(future, loop=self.loop)
 
@@ -380,7 +386,7 @@ class AsyncTopic:
         self.handle.send(data)
 
     async def has_listeners(self) -> bool:
-        return self.handle.has_listeners()
+        return await self._anode.has_listeners(self.name)
 
     async def wait_for_listener(self, timeout: float | None = None) -> None:
         await self._anode.wait_for_listener(self.name, timeout)
@@ -403,7 +409,7 @@ class AsyncService:
     __call__ = request
 
     async def has_provider(self) -> bool:
-        return self.handle.has_provider()
+        return await self._anode.has_service(self.name)
 
     async def wait_for_provider(self, timeout: float | None = None) -> None:
         await self._anode.wait_for_service(self.name, timeout)

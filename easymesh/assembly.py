@@ -57,12 +57,15 @@ class Settings:
     bind_host: str | None
     socket_dir: str | None
     transport: str
+    watch: str = "needed"  # or "all"
 
 
 class Parts:
     """One node's parts, wired together, and its lifecycle."""
 
     def __init__(self, cfg: Settings) -> None:
+        if cfg.watch not in ("needed", "all"):
+            raise ValueError("watch must be 'needed' or 'all'")
         name, node_id = cfg.name, cfg.node_id
         self.name = name
         self.id = node_id
@@ -78,7 +81,7 @@ class Parts:
         balancer = resolve_load_balancer(cfg.load_balancer)
         self.loop = IOLoop(name, on_crash=self._on_io_crash)
         in_io = self.loop.in_loop_thread
-        self.view = TopologyView(in_io)
+        self.view = TopologyView(in_io, watch_all=cfg.watch == "all")
         self.registry = Registry(self._record_changed)
         self.router = Router(
             loop=self.loop, node_name=name, node_id=node_id, authkey=cfg.authkey,
@@ -106,9 +109,10 @@ class Parts:
         self.coordinator = CoordinatorClient(
             loop=self.loop, address=cfg.coordinator, authkey=cfg.authkey, node_name=name,
             heartbeat_interval=cfg.heartbeat_interval, heartbeat_timeout=cfg.heartbeat_timeout,
-            self_info=self.self_info, on_first_open=self._start_tcp,
+            self_info=self.self_info, watch=self.view.watch, on_first_open=self._start_tcp,
             on_topology=self._on_topology, stall_timeout=cfg.heartbeat_timeout,
         )  # fmt: skip
+        self.view.on_interest = self.coordinator.send_update
 
     def start(self, connect_timeout: float) -> None:
         """Start the I/O thread, bind, join the mesh (the caller's thread)."""
@@ -160,6 +164,7 @@ class Parts:
         if not self.view.apply(msg):
             return False
         removed = msg.remove if isinstance(msg, Diff) else ()
+        self.publisher.release_held()
         self.publisher.catch_up_latched(removed)
         for node_id in removed:
             # Messages it sent just before leaving may still be in our socket: read them

@@ -62,6 +62,9 @@ __all__ = ["Caller", "RequestFuture", "Waiter"]
 
 #: Seconds between sweeps of request deadlines: a future's timeout fires up to this late.
 SWEEP = 0.05
+#: Longest a request to a service this node never asked about waits for the coordinator
+#: to name its providers (issue 15) before NoProviderError; one round trip normally.
+PROVIDER_ANSWER_WAIT = 5.0
 _new_frame = tuple.__new__
 _FAILED = -1  # "frame type" of a completion that is an exception
 #: Largest REPLY_ERROR body decoded (a service host's is under 130 kB).
@@ -244,7 +247,12 @@ class Caller:
         self._check_open()
         providers = self.view.providers(service)
         if not providers:
-            raise NoProviderError(f"no node provides service {service!r}")
+            # Not asked about yet? Ask the coordinator and wait (one round trip, bounded).
+            wait = self.request_timeout if timeout is None else timeout
+            self.view.wait_known_service(service, min(wait, PROVIDER_ANSWER_WAIT))
+            providers = self.view.providers(service)
+            if not providers:
+                raise NoProviderError(f"no node provides service {service!r}")
         node = self.balancer.choose_node(service, providers)
         try:
             body = self.decoder.encode(data)

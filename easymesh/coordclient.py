@@ -9,8 +9,8 @@ treats a coordinator silent for ``heartbeat_timeout`` as lost; then it reconnect
 with backoff (:class:`~easymesh.backoff.Backoff`, 0.1 s doubling to 2 s, jittered)
 and registers again, while the node keeps talking to the peers it knows.
 
-Every change of the node's record (a new listener, service or published topic) is
-sent as an Update, from the I/O thread, with the record as it is *then*: updates
+Every change of the node's record (a new listener, service or published topic) or of
+its watch (what it needs to know, see :mod:`easymesh.view`) is sent as an Update, from the I/O thread, with the record as it is *then*: updates
 that pile up collapse into the newest.
 
 State is touched on the I/O thread only, except for the few fields ``connect()``
@@ -45,6 +45,7 @@ from easymesh.protocol.messages import (
     NodeInfo,
     Register,
     Update,
+    Watch,
     Welcome,
     decode_control,
 )
@@ -60,6 +61,15 @@ __all__ = ["CoordinatorClient"]
 
 
 
+def _resolve(endpoint: str) -> tuple[int, Any]:
+    """The coordinator's address: an IP as it is (no resolver: the cheap case, and the
+    common one in a join storm), else a name through the resolver."""
+    try:
+        return tcp_address(endpoint, numeric=True)
+    except (OSError, ValueError):
+        return tcp_address(endpoint)
+
+
 class CoordinatorClient:
     """Register with the coordinator, keep the link alive, receive the topology."""
 
@@ -73,6 +83,7 @@ class CoordinatorClient:
         heartbeat_interval: float,
         heartbeat_timeout: float,
         self_info: Callable[[], NodeInfo],
+        watch: Callable[[], Watch],
         on_first_open: Callable[[Connection], None],
         on_topology: Callable[[Welcome | Diff], bool],
         stall_timeout: float,
@@ -84,6 +95,7 @@ class CoordinatorClient:
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_timeout = heartbeat_timeout
         self._self_info = self_info
+        self._watch = watch
         self._on_first_open = on_first_open
         self._on_topology = on_topology
         self._stall_timeout = stall_timeout
@@ -113,7 +125,7 @@ class CoordinatorClient:
         while True:
             if self._sockaddr is None:
                 try:
-                    self._sockaddr = tcp_address(format_address(host, port))
+                    self._sockaddr = _resolve(format_address(host, port))
                 except OSError as exc:
                     last = exc
             if self._sockaddr is not None:
@@ -169,7 +181,7 @@ class CoordinatorClient:
 
     def _on_open(self, conn: Connection) -> None:
         self._on_first_open(conn)
-        bufs, n = control_frame(Register(self._self_info(), self._secret))
+        bufs, n = control_frame(Register(self._self_info(), self._secret, self._watch()))
         self._ready = True
         conn.send(bufs, n, droppable=False)
 
@@ -183,7 +195,7 @@ class CoordinatorClient:
         self._update_queued = False
         conn = self._conn
         if conn is not None and self._ready and conn.state == OPEN and not self._stopped.is_set():
-            bufs, n = control_frame(Update(self._self_info()))
+            bufs, n = control_frame(Update(self._self_info(), watch=self._watch()))
             conn.send(bufs, n, droppable=False)
 
     def _on_frames(self, conn: Connection, frames: list[Frame]) -> None:

@@ -8,8 +8,17 @@ Design notes:
 
 * One I/O thread does everything (accept, handshake, register, broadcast,
   heartbeats); there is no user code to protect it from.
-* Changes made during one burst (many nodes joining at once) are merged into
-  one diff per loop turn and encoded once for all receivers.
+* Each node gets only the records it needs (issue 15): the nodes that listen to a
+  topic it sends to or waits for, or provide a service it calls or waits for, or
+  the whole mesh if it watches ``all`` (tools) or predates watches
+  (:mod:`easymesh.protocol.interest`). A join storm of nodes that need nothing of
+  each other costs each join its own Welcome and nothing else.
+* Changes are coalesced: the first change after a quiet spell goes out at once (on
+  the next loop turn); while changes keep coming, at most one broadcast per
+  ``COALESCE`` seconds carries everything that changed meanwhile. Each distinct
+  diff is encoded once for every node that gets the same bytes, from the records'
+  cached encodings. ``bytes_sent`` counts the topology bytes the coordinator sent
+  (Welcomes and diffs), for the scale bench.
 * Liveness: nodes send PING every heartbeat interval and the coordinator
   answers PONG. A connection that delivers no complete frame for
   ``heartbeat_timeout`` (default four intervals) is closed and its node
@@ -72,21 +81,24 @@ from easymesh.config import (
 from easymesh.errors import ConnectionLost, ProtocolError
 from easymesh.escape import printable
 from easymesh.protocol.auth import error_frame
-from easymesh.protocol.frames import CONTROL, PING, PONG, Frame, encode_frame, encode_frame_parts
+from easymesh.protocol.frames import CONTROL, PING, PONG, Frame, encode_frame_parts
+from easymesh.protocol.interest import Audience
 from easymesh.protocol.limits import Limits, record_problem, tcp_key, topology_problem
 from easymesh.protocol.messages import (
     MAX_CONTROL_BODY,
+    WATCH_ALL,
     WELCOME_PART_BYTES,
     Bye,
-    Diff,
     NodeInfo,
     Register,
     Update,
+    Watch,
     decode_control,
-    encode_control,
+    diff_bodies,
     record_bytes,
+    welcome_part_bodies,
 )
-from easymesh.protocol.topology import Topology, merge_diffs, split_diff
+from easymesh.protocol.topology import Topology
 from easymesh.transport.connection import OPEN, Connection
 from easymesh.transport.keepalive import PING_FRAME, answer_ping
 from easymesh.transport.listener import Listener, tcp_server_socket
@@ -96,7 +108,8 @@ log = logging.getLogger("easymesh.coordinator")
 
 #: Seconds from accept to Register before the coordinator closes a connection.
 REGISTER_TIMEOUT = 2 * HANDSHAKE_TIMEOUT
-
+#: Seconds between two broadcasts while changes keep coming (a storm).
+COALESCE = 0.002
 
 
 class Coordinator:
@@ -146,7 +159,11 @@ class Coordinator:
         self._node_of: dict[Connection, str] = {}
         self._conn_of: dict[str, Connection] = {}
         self._tcp_owner: dict[tuple[str, int], str] = {}  # tcp_key(endpoint) -> node id
-        self._diffs: list[Diff] = []
+        self.audience = Audience()
+        self._changed: set[str] = set()  # ids changed since the last broadcast
+        self._broadcast_due = False
+        self._last_broadcast = 0.0
+        self.bytes_sent = 0  # topology bytes sent (Welcomes and diffs)
         self._closed = threading.Event()
         self._started = False
         self.port = 0
@@ -227,7 +244,8 @@ class Coordinator:
             self._secrets.pop(node_id, None)
             node = self.topology.nodes.get(node_id)
             self._own_tcp(node_id, None)
-            self._change(self.topology.remove(node_id))
+            self.audience.drop(node_id)
+            self._change(node_id, self.topology.remove(node_id) is not None)
             if node is not None and not self._closed.is_set():
                 log.info("%s left: %s", _describe(node), printable(exc or "closed"))
 
@@ -270,9 +288,10 @@ class Coordinator:
         elif isinstance(msg, Update):
             if self._node_of.get(conn) != msg.node.id:
                 raise ProtocolError("update for a node this connection did not register")
-            encoded = self._admit(msg.node)
+            encoded = self._admit(msg)
             self._own_tcp(msg.node.id, msg.node)
-            self._change(self.topology.upsert(msg.node, encoded))
+            self._watch(msg)
+            self._put(msg.node, encoded)
         elif isinstance(msg, Bye):
             conn.close()  # on_close removes the node and broadcasts
         else:
@@ -283,7 +302,7 @@ class Coordinator:
         node = msg.node
         if conn in self._node_of:
             raise Refused("this connection has already registered a node")
-        encoded = self._admit(node)
+        encoded = self._admit(msg)
         digest = hashlib.sha256(msg.secret.encode("utf-8")).digest()
         old = self._conn_of.get(node.id)
         if old is not None:
@@ -299,14 +318,39 @@ class Coordinator:
         self._node_of[conn] = node.id
         self._secrets[node.id] = digest
         self._own_tcp(node.id, node)
-        self._change(self.topology.upsert(node, encoded))
-        for pieces in self.topology.welcome_bodies(self.welcome_part_bytes):
+        self._watch(msg, answered=True)
+        self._put(node, encoded)
+        watch = self.audience.watches[node.id]
+        ids = self.audience.welcome(node.id)
+        records = [self.topology.record(i) for i in ids]
+        ack = None if msg.watch is None else watch.seq
+        for pieces in welcome_part_bodies(self.topology.version, records, self.welcome_part_bytes, ack):
             bufs, nbytes = encode_frame_parts(CONTROL, b"welcome", pieces)
+            self.bytes_sent += nbytes
             conn.send(bufs, nbytes, droppable=False)
-        log.info("%s registered from %s", _describe(node), conn.peer_address)
+        if log.isEnabledFor(logging.INFO):  # (a thousand joins at once: skip the formatting)
+            log.info("%s registered from %s", _describe(node), conn.peer_address)
 
-    def _admit(self, node: NodeInfo) -> bytes:
-        """The record's encoding if the coordinator takes it; raises Refused otherwise."""
+    def _watch(self, msg: Register, answered: bool = False) -> None:
+        """Take the node's watch (none sent: the whole mesh; sizes checked by _admit)."""
+        watch: Watch = msg.watch or WATCH_ALL
+        self.audience.watch(msg.node.id, watch, answered=answered)
+        if not answered:
+            self._change(msg.node.id, False)  # a Diff carries the answer
+
+    def _put(self, node: NodeInfo, encoded: bytes) -> None:
+        changed = self.topology.upsert(node, encoded) is not None
+        if changed:
+            self.audience.put(node)
+        self._change(node.id, changed)
+
+    def _admit(self, msg: Register) -> bytes:
+        """The record's encoding if the coordinator takes it (and its watch); raises
+        Refused otherwise."""
+        node = msg.node
+        watch = msg.watch or WATCH_ALL
+        if len(watch.topics) > self.limits.max_topics or len(watch.services) > self.limits.max_services:
+            raise Refused("the watch names more topics or services than the per-node limits")
         encoded = record_bytes(node)
         why = record_problem(node, self.limits, len(encoded))
         owner = self._tcp_owner.get(tcp_key(node.tcp) or ("", 0))
@@ -354,27 +398,39 @@ class Coordinator:
 
     # -- broadcasting ------------------------------------------------------------------------
 
-    def _change(self, diff: Diff | None) -> None:
-        if diff is None:
+    def _change(self, node_id: str, changed: bool) -> None:
+        """Schedule a broadcast (coalesced, see the module docstring)."""
+        if changed:
+            self._changed.add(node_id)
+        if self._broadcast_due:
             return
-        if not self._diffs:
+        self._broadcast_due = True
+        wait = self._last_broadcast + COALESCE - time.monotonic()
+        if wait > 0:
+            self._loop.call_later(wait, self._broadcast)
+        else:
             self._loop.call_soon(self._broadcast)
-        self._diffs.append(diff)
 
     def _broadcast(self) -> None:
-        diff = merge_diffs(self._diffs)
-        self._diffs = []
-        if diff is None:
-            return
+        self._broadcast_due = False
+        self._last_broadcast = time.monotonic()
+        changed, self._changed = self._changed, set()
+        deltas = self.audience.deltas(changed)
+        groups: dict[tuple[tuple[str, ...], tuple[str, ...], int | None], list[str]] = {}
+        for wid, (ups, rem, ack) in deltas.items():
+            if ups or rem or ack is not None:
+                groups.setdefault((tuple(ups), tuple(rem), ack), []).append(wid)
         topo = self.topology
-        sizes = {n.id: len(topo.record(n.id)) for n in diff.upsert if n.id in topo.nodes}
-        for part in split_diff(diff, sizes, self.welcome_part_bytes):
-            name, body = encode_control(part)
-            bufs = encode_frame(CONTROL, name, body)
-            nbytes = 16 + len(name) + len(body)
-            for conn in list(self._conn_of.values()):
-                if conn.state == OPEN:
-                    conn.send(bufs, nbytes, droppable=False)
+        for (up_ids, rem_ids, ack_seq), wids in groups.items():
+            records = [topo.record(i) for i in up_ids]
+            bodies = diff_bodies(topo.version, records, list(rem_ids), ack_seq, self.welcome_part_bytes)
+            for pieces in bodies:
+                bufs, nbytes = encode_frame_parts(CONTROL, b"diff", pieces)
+                for wid in wids:
+                    conn = self._conn_of.get(wid)
+                    if conn is not None and conn.state == OPEN:
+                        self.bytes_sent += nbytes
+                        conn.send(bufs, nbytes, droppable=False)
 
     # -- heartbeats --------------------------------------------------------------------------
 

@@ -97,6 +97,9 @@ class Node:
     ``socket_dir``: folder for the Unix socket (default: Linux abstract namespace).
     ``transport``: ``'auto'`` (Unix socket to peers on this host, TCP to others) or
     ``'tcp'`` (always TCP; for testing and benchmarks).
+    ``watch``: ``'needed'`` (default): the node learns only of the listeners of topics it
+    sends to or waits for and the providers of services it calls or waits for (a join
+    storm costs it nothing it does not use); ``'all'``: of every node (tools, bridges).
 
     Raises CoordinatorUnavailable (not reachable within ``connect_timeout``),
     AuthenticationError (wrong or missing key), ValueError/TypeError (bad arguments).
@@ -122,6 +125,7 @@ class Node:
         host: str | None = None,
         socket_dir: str | None = None,
         transport: str = "auto",
+        watch: str = "needed",
     ) -> None:
         if not isinstance(name, str) or not name or len(name) > 256:
             raise ValueError("a node name must be a non-empty string of at most 256 characters")
@@ -150,7 +154,7 @@ class Node:
             heartbeat_timeout=self.heartbeat_timeout, request_timeout=request_timeout,
             max_message_size=max_message_size, max_pending_bytes=max_pending_bytes,
             max_in_flight=max_in_flight, bind_host=bind_host, socket_dir=socket_dir,
-            transport=transport,
+            transport=transport, watch=watch,
         ))  # fmt: skip
         # The parts the public methods below talk to (the node holds no state of its own).
         self._view, self._registry, self._router = p.view, p.registry, p.router
@@ -295,7 +299,9 @@ class Node:
         return self._registry.listening_to()
 
     def has_listeners(self, topic: str) -> bool:
-        """Whether any node in the mesh (this one included) listens to ``topic``."""
+        """Whether any node in the mesh (this one included) listens to ``topic``. The first
+        question about a topic waits for the coordinator's answer (a round trip; at most 5 s)."""
+        self._view.wait_known_topic(topic)
         return bool(self._view.listeners(topic))
 
     def wait_for_listener(self, topic: str, timeout: float | None = None) -> None:
@@ -307,6 +313,7 @@ class Node:
     def topic(self, name: str, *, latch: bool = False) -> Topic:
         """A handle for sending to one topic often; ``latch=True`` latches every send."""
         check_name(name, "topic")
+        self._view.want_topic(name)  # ask for its listeners now, before the first send
         return Topic(self, name, latch)
 
     # -- public: control loops -------------------------------------------------------------
@@ -389,7 +396,8 @@ class Node:
             old.dispatcher.join(time.monotonic() + 1.0)
 
     def has_service(self, name: str) -> bool:
-        """Whether any node in the mesh (this one included) provides ``name``."""
+        """Whether any node in the mesh (this one included) provides ``name`` (as has_listeners)."""
+        self._view.wait_known_service(name)
         return bool(self._view.providers(name))
 
     def wait_for_service(self, name: str, timeout: float | None = None) -> None:
@@ -427,6 +435,7 @@ class Node:
     def service(self, name: str) -> Service:
         """A handle for calling one service often."""
         check_name(name, "service")
+        self._view.want_service(name)
         return Service(self, name)
 
     def flush(self, timeout: float | None = None) -> bool:
@@ -443,7 +452,8 @@ class Node:
     # -- public: introspection -------------------------------------------------------------
 
     def nodes(self) -> list[NodeInfo]:
-        """The mesh as this node knows it (NodeInfo records, this node included)."""
+        """The mesh as this node knows it (NodeInfo records, this node included): every node
+        with ``watch='all'``, else the nodes it needs (see ``watch``)."""
         return sorted(self._view.nodes.values(), key=lambda n: (n.name, n.id))
 
     def ping(self, node: str, timeout: float = 5.0) -> float:

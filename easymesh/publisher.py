@@ -9,6 +9,15 @@ through the registry without any socket. The first send on a topic records it
 as published (the record reaches the coordinator asynchronously: ``send`` never
 waits for it).
 
+A node learns the listeners of a topic only once it asks (issue 15: nodes are told only
+what they need, see :mod:`easymesh.view`). The first send on a topic asks; until the
+coordinator has answered, messages for that topic with no known listener are *held*
+(encoded, at most ``HOLD_LIMIT`` per topic, the oldest dropped beyond that) instead of
+counted as ``no_listener``; the answer (on the I/O thread, :meth:`Publisher.release_held`)
+sends them to the listeners it names, or counts them then. ``send`` still never waits.
+While a topic has held messages, later sends on it go through the same lock, so they
+never overtake the held ones.
+
 Counters (exact from any thread): ``sent``, ``no_listener`` (sent while nobody
 listened), ``dropped_outbound`` (a link refused the frame: its bound was full or
 it could not be reached).
@@ -16,6 +25,8 @@ it could not be reached).
 
 from __future__ import annotations
 
+import threading
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +41,9 @@ from easymesh.registry import Registry
 from easymesh.view import TopologyView
 
 __all__ = ["Publisher"]
+
+#: Messages held per topic while the coordinator has not said who listens to it.
+HOLD_LIMIT = 64
 
 _new_frame = tuple.__new__
 _pack_header = HEADER.pack
@@ -64,29 +78,94 @@ class Publisher:
         self.sent = Counter()
         self.no_listener = Counter()
         self.dropped = Counter()
+        self._held: dict[str, deque[tuple[int, Any]]] = {}  # topic -> (codec id, body)
+        self._hold_lock = threading.Lock()
 
     def send(self, topic: str, data: Any, latch: bool) -> None:
         if not self.registry.is_published(topic):
-            self.registry.publish(topic)
+            self._first_send(topic)
         if latch or (self.latches and topic in self.latches):
             self._send_latched(topic, data)  # a latched topic keeps its newest value
             return
         nodes = self.view.listeners(topic)
-        if not nodes:
-            self.no_listener.incr()
-            return
+        if not nodes or self._held:
+            if topic in self._held or (not nodes and not self.view.knows_topic(topic)):
+                self._hold(topic, self.decoder.codec_id, self._encode(topic, data))
+                return
+            if not nodes:
+                self.no_listener.incr()
+                return
+        self.send_encoded(topic, nodes, self.decoder.codec_id, self._encode(topic, data))
+
+    def _encode(self, topic: str, data: Any) -> Any:
         try:
-            body = self.decoder.encode(data)
+            return self.decoder.encode(data)
         except Exception as exc:
             raise CodecError(f"cannot encode data for topic {topic!r}: {exc}") from exc
-        self.send_encoded(topic, nodes, self.decoder.codec_id, body)
+
+    def _first_send(self, topic: str) -> None:
+        self.registry.publish(topic)
+        self.view.want_topic(topic)
 
     def send_raw(self, topic: str, codec_id: int, data: Any) -> None:
         if not self.registry.is_published(topic):
-            self.registry.publish(topic)
+            self._first_send(topic)
         nodes = self.view.listeners(topic)
+        if not nodes or self._held:
+            if topic in self._held or (not nodes and not self.view.knows_topic(topic)):
+                self._hold(topic, codec_id, data)
+                return
         if nodes:
             self.send_encoded(topic, nodes, codec_id, data)
+        else:
+            self.no_listener.incr()
+
+    # -- held messages (listeners not known yet) -------------------------------------------
+
+    def _hold(self, topic: str, codec_id: int, body: Any) -> None:
+        """Hold a message until the coordinator says who listens to ``topic``; if it
+        already has (it answered meanwhile), send what is held and this one now."""
+        if type(body) is not bytes:
+            body = bytes(body)  # it may wait: a caller's buffer could change meanwhile
+        if len(body) > self.max_message_size:
+            raise MeshError(
+                f"a message of {len(body)} bytes on topic {topic!r} is larger than"
+                f" max_message_size ({self.max_message_size}); receivers would refuse it"
+            )
+        with self._hold_lock:
+            if not self.view.knows_topic(topic):
+                held = self._held.get(topic)
+                if held is None:
+                    held = self._held[topic] = deque()
+                if len(held) >= HOLD_LIMIT:
+                    held.popleft()
+                    self.dropped.incr()
+                held.append((codec_id, body))
+                return
+            if topic in self._held:
+                self._release(topic)
+            self._send_now(topic, codec_id, body)
+
+    def release_held(self) -> None:
+        """(I/O thread, after a topology change) Send or count the messages held for
+        topics the coordinator has now answered."""
+        if not self._held:
+            return
+        with self._hold_lock:
+            for topic in list(self._held):
+                if self.view.knows_topic(topic):
+                    self._release(topic)
+
+    def _release(self, topic: str) -> None:
+        """(hold lock held) Send the held messages of ``topic``, then forget them."""
+        for codec_id, body in self._held[topic]:
+            self._send_now(topic, codec_id, body)
+        del self._held[topic]
+
+    def _send_now(self, topic: str, codec_id: int, body: Any) -> None:
+        nodes = self.view.listeners(topic)
+        if nodes:
+            self.send_encoded(topic, nodes, codec_id, body)
         else:
             self.no_listener.incr()
 

@@ -204,7 +204,7 @@ def play(
     path = resolve_bag(path)
     stop = stop or threading.Event()
     read_info(path)  # fail on a bad file before joining the mesh
-    node = easymesh.Node(name or "meshbag-play", **(node_options or {}))
+    node = easymesh.Node(name or "meshbag-play", **{"watch": "all", **(node_options or {})})
     with stopping_on(lambda _signum: stop.set(), STOP_SIGNALS_HUP), node:
         player = Player(node, path, stop=stop, status=status, **options)
         print(

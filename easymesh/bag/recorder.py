@@ -192,7 +192,9 @@ def record(
         library=f"easymesh {easymesh.__version__} meshbag",
     )
     stop = stop or threading.Event()
-    node = easymesh.Node(name or f"meshbag-record-{os.getpid()}", **(node_options or {}))
+    node = easymesh.Node(
+        name or f"meshbag-record-{os.getpid()}", **{"watch": "all", **(node_options or {})}
+    )
     recorder = Recorder(node, topics, writer)
     with stopping_on(lambda _signum: stop.set(), STOP_SIGNALS_HUP):
         try:

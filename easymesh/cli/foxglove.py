@@ -103,7 +103,7 @@ def serve(node_kwargs: dict[str, Any], **bridge_kwargs: Any) -> int:
     from easymesh.node import Node
 
     try:
-        node = Node(**node_kwargs)
+        node = Node(**{"watch": "all", **node_kwargs})  # the bridge shows the whole mesh
     except MeshError as exc:
         print(f"meshfoxglove: {exc}", file=sys.stderr)
         return 1

@@ -74,7 +74,8 @@ STATUS_ID = "meshfoxglove-status"
 
 
 class Bridge:
-    """Serve ``node``'s view of the mesh to Foxglove on ``host:port``.
+    """Serve ``node``'s view of the mesh to Foxglove on ``host:port`` (make the node with
+    ``watch='all'`` to show the whole mesh: a plain node knows only the nodes it needs).
 
     ``topics``: fnmatch patterns of topics to show (None: all). ``max_rate``:
     messages per second per channel towards the viewers (0: no limit).

@@ -8,12 +8,14 @@ field's type and raises ProtocolError on anything unexpected.
 ==========  ====================  ============================================
 operation   direction             fields
 ==========  ====================  ============================================
-register    node -> coordinator   node (NodeInfo), secret (str, optional)
-update      node -> coordinator   node (NodeInfo): new topics/services
+register    node -> coordinator   node (NodeInfo), secret (str, optional),
+                                  watch (Watch, optional: absent = the whole mesh)
+update      node -> coordinator   node (NodeInfo): new topics/services; watch
 bye         node -> coordinator   (none): leaving; drop me now
-welcome     coordinator -> node   version, part, parts, nodes (list of NodeInfo):
-                                  one part of the full topology
-diff        coordinator -> node   version, upsert (list of NodeInfo), remove (ids)
+welcome     coordinator -> node   version, part, parts, nodes (list of NodeInfo),
+                                  ack (optional): one part of what the node watches
+diff        coordinator -> node   version, upsert (list of NodeInfo), remove (ids),
+                                  ack (optional)
 ident       node -> node          id, name: who opened this connection
 ==========  ====================  ============================================
 
@@ -29,6 +31,16 @@ nodes that predate it still parse, as publishing nothing).
 in every Register. The coordinator keeps only its hash, and a Register for an id that
 is live on another connection is accepted only with the same secret: the genuine node
 reconnecting after a half-open link gets its id back, nobody else can take it.
+
+``watch`` says which records a node needs (issue 15: a join storm must not cost every
+node every other node's arrival): ``all`` (tools, the bridge), or the records of nodes
+that listen to one of ``topics`` (what it sends to or waits for) or provide one of
+``services`` (what it calls or waits for). ``seq`` grows with every new interest; the
+coordinator answers each watch it takes with ``ack`` = its ``seq`` in the Welcome or in a
+Diff (possibly empty) carrying the newly matching records, so the node knows when "no
+listener" is the coordinator's answer and not just "not told yet". A coordinator that
+predates watches sends no ``ack`` (and the whole mesh); a node that sends no ``watch``
+gets the whole mesh. ``remove`` also names records that stopped being of interest.
 
 A topology larger than one control frame travels as a Welcome in ``parts`` parts
 (``part`` = 0, 1, ...), sent back to back; the node replaces its topology only when
@@ -143,22 +155,75 @@ def record_bytes(node: NodeInfo) -> bytes:
 
 
 @dataclass(frozen=True)
+class Watch:
+    """Which records a node wants (see the module docstring)."""
+
+    all: bool = True
+    topics: frozenset[str] = field(default_factory=frozenset)
+    services: frozenset[str] = field(default_factory=frozenset)
+    seq: int = 0
+
+    def sees(self, node: NodeInfo) -> bool:
+        """Whether a node with this watch needs ``node``'s record."""
+        return (
+            self.all
+            or not self.topics.isdisjoint(node.topics)
+            or not self.services.isdisjoint(node.services)
+        )
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "all": self.all,
+            "topics": sorted(self.topics),
+            "services": sorted(self.services),
+            "seq": self.seq,
+        }
+
+    @classmethod
+    def from_wire(cls, obj: Any) -> Watch:
+        if not isinstance(obj, dict):
+            raise ProtocolError("watch must be a map")
+        everything = obj.get("all", False)
+        if not isinstance(everything, bool):
+            raise ProtocolError("watch.all must be a boolean")
+        return cls(
+            everything,
+            frozenset(_str_list(obj.get("topics", []), "watch.topics")),
+            frozenset(_str_list(obj.get("services", []), "watch.services")),
+            _int(obj.get("seq", 0), "watch.seq"),
+        )
+
+
+#: What a node that sends no watch gets: the whole mesh.
+WATCH_ALL = Watch()
+
+
+@dataclass(frozen=True)
 class Register:
     node: NodeInfo
     secret: str = ""
+    watch: Watch | None = None  # None: the whole mesh (nodes that predate watches)
     op = b"register"
 
     def to_wire(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"node": self.node.to_wire()}
         if self.secret:
-            return {"node": self.node.to_wire(), "secret": self.secret}
-        return {"node": self.node.to_wire()}
+            out["secret"] = self.secret
+        if self.watch is not None:
+            out["watch"] = self.watch.to_wire()
+        return out
 
     @classmethod
     def from_wire(cls, obj: dict[str, Any]) -> Register:
         secret = _str(obj.get("secret", ""), "secret")
         if len(secret) > MAX_SECRET:
             raise ProtocolError(f"secret longer than {MAX_SECRET} characters")
-        return cls(NodeInfo.from_wire(obj.get("node")), secret)
+        watch = obj.get("watch")
+        return cls(
+            NodeInfo.from_wire(obj.get("node")),
+            secret,
+            None if watch is None else Watch.from_wire(watch),
+        )
 
 
 @dataclass(frozen=True)
@@ -188,15 +253,19 @@ class Welcome:
     nodes: tuple[NodeInfo, ...]
     part: int = 0
     parts: int = 1
+    ack: int | None = None  # the watch seq this answers (None: a coordinator without watches)
     op = b"welcome"
 
     def to_wire(self) -> dict[str, Any]:
-        return {
+        out = {
             "version": self.version,
             "part": self.part,
             "parts": self.parts,
             "nodes": [n.to_wire() for n in self.nodes],
         }
+        if self.ack is not None:
+            out["ack"] = self.ack
+        return out
 
     @classmethod
     def from_wire(cls, obj: dict[str, Any]) -> Welcome:
@@ -212,16 +281,41 @@ class Welcome:
             tuple(NodeInfo.from_wire(n) for n in nodes),
             part,
             parts,
+            _ack(obj),
         )
 
 
+def _ack(obj: dict[str, Any]) -> int | None:
+    ack = obj.get("ack")
+    return None if ack is None else _int(ack, "ack")
+
+
 def welcome_part_bodies(
-    version: int, records: list[bytes], budget: int = WELCOME_PART_BYTES
+    version: int, records: list[bytes], budget: int = WELCOME_PART_BYTES, ack: int | None = None
 ) -> list[list[bytes]]:
     """The bodies of the Welcome parts carrying ``records`` (each from :func:`record_bytes`),
     as lists of pieces to write one after the other: a msgpack prefix, then the records
     themselves (shared, not copied). Each body is at most ``budget`` bytes plus one
     record; at least one part is returned (an empty topology is one empty part)."""
+    groups = _groups(records, budget)
+    if len(groups) > MAX_WELCOME_PARTS:
+        raise ProtocolError(f"the topology needs more than {MAX_WELCOME_PARTS} welcome parts")
+    bodies = []
+    for i, group in enumerate(groups):
+        packer = msgpack.Packer(use_bin_type=True)
+        fields: list[tuple[str, int]] = [("version", version), ("part", i), ("parts", len(groups))]
+        if ack is not None:
+            fields.append(("ack", ack))
+        prefix = packer.pack_map_header(len(fields) + 1)
+        for key, value in fields:
+            prefix += packer.pack(key) + packer.pack(value)
+        prefix += packer.pack("nodes") + packer.pack_array_header(len(group))
+        bodies.append([prefix, *group])
+    return bodies
+
+
+def _groups(records: list[bytes], budget: int) -> list[list[bytes]]:
+    """``records`` in consecutive groups of about ``budget`` bytes (at least one group)."""
     groups: list[list[bytes]] = [[]]
     size = 0
     for rec in records:
@@ -230,15 +324,30 @@ def welcome_part_bodies(
             size = 0
         groups[-1].append(rec)
         size += len(rec)
-    if len(groups) > MAX_WELCOME_PARTS:
-        raise ProtocolError(f"the topology needs more than {MAX_WELCOME_PARTS} welcome parts")
+    return groups
+
+
+def diff_bodies(
+    version: int,
+    records: list[bytes],
+    remove: list[str],
+    ack: int | None,
+    budget: int = WELCOME_PART_BYTES,
+) -> list[list[bytes]]:
+    """The bodies of the diffs (one, or several of one version when ``records`` pass
+    ``budget`` bytes) that upsert ``records`` (each from :func:`record_bytes`, shared, not
+    copied) and remove ``remove``; the last one carries ``remove`` and ``ack``."""
+    groups = _groups(records, budget)
     bodies = []
     for i, group in enumerate(groups):
+        last = i == len(groups) - 1
         packer = msgpack.Packer(use_bin_type=True)
-        prefix = packer.pack_map_header(4)
-        for key, value in (("version", version), ("part", i), ("parts", len(groups))):
-            prefix += packer.pack(key) + packer.pack(value)
-        prefix += packer.pack("nodes") + packer.pack_array_header(len(group))
+        fields = 3 + (last and ack is not None)
+        prefix = packer.pack_map_header(fields) + packer.pack("version") + packer.pack(version)
+        prefix += packer.pack("remove") + packer.pack(remove if last else [])
+        if last and ack is not None:
+            prefix += packer.pack("ack") + packer.pack(ack)
+        prefix += packer.pack("upsert") + packer.pack_array_header(len(group))
         bodies.append([prefix, *group])
     return bodies
 
@@ -248,14 +357,18 @@ class Diff:
     version: int
     upsert: tuple[NodeInfo, ...] = ()
     remove: tuple[str, ...] = ()
+    ack: int | None = None  # the watch seq this answers, if it answers one
     op = b"diff"
 
     def to_wire(self) -> dict[str, Any]:
-        return {
+        out = {
             "version": self.version,
             "upsert": [n.to_wire() for n in self.upsert],
             "remove": list(self.remove),
         }
+        if self.ack is not None:
+            out["ack"] = self.ack
+        return out
 
     @classmethod
     def from_wire(cls, obj: dict[str, Any]) -> Diff:
@@ -266,6 +379,7 @@ class Diff:
             _int(obj.get("version", 0), "version"),
             tuple(NodeInfo.from_wire(n) for n in ups),
             tuple(_str_list(obj.get("remove", []), "remove")),
+            _ack(obj),
         )
 
 

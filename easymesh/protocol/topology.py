@@ -1,10 +1,11 @@
 """The mesh topology and its diff/merge rules (sans-IO).
 
-The coordinator owns the authoritative :class:`Topology`. Every change it makes
-(a node registers, updates its topics/services, leaves or is dropped) yields a
-:class:`~easymesh.protocol.messages.Diff` that it broadcasts; a newly connected
-node gets a full :class:`~easymesh.protocol.messages.Welcome`. Nodes apply both
-to their own copy, so every node knows who listens to what and where.
+The coordinator owns the authoritative :class:`Topology`. A node gets the part of it
+that its watch sees (:mod:`easymesh.protocol.interest`): a
+:class:`~easymesh.protocol.messages.Welcome` when it connects, then a
+:class:`~easymesh.protocol.messages.Diff` for every change it needs to know of. Nodes
+apply both to their own copy, so every node knows where the listeners and providers it
+needs are.
 
 Rules:
 

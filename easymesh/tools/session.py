@@ -41,7 +41,7 @@ def run_tool(
     err = err or sys.stderr
     restore = signals.interrupt_on()
     try:
-        with Node(name or default_name(prog), **node_kwargs) as node:
+        with Node(name or default_name(prog), **{"watch": "all", **node_kwargs}) as node:
             return action(node)
     except MeshError as exc:
         print(f"{prog}: {exc}", file=err, flush=True)

@@ -1,31 +1,48 @@
-"""The coordinator under many nodes: how long 200 nodes take to join, and how long one
-topology change takes to reach all of them.
+"""Join storms (issue 15): how long N nodes take to join at once, what a join costs the
+coordinator in bytes, and how long one new listener takes to reach every node.
 
 Usage:
+  mesh_scale.py [--sizes=LIST] [--procs=P] [--netns] [--out=FILE]
   mesh_scale.py --coordinator=ADDR [--nodes=N] [--procs=P] [--reps=R]
+  mesh_scale.py storm --nodes=N --procs=P --host=IP [--ns=TAG]
   mesh_scale.py worker --coordinator=ADDR --count=K --prefix=NAME
   mesh_scale.py (-h | --help)
 
 Options:
-  --coordinator=ADDR  The easymesh coordinator (host:port).
-  --nodes=N           Nodes in all [default: 200].
-  --procs=P           Worker processes; each builds N/P nodes in N/P threads [default: 4].
-  --reps=R            Repetitions [default: 1].
-  --count=K           worker: nodes to build.
-  --prefix=NAME       worker: node name prefix.
+  --sizes=LIST   Storm sizes, in one run [default: 100,1000].
+  --procs=P      Worker processes; each builds N/P nodes, one thread per node [default: 10].
+  --netns        Also the 1,000-node storm across 10 network namespaces (root only).
+  --out=FILE     Also write the results as a Markdown table to FILE.
+  --coordinator=ADDR  Storms against this coordinator (bench.py; no byte counts).
+  --reps=R       With --coordinator: storms of --nodes nodes [default: 1].
+  --nodes=N      storm: nodes in all.
+  --host=IP      storm: the coordinator's address.
+  --ns=TAG       storm: worker i runs in network namespace TAG-i.
+  --count=K      worker: nodes to build.
+  --prefix=NAME  worker: node name prefix.
 
-Method: the workers start and import easymesh first, then wait for "go <t>" on stdin
-(t from CLOCK_MONOTONIC); each builds its nodes at once, one thread per node, and reports
-when the last Node() returned (registered with the coordinator, topology received). Join
-time = the last of these - t. Then, with every node waiting in wait_for_listener(), a
-separate node starts listening to a new topic at time t2; each waiting node records when
-the change reached it. Change time = the last arrival - t2. Prints `SPEEDTEST {json}`.
+Method (one storm): a coordinator runs in this process. The workers start and import
+easymesh, then wait for "go"; each builds its nodes at once, one thread per node
+(``Node()`` as a new user writes it), and reports when the last one returned. Join time
+= the last of these - go. ``warnings``: log records at WARNING or above in the workers
+and the coordinator during the storm (a handshake timing out, a retry). ``bytes/join``:
+topology bytes the coordinator sent during the storm (``Coordinator.bytes_sent``: Welcomes
+and diffs) / N. Then every node waits in ``wait_for_listener(topic)`` and a separate node
+starts listening to that topic at t2; each waiting node records when it learned of it;
+change time = the last arrival - t2 (``bytes/change``: what the coordinator sent for it).
+
+The netns storm: 10 namespaces ``emscale<pid>-0..9`` with 100 nodes each, plus one for
+the coordinator, on a bridge in an 11th (10.201.0.0/24, veth pairs); every link is TCP.
+They are deleted afterwards, also on failure. Prints ``SPEEDTEST {json}``.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -35,24 +52,49 @@ from typing import Any
 
 from docopt import docopt
 
+HERE = os.path.abspath(__file__)
+
 
 def now() -> float:
     return time.clock_gettime(time.CLOCK_MONOTONIC)
 
 
+def cpu_seconds() -> float:
+    """CPU time (user + system) of this process, all threads."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+class Warnings(logging.Handler):
+    """Counts easymesh log records at WARNING or above; keeps the first few."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.count = 0
+        self.first: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += 1
+        if len(self.first) < 3:
+            self.first.append(record.getMessage()[:200])
+
+
 def worker(coordinator: str, count: int, prefix: str) -> int:
     import easymesh
 
+    warnings = Warnings()
+    logging.getLogger("easymesh").addHandler(warnings)
     print("ready", flush=True)
     nodes: list[Any] = [None] * count
     errors: list[str] = []
     line = sys.stdin.readline().split()
     if not line or line[0] != "go":
         return 1
+    cpu0 = cpu_seconds()
 
     def build(i: int) -> None:
         try:
-            nodes[i] = easymesh.Node(f"{prefix}-{i}", coordinator=coordinator, connect_timeout=20)
+            nodes[i] = easymesh.Node(f"{prefix}-{i}", coordinator=coordinator, connect_timeout=30)
         except Exception as exc:  # report, do not hang
             errors.append(repr(exc))
 
@@ -60,9 +102,11 @@ def worker(coordinator: str, count: int, prefix: str) -> int:
     for t in threads:
         t.start()
     for t in threads:
-        t.join(30)
+        t.join(60)
     t_joined = now()
-    print(f"joined {t_joined} {len(errors)} {errors[:1]}", flush=True)
+    cpu = cpu_seconds() - cpu0
+    print(f"joined {t_joined} {len(errors)} {warnings.count} {cpu:.3f} "
+          f"{json.dumps(errors[:1] + warnings.first[:1])}", flush=True)
     topic = sys.stdin.readline().split()[1]  # "watch <topic>"
     seen = [0.0] * count
 
@@ -71,7 +115,7 @@ def worker(coordinator: str, count: int, prefix: str) -> int:
         if node is None:
             return
         try:
-            node.wait_for_listener(topic, timeout=10)
+            node.wait_for_listener(topic, timeout=20)
             seen[i] = now()
         except Exception:
             pass
@@ -81,9 +125,10 @@ def worker(coordinator: str, count: int, prefix: str) -> int:
         t.start()
     print("watching", flush=True)
     for t in watchers:
-        t.join(15)
+        t.join(30)
     missing = sum(1 for s in seen if not s)
-    print(f"seen {max(seen)} {missing}", flush=True)
+    arrived = sorted(s for s in seen if s) or [0.0]
+    print(f"seen {max(seen)} {missing} {arrived[len(arrived) // 2]} {arrived[0]}", flush=True)
     closers = [threading.Thread(target=n.close, args=(0.5,)) for n in nodes if n is not None]
     for t in closers:
         t.start()
@@ -92,7 +137,7 @@ def worker(coordinator: str, count: int, prefix: str) -> int:
     return 0
 
 
-def read_line(p: subprocess.Popen, prefix: str, timeout: float) -> list[str]:
+def read_line(p: subprocess.Popen, prefix: str, timeout: float, fields: int = 5) -> list[str]:
     out: list[str] = []
 
     def read() -> None:
@@ -107,72 +152,207 @@ def read_line(p: subprocess.Popen, prefix: str, timeout: float) -> list[str]:
     t.join(timeout)
     if not out:
         raise RuntimeError(f"worker {p.pid}: no {prefix!r} line within {timeout} s")
-    return out[0].split()
+    return out[0].split(maxsplit=fields - 1)
 
 
-def one_rep(coordinator: str, nodes: int, procs: int, rep: int) -> dict[str, Any]:
+def tell(workers: list[subprocess.Popen], line: str) -> None:
+    for w in workers:
+        assert w.stdin is not None
+        w.stdin.write(line + "\n")
+        w.stdin.flush()
+
+
+def storm(nodes: int, procs: int, host: str, ns: str | None = None, address: str = "") -> dict[str, Any]:
+    """One storm of ``nodes`` nodes in ``procs`` processes against a fresh coordinator in
+    this process (or the one at ``address``)."""
     import easymesh
+    from easymesh.coordinator import Coordinator
 
+    load = os.getloadavg()[0]
+    coord: Any = None
+    if not address:
+        coord = Coordinator(host, 0).start()  # (its warning about no authkey is not counted)
+        address = f"{host}:{coord.port}"
+    warnings = Warnings()
+    logging.getLogger("easymesh").addHandler(warnings)
     per = nodes // procs
-    workers = [subprocess.Popen([sys.executable, __file__, "worker", f"--coordinator={coordinator}",
-                                 f"--count={per}", f"--prefix=scale{rep}-{i}"],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                start_new_session=True) for i in range(procs)]
+    workers = []
     try:
+        for i in range(procs):
+            prefix = ["ip", "netns", "exec", f"{ns}-{i}"] if ns else []
+            workers.append(subprocess.Popen(
+                [*prefix, sys.executable, HERE, "worker", f"--coordinator={address}", f"--count={per}",
+                 f"--prefix=scale-{i}"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True))
         for w in workers:
-            read_line(w, "ready", 30)
-        changer = easymesh.Node(f"scale{rep}-changer", coordinator=coordinator)
+            read_line(w, "ready", 60)
+        changer = easymesh.Node("scale-changer", coordinator=address)
+        sent0 = getattr(coord, "bytes_sent", None)
         t_go = now()
-        for w in workers:
-            assert w.stdin is not None
-            w.stdin.write(f"go {t_go}\n")
-            w.stdin.flush()
-        joined = [read_line(w, "joined", 45) for w in workers]
+        cpu0 = cpu_seconds()
+        tell(workers, f"go {t_go}")
+        joined = [read_line(w, "joined", 120, 6) for w in workers]
+        coord_cpu = cpu_seconds() - cpu0  # the coordinator (and this bench's idle threads)
         join_s = max(float(j[1]) for j in joined) - t_go
         errors = sum(int(j[2]) for j in joined)
-        time.sleep(1.0)  # let the join storm settle: measure a change in a steady mesh
-        topic = f"scale-change-{rep}"
+        worker_warnings = sum(int(j[3]) for j in joined)
+        first = [m for j in joined for m in json.loads(j[5])][:2]
+        worker_cpu = sum(float(j[4]) for j in joined)
+        time.sleep(1.0)  # the storm settles: measure a change in a steady mesh
+        sent1 = getattr(coord, "bytes_sent", None)
+        topic = "scale-change"
+        tell(workers, f"watch {topic}")
         for w in workers:
-            assert w.stdin is not None
-            w.stdin.write(f"watch {topic}\n")
-            w.stdin.flush()
-        for w in workers:
-            read_line(w, "watching", 15)
-        time.sleep(0.3)  # every watcher thread is blocked in wait_for_listener by now
+            read_line(w, "watching", 30)
+        time.sleep(1.0)  # every watcher thread is blocked in wait_for_listener by now
+        sent2 = getattr(coord, "bytes_sent", None)
         t_change = now()
         changer.listen(topic, lambda *_: None)
-        seen = [read_line(w, "seen", 20) for w in workers]
+        seen = [read_line(w, "seen", 40, 6) for w in workers]
         change_ms = (max(float(s[1]) for s in seen) - t_change) * 1000
+        # the median of the workers' medians: about when half the nodes knew
+        mids = sorted(float(s[3]) for s in seen)
+        change_mid_ms = (mids[len(mids) // 2] - t_change) * 1000
+        if os.environ.get("MESH_SCALE_DEBUG"):
+            print("per worker (first, median, last) ms:", [
+                tuple(round((float(x) - t_change) * 1000) for x in (s[4], s[3], s[1])) for s in seen])
         missing = sum(int(s[2]) for s in seen)
+        sent3 = getattr(coord, "bytes_sent", None)
         changer.close()
         for w in workers:
-            w.wait(20)
-        return {"join_s": round(join_s, 3), "change_ms": round(change_ms, 1), "errors": errors,
-                "missing": missing}
+            w.wait(30)
+        out = {"nodes": nodes, "procs": procs, "load_1min_before": load, "join_s": round(join_s, 3), "errors": errors,
+               "warnings": worker_warnings + warnings.count,
+               "join_cpu_s": {"coordinator": round(coord_cpu, 2), "workers": round(worker_cpu, 2)},
+               "change_ms": round(change_ms, 1),
+               "change_half_ms": round(change_mid_ms, 1), "missing": missing, "first_problems": first + warnings.first[:1]}
+        if sent0 is not None:
+            out["bytes_per_join"] = round((sent1 - sent0) / nodes)
+            out["bytes_per_change"] = sent3 - sent2
+        return out
     finally:
         for w in workers:
             if w.poll() is None:
                 os.killpg(w.pid, 9)
                 w.wait(5)
+        if coord is not None:
+            coord.close()
+        logging.getLogger("easymesh").removeHandler(warnings)
+
+
+# -- network namespaces ------------------------------------------------------------------
+
+
+def _ip(*args: str) -> None:
+    out = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=20)
+    if out.returncode != 0:
+        raise RuntimeError(f"ip {' '.join(args)}: {out.stderr.strip()}")
+
+
+def netns_storm(procs: int) -> dict[str, Any]:
+    """The 1,000-node storm with worker i in namespace i and the coordinator in its own."""
+    if os.geteuid() != 0:
+        return {"skipped": "needs root (ip netns add)"}
+    if shutil.which("ip") is None:
+        return {"skipped": "needs iproute2's `ip` command"}
+    tag = f"emscale{os.getpid()}"
+    names = [f"{tag}-{i}" for i in range(procs)] + [f"{tag}-c", f"{tag}-hub"]
+    created: list[str] = []
+    try:
+        for ns in names:
+            _ip("netns", "add", ns)
+            created.append(ns)
+            _ip("-n", ns, "link", "set", "lo", "up")
+        hub = f"{tag}-hub"
+        _ip("-n", hub, "link", "add", "br0", "type", "bridge")
+        _ip("-n", hub, "link", "set", "br0", "up")
+        for k, ns in enumerate(names[:-1]):
+            addr = "10.201.0.100" if ns.endswith("-c") else f"10.201.0.{k + 1}"
+            _ip("link", "add", "veth0", "netns", ns, "type", "veth", "peer", "name", f"p{k}", "netns", hub)
+            _ip("-n", hub, "link", "set", f"p{k}", "master", "br0", "up")
+            _ip("-n", ns, "addr", "add", f"{addr}/24", "dev", "veth0")
+            _ip("-n", ns, "link", "set", "veth0", "up")
+        out = subprocess.run(
+            ["ip", "netns", "exec", f"{tag}-c", sys.executable, HERE, "storm", f"--nodes={procs * 100}",
+             f"--procs={procs}", "--host=10.201.0.100", f"--ns={tag}"],
+            capture_output=True, text=True, timeout=400)
+        for line in out.stdout.splitlines():
+            if line.startswith("STORM "):
+                return json.loads(line[6:])
+        return {"failed": (out.stdout + out.stderr)[-500:]}
+    except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+        return {"failed": str(exc)}
+    finally:
+        for ns in reversed(created):
+            pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()
+            for pid in pids:  # only this bench's processes live in these namespaces
+                try:
+                    os.kill(int(pid), 9)
+                except (ProcessLookupError, ValueError):
+                    pass
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=20)
+
+
+def against(address: str, nodes: int, procs: int, reps: int) -> int:
+    """bench.py's section: storms against a running coordinator, its result format."""
+    runs = []
+    for _ in range(reps):
+        r = storm(nodes, procs, "", address=address)
+        print(f"mesh_scale: {r}", flush=True)
+        runs.append(r)
+    res = {"nodes": nodes, "procs": procs, "runs": runs,
+           "join_s": statistics.median(r["join_s"] for r in runs),
+           "change_ms": statistics.median(r["change_ms"] for r in runs),
+           "errors": sum(r["errors"] for r in runs), "missing": sum(r["missing"] for r in runs)}
+    print("SPEEDTEST " + json.dumps(res), flush=True)
+    return 0
+
+
+def markdown(res: dict[str, Any]) -> str:
+    rows = ["| storm | load before | join (s) | CPU s (workers + coordinator) | warnings/errors "
+            "| bytes/join | new listener reaches half / all (ms) | bytes/change | missing |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for r in res["storms"] + ([res["netns"]] if "join_s" in res.get("netns", {}) else []):
+        where = "10 netns, TCP" if r is res.get("netns") else "loopback"
+        cpu = r["join_cpu_s"]
+        rows.append(f"| {r['nodes']} nodes, {r['procs']} procs, {where} | {r['load_1min_before']:.1f} "
+                    f"| {r['join_s']} | {cpu['workers']} + {cpu['coordinator']} "
+                    f"| {r['warnings']}/{r['errors']} | {r.get('bytes_per_join', 'n/a')} "
+                    f"| {r['change_half_ms']} / {r['change_ms']} | {r.get('bytes_per_change', 'n/a')} "
+                    f"| {r['missing']} |")
+    return "\n".join(rows) + "\n"
 
 
 def main() -> int:
     args = docopt(__doc__)
     if args["worker"]:
         return worker(args["--coordinator"], int(args["--count"]), args["--prefix"])
-    t = threading.Timer(300, lambda: os._exit(3))
+    t = threading.Timer(900, lambda: os._exit(3))
     t.daemon = True
     t.start()
-    runs = []
-    for rep in range(int(args["--reps"])):
-        r = one_rep(args["--coordinator"], int(args["--nodes"]), int(args["--procs"]), rep)
-        print(f"mesh_scale: rep {rep + 1}: {r}", flush=True)
-        runs.append(r)
-    res = {"nodes": int(args["--nodes"]), "procs": int(args["--procs"]), "runs": runs,
-           "join_s": statistics.median(r["join_s"] for r in runs),
-           "change_ms": statistics.median(r["change_ms"] for r in runs),
-           "errors": sum(r["errors"] for r in runs), "missing": sum(r["missing"] for r in runs)}
+    procs = int(args["--procs"])
+    if args["--coordinator"]:
+        return against(args["--coordinator"], int(args["--nodes"] or 200), procs, int(args["--reps"]))
+    if args["storm"]:
+        r = storm(int(args["--nodes"]), procs, args["--host"], args["--ns"])
+        print("STORM " + json.dumps(r), flush=True)
+        return 0
+    storms = []
+    load_before = os.getloadavg()[0]
+    for size in (int(s) for s in args["--sizes"].split(",")):
+        r = storm(size, procs, "127.0.0.1")
+        print(f"mesh_scale: {r}", flush=True)
+        storms.append(r)
+    res: dict[str, Any] = {"storms": storms, "load_before": load_before}
+    if len(storms) >= 2:
+        res["join_ratio"] = round(storms[-1]["join_s"] / storms[0]["join_s"], 1)
+    if args["--netns"]:
+        res["netns"] = netns_storm(procs)
+        print(f"mesh_scale: netns {res['netns']}", flush=True)
     print("SPEEDTEST " + json.dumps(res), flush=True)
+    if args["--out"]:
+        with open(args["--out"], "w") as f:
+            f.write(markdown(res))
     return 0
 
 

@@ -221,7 +221,11 @@ def test_publishing_with_allow_publish_reaches_the_mesh(
     client.publish(channel, {"linear": {"x": 0.5}})
     wait_until(lambda: got, "the published message")
     assert got == [{"linear": {"x": 0.5}}]
-    assert any(n.name.startswith("meshfoxglove-") and "cmd" in n.publishes for n in robot.nodes())
+    observer = node_factory("observer", watch="all")  # a plain node knows only whom it needs
+    wait_until(
+        lambda: any(n.name.startswith("meshfoxglove-") and "cmd" in n.publishes for n in observer.nodes()),
+        "the bridge's record listing cmd",
+    )
 
 
 @pytest.mark.parametrize("max_rate", [20, 0])
@@ -266,7 +270,7 @@ def test_a_flood_does_not_slow_other_listeners(
 def test_bridge_in_process_and_close_twice(node_factory: Any, client_factory: Any) -> None:
     from easymesh.foxglove.bridge import Bridge
 
-    node = node_factory("host")
+    node = node_factory("host", watch="all")  # a bridge shows the whole mesh
     node.send("t", 1)
     with Bridge(node, port=0) as bridge:
         assert bridge.start() is bridge  # once only

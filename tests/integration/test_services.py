@@ -173,7 +173,7 @@ def test_provider_leaving_fails_pending_request(node_factory):
 
 
 def test_ping(node_factory):
-    a = node_factory("a")
+    a = node_factory("a", watch="all")  # ping finds nodes among those a node knows
     b = node_factory("b")
     assert wait_until(lambda: any(n.name == "b" for n in a.nodes()))
     assert 0 < a.ping("b") < 5

@@ -151,6 +151,8 @@ def main() -> None:
     p.add_argument("--queue-size", type=int)
     p.add_argument("--max-pending", type=int)
     p.add_argument("--connect-timeout", type=float, default=20.0)
+    # The tests read an agent's whole topology ("nodes"): it watches every node.
+    p.add_argument("--watch", default="all")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -161,7 +163,7 @@ def main() -> None:
         kwargs["max_pending_bytes"] = args.max_pending
     node = easymesh.Node(args.name, coordinator=args.coordinator, authkey=args.authkey,
                          heartbeat_interval=args.heartbeat, socket_dir=args.socket_dir,
-                         connect_timeout=args.connect_timeout, **kwargs)
+                         connect_timeout=args.connect_timeout, watch=args.watch, **kwargs)
     recorders: dict[str, Recorder] = {}
     for spec in args.listen:
         topic, _, delay = spec.partition(":")

@@ -41,7 +41,9 @@ def test_fifty_nodes_churning(coordinator_factory, spawn, tmp_path):
         with lock:
             got.setdefault(data["src"], []).append(data["seq"])
 
-    with easymesh.Node("hub", coordinator=coord.address, heartbeat_interval=HB) as hub:
+    # hub and checker inspect the whole topology (watch='all'); the churning nodes are
+    # plain nodes, told only of the hub they send to and call.
+    with easymesh.Node("hub", coordinator=coord.address, heartbeat_interval=HB, watch="all") as hub:
         hub.listen("churn", hub_callback)
         hub.add_service("echo", lambda d: d)
         steady = spawn(agent_argv("steady", coord.address, heartbeat=HB))
@@ -75,7 +77,7 @@ def test_fifty_nodes_churning(coordinator_factory, spawn, tmp_path):
 
         # the coordinator's topology: exactly the stable nodes, and every survivor agrees
         with easymesh.Node("checker", coordinator=coord.address, heartbeat_interval=HB,
-                           socket_dir=str(sockdir)) as checker:
+                           socket_dir=str(sockdir), watch="all") as checker:
             want = ["checker", "hub", "steady"]
             assert wait_until(lambda: sorted(n.name for n in checker.nodes()) == want, 20), checker.nodes()
             assert wait_until(lambda: sorted(n.name for n in hub.nodes()) == want, 10)

@@ -41,7 +41,7 @@ def _new_node_reaches(address: str, listener, t0: float) -> float:
 
 def _topology_settles(address: str, names: set[str]) -> None:
     """The coordinator ends up with exactly these nodes (plus the checking node), once each."""
-    with easymesh.Node("checker", coordinator=address, heartbeat_interval=HB) as n:
+    with easymesh.Node("checker", coordinator=address, heartbeat_interval=HB, watch="all") as n:
         want = sorted(names | {"checker"})
         assert wait_until(lambda: sorted(x.name for x in n.nodes()) == want, 15), n.nodes()
 

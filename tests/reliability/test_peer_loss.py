@@ -39,7 +39,7 @@ def test_killed_frozen_and_restarted_listeners(coordinator_factory, agent):
     sender = agent("sender", coord.address, heartbeat=HB)
     sender.command("sendloop t 0.005", "LOOPING")
     assert wait_until(lambda: _count(a) > 10 and _count(b) > 10, 15)
-    with easymesh.Node("watcher", coordinator=coord.address, heartbeat_interval=HB) as w:
+    with easymesh.Node("watcher", coordinator=coord.address, heartbeat_interval=HB, watch="all") as w:
         # kill -9: the coordinator sees the socket close and drops it at once
         a.kill()
         t0 = time.monotonic()

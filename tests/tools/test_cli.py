@@ -31,7 +31,7 @@ def test_topic_list(tools: Any, node_factory: Any) -> None:
     boss.wait_for_listener("jobs", WAIT)
     boss.send("jobs", 1)
     boss.send("unheard", 1)  # sent, nobody listens: still a topic
-    probe = node_factory("probe")
+    probe = node_factory("probe", watch="all")  # it reads the whole topology, as the tools do
     probe.wait_for_listener("some-topic", WAIT)
     _wait_until(lambda: {"jobs", "unheard"} <= {t for n in probe.nodes() for t in n.publishes})
     plain, verbose = tools.start("meshtopic", "list"), tools.start("meshtopic", "list", "-v")
@@ -248,6 +248,7 @@ def wait_for_group_count(node: Any, topic: str, n: int) -> None:
     import time
 
     deadline = time.monotonic() + WAIT
+    node.has_listeners(topic)  # a plain node learns of the listeners of what it asks about
     while len([i for i in node.nodes() if topic in i.topics]) < n:
         assert time.monotonic() < deadline, f"fewer than {n} listeners on {topic!r}"
         threading.Event().wait(0.02)
