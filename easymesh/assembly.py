@@ -24,11 +24,13 @@ from easymesh.coordclient import CoordinatorClient
 from easymesh.decoder import Decoder
 from easymesh.errors import NodeClosed
 from easymesh.loadbalancing import resolve_load_balancer
+from easymesh.protocol.codecs import PICKLE_ID
 from easymesh.protocol.messages import Diff, NodeInfo, Welcome
 from easymesh.publisher import Publisher
 from easymesh.registry import Registry, Snapshot
 from easymesh.router import PEER_RETIRE_GRACE, Router
 from easymesh.servicehost import ServiceHost
+from easymesh.shmhub import ShmHub
 from easymesh.transport.connection import Connection
 from easymesh.transport.listener import host_key
 from easymesh.transport.loop import IOLoop
@@ -57,6 +59,9 @@ class Settings:
     bind_host: str | None
     socket_dir: str | None
     transport: str
+    shm: bool = False
+    shm_threshold: int = 64 * 1024
+    shm_pool_size: int = 256 * 1024 * 1024
 
 
 class Parts:
@@ -79,6 +84,11 @@ class Parts:
         self.loop = IOLoop(name, on_crash=self._on_io_crash)
         in_io = self.loop.in_loop_thread
         self.view = TopologyView(in_io)
+        self.shm = ShmHub(
+            enabled=cfg.shm and cfg.transport == "auto" and self.decoder.codec_id == PICKLE_ID,
+            threshold=cfg.shm_threshold, pool_size=cfg.shm_pool_size, node_name=name,
+            call_soon=self.loop.call_soon,
+        )  # fmt: skip
         self.registry = Registry(self._record_changed)
         self.router = Router(
             loop=self.loop, node_name=name, node_id=node_id, authkey=cfg.authkey,
@@ -87,7 +97,7 @@ class Parts:
             socket_dir=cfg.socket_dir, stall_timeout=cfg.heartbeat_timeout, decoder=self.decoder, entry=self.registry.entry,
             on_request=lambda link, frame: self.host.on_request(link, frame),
             on_answer=lambda link, frame: self.caller.on_answer(link, frame),
-            on_link_closed=lambda link, exc: self.caller.fail_link(link, exc),
+            on_link_closed=lambda link, exc: self.caller.fail_link(link, exc), shm=self.shm,
         )  # fmt: skip
         self.host = ServiceHost(
             name, self.registry, self.decoder, lambda *answer: self.caller.complete_local(*answer)
@@ -101,7 +111,7 @@ class Parts:
         self.publisher = Publisher(
             node_id=node_id, view=self.view, registry=self.registry, decoder=self.decoder,
             balancer=balancer, link_to=self.router.link_to, links=self.router.links,
-            max_message_size=cfg.max_message_size,
+            max_message_size=cfg.max_message_size, shm=self.shm,
         )  # fmt: skip
         self.coordinator = CoordinatorClient(
             loop=self.loop, address=cfg.coordinator, authkey=cfg.authkey, node_name=name,
@@ -217,6 +227,7 @@ class Parts:
         self.caller.close(self.close_reason, deadline)
         self.registry.close(deadline)
         self._shutdown_loop()
+        self.shm.close()
         self.closed.set()
 
     def _shutdown_loop(self) -> None:

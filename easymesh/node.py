@@ -96,6 +96,10 @@ class Node:
     ``socket_dir``: folder for the Unix socket (default: Linux abstract namespace).
     ``transport``: ``'auto'`` (Unix socket to peers on this host, TCP to others) or
     ``'tcp'`` (always TCP; for testing and benchmarks).
+    ``shm``: send large buffers (numpy arrays, bytes... of at least ``shm_threshold``, 64 KiB)
+    to peers on this host through shared memory: written once, received without a copy as
+    read-only views (README, "Large messages"). Silently the socket path on TCP links, other
+    OSes, a codec other than pickle, or ``shm=False``. ``shm_pool_size``: the bound (256 MiB).
 
     Raises CoordinatorUnavailable (not reachable within ``connect_timeout``),
     AuthenticationError (wrong or missing key), ValueError/TypeError (bad arguments).
@@ -121,6 +125,9 @@ class Node:
         host: str | None = None,
         socket_dir: str | None = None,
         transport: str = "auto",
+        shm: bool = False,
+        shm_threshold: int = 64 * 1024,
+        shm_pool_size: int = 256 * 1024 * 1024,
     ) -> None:
         if not isinstance(name, str) or not name or len(name) > 256:
             raise ValueError("a node name must be a non-empty string of at most 256 characters")
@@ -149,7 +156,7 @@ class Node:
             heartbeat_timeout=self.heartbeat_timeout, request_timeout=request_timeout,
             max_message_size=max_message_size, max_pending_bytes=max_pending_bytes,
             max_in_flight=max_in_flight, bind_host=bind_host, socket_dir=socket_dir,
-            transport=transport,
+            transport=transport, shm=shm, shm_threshold=shm_threshold, shm_pool_size=shm_pool_size,
         ))  # fmt: skip
         # The parts the public methods below talk to (the node holds no state of its own).
         self._view, self._registry, self._router = p.view, p.registry, p.router
@@ -221,6 +228,13 @@ class Node:
         if self._p.closing:
             self._p.check_open()
         self._publisher.send(topic, data, latch)
+
+    def loan(self, shape: Any, dtype: Any = None) -> Any:
+        """A writable buffer in this node's shared memory, to fill and ``send`` with no copy:
+        ``loan(nbytes)`` a memoryview, ``loan(shape, dtype)`` a numpy array. An ordinary
+        buffer when shm is off or the pool is full. After sending it, do not write to it
+        again: receivers that still hold the message would see the writes; loan a new one."""
+        return self._p.shm.loan(shape, dtype)
 
     def send_raw(self, topic: str, codec: int, data: bytes | bytearray) -> None:
         """Send bytes already encoded with codec id ``codec`` (as a raw listener got them)."""
@@ -467,6 +481,7 @@ class Node:
             "topics": topics,
             "services": services,
             "peers": self._router.stats(),
+            "shm": self._p.shm.stats(),
         }
 
 
