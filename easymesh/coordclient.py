@@ -59,6 +59,7 @@ log = logging.getLogger("easymesh.node")
 __all__ = ["CoordinatorClient"]
 
 
+
 class CoordinatorClient:
     """Register with the coordinator, keep the link alive, receive the topology."""
 

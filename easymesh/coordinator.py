@@ -98,6 +98,7 @@ log = logging.getLogger("easymesh.coordinator")
 REGISTER_TIMEOUT = 2 * HANDSHAKE_TIMEOUT
 
 
+
 class Coordinator:
     """The mesh coordinator. ``start()`` it (or use it as a context manager), or call
     :meth:`serve_forever`.
@@ -250,9 +251,7 @@ class Coordinator:
                 pass
             else:
                 log.warning(
-                    "%s: unexpected frame type %d on the coordinator link, closing",
-                    self._who(conn),
-                    ftype,
+                    "%s: unexpected frame type %d on the coordinator link, closing", self._who(conn), ftype
                 )
                 conn.close(ProtocolError(f"unexpected frame type {ftype}"))
                 return

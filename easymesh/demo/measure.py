@@ -34,9 +34,7 @@ def make_payload(size: int, codec: str) -> Any:
     return "x" * size if codec == "json" else b"x" * size
 
 
-def make_msg(
-    codec: str, kind: int, seq: int, payload: Any, extra: dict[str, Any] | None = None
-) -> Any:
+def make_msg(codec: str, kind: int, seq: int, payload: Any, extra: dict[str, Any] | None = None) -> Any:
     t = now()
     if codec == "raw":
         head = _RAW.pack(kind, seq, t)
@@ -53,7 +51,7 @@ def parse_msg(data: Any) -> tuple[int, int, float, int, dict[str, Any]]:
     """(kind, seq, send time, payload length, extra fields) of a received message."""
     if isinstance(data, (bytes, bytearray, memoryview)):
         kind, seq, t = _RAW.unpack_from(data)
-        rest = data[_RAW.size :]
+        rest = data[_RAW.size:]
         extra = json.loads(bytes(rest)) if kind == END and rest else {}
         return kind, seq, t, len(data) - _RAW.size, extra
     return data["k"], data["seq"], data["t"], len(data["data"]), data
@@ -118,21 +116,13 @@ class RunStats:
         size = self.bytes / n if n else 0
         cpu = time.process_time() - self.cpu_first if n else 0.0
         return {
-            "role": "recv",
-            "received": n,
-            "sent": sent,
-            "drops": drops,
+            "role": "recv", "received": n, "sent": sent, "drops": drops,
             "drop_pct": round(100.0 * drops / sent, 2) if sent else None,
-            "out_of_order": self.out_of_order,
-            "warmup_received": self.warmup,
-            "msgs_per_s": round(rate, 1),
-            "mb_per_s": round(rate * size / 1e6, 2),
-            "lat_p50_us": _us(percentile(lat, 50)),
-            "lat_p99_us": _us(percentile(lat, 99)),
+            "out_of_order": self.out_of_order, "warmup_received": self.warmup,
+            "msgs_per_s": round(rate, 1), "mb_per_s": round(rate * size / 1e6, 2),
+            "lat_p50_us": _us(percentile(lat, 50)), "lat_p99_us": _us(percentile(lat, 99)),
             "lat_max_us": _us(lat[-1]) if lat else float("nan"),
-            "span_s": round(span, 4),
-            "message_size": int(size),
-            "complete": end is not None,
+            "span_s": round(span, 4), "message_size": int(size), "complete": end is not None,
             "cpu_us_per_msg": round(1e6 * cpu / n, 2) if n else None,
             "run": end.get("run") if end else None,
         }

@@ -203,17 +203,12 @@ def cmd_send(node: easymesh.Node, args: dict[str, Any]) -> int:
     c = sorted(cost)
     stats = node.stats()
     report = {
-        "role": "send",
-        "sent": n,
-        "seconds": round(t1 - t0, 4),
+        "role": "send", "sent": n, "seconds": round(t1 - t0, 4),
         "msgs_per_s": round(n / (t1 - t0), 1) if t1 > t0 else 0.0,
-        "send_p50_us": _us(percentile(c, 50)),
-        "send_p99_us": _us(percentile(c, 99)),
+        "send_p50_us": _us(percentile(c, 50)), "send_p99_us": _us(percentile(c, 99)),
         "cpu_pct": round(100.0 * cpu / (t1 - t0), 1) if t1 > t0 else 0.0,
         "cpu_us_per_msg": round(1e6 * cpu / n, 2) if n else None,
-        "dropped_outbound": stats.get("dropped_outbound"),
-        "message_size": size,
-        "run": run_id,
+        "dropped_outbound": stats.get("dropped_outbound"), "message_size": size, "run": run_id,
         "rate_target": float(args["--rate"]),
     }
     print_report("send", report, args["--json"])
@@ -246,11 +241,8 @@ def cmd_serve(node: easymesh.Node, args: dict[str, Any]) -> int:
                 served, count[0] = count[0], 0
                 cpu = time.process_time() - cpu0[0]
             per = f"{1e6 * cpu / served:.2f}" if served else "?"
-            print(
-                f"speedtest serve: served {served} requests; cpu {per} us/request "
-                "(this process, warm-up included)",
-                flush=True,
-            )
+            print(f"speedtest serve: served {served} requests; cpu {per} us/request "
+                  "(this process, warm-up included)", flush=True)
             if args["--once"]:
                 finished.set()
             return data
@@ -269,15 +261,8 @@ def cmd_serve(node: easymesh.Node, args: dict[str, Any]) -> int:
     return 0
 
 
-def _call_sequential(
-    node: easymesh.Node,
-    name: str,
-    codec: str,
-    payload: Any,
-    seconds: float,
-    args: dict[str, Any],
-    rtts: array,
-) -> tuple[int, float, float, float]:
+def _call_sequential(node: easymesh.Node, name: str, codec: str, payload: Any, seconds: float,
+                     args: dict[str, Any], rtts: array) -> tuple[int, float, float, float]:
     """One request at a time; returns (requests, t0, t1, cpu at t0)."""
     pacer = Pacer(float(args["--rate"]))
     t_end = now() + float(args["--warmup"])
@@ -298,17 +283,9 @@ def _call_sequential(
     return n, t0, now(), cpu0
 
 
-def _call_in_flight(
-    node: easymesh.Node,
-    name: str,
-    codec: str,
-    payload: Any,
-    seconds: float,
-    args: dict[str, Any],
-    rtts: array,
-    errors: list[int],
-    in_flight: int,
-) -> tuple[int, float, float, float]:
+def _call_in_flight(node: easymesh.Node, name: str, codec: str, payload: Any, seconds: float,
+                    args: dict[str, Any], rtts: array, errors: list[int],
+                    in_flight: int) -> tuple[int, float, float, float]:
     """``in_flight`` futures at once; returns (requests, t0, t1, cpu at t0)."""
     slots = threading.BoundedSemaphore(in_flight)
     lock = threading.Lock()
@@ -370,17 +347,10 @@ def cmd_call(node: easymesh.Node, args: dict[str, Any]) -> int:
     r = sorted(rtts)
     done_n = len(r)
     report = {
-        "role": "call",
-        "requests": n,
-        "answered": done_n,
-        "errors": errors[0],
-        "in_flight": in_flight,
-        "seconds": round(t1 - t0, 4),
+        "role": "call", "requests": n, "answered": done_n, "errors": errors[0], "in_flight": in_flight, "seconds": round(t1 - t0, 4),
         "req_per_s": round(done_n / (t1 - t0), 1) if t1 > t0 else 0.0,
-        "rtt_p50_us": _us(percentile(r, 50)),
-        "rtt_p99_us": _us(percentile(r, 99)),
-        "cpu_pct": round(100.0 * cpu / (t1 - t0), 1) if t1 > t0 else 0.0,
-        "message_size": size,
+        "rtt_p50_us": _us(percentile(r, 50)), "rtt_p99_us": _us(percentile(r, 99)),
+        "cpu_pct": round(100.0 * cpu / (t1 - t0), 1) if t1 > t0 else 0.0, "message_size": size,
         "cpu_us_per_req": round(1e6 * cpu / done_n, 2) if done_n else None,
     }
     print_report("call", report, args["--json"])
@@ -398,27 +368,21 @@ def print_report(what: str, r: dict[str, Any], as_json: bool) -> None:
     role = r.get("role")
     if role == "recv":
         sent = "?" if r["sent"] is None else r["sent"]
-        text = (
-            f"{r['received']} of {sent} delivered ({r['drops']} dropped, "
-            f"{r['out_of_order']} out of order), {r['msgs_per_s']:,.0f} msgs/s, "
-            f"{r['mb_per_s']:,.2f} MB/s; one-way latency p50 {r['lat_p50_us']:,.0f} us, "
-            f"p99 {r['lat_p99_us']:,.0f} us, max {r['lat_max_us']:,.0f} us; "
-            f"cpu {r.get('cpu_us_per_msg')} us/msg"
-            + ("" if r["complete"] else " (no END: the sender vanished?)")
-        )
+        text = (f"{r['received']} of {sent} delivered ({r['drops']} dropped, "
+                f"{r['out_of_order']} out of order), {r['msgs_per_s']:,.0f} msgs/s, "
+                f"{r['mb_per_s']:,.2f} MB/s; one-way latency p50 {r['lat_p50_us']:,.0f} us, "
+                f"p99 {r['lat_p99_us']:,.0f} us, max {r['lat_max_us']:,.0f} us; "
+                f"cpu {r.get('cpu_us_per_msg')} us/msg"
+                + ("" if r["complete"] else " (no END: the sender vanished?)"))
     elif role == "send":
-        text = (
-            f"sent {r['sent']} messages of {r['message_size']} B in {r['seconds']} s, "
-            f"{r['msgs_per_s']:,.0f} msgs/s; send() p50 {r['send_p50_us']} us, "
-            f"p99 {r['send_p99_us']} us; cpu {r['cpu_pct']}% = {r['cpu_us_per_msg']} us/msg"
-        )
+        text = (f"sent {r['sent']} messages of {r['message_size']} B in {r['seconds']} s, "
+                f"{r['msgs_per_s']:,.0f} msgs/s; send() p50 {r['send_p50_us']} us, "
+                f"p99 {r['send_p99_us']} us; cpu {r['cpu_pct']}% = {r['cpu_us_per_msg']} us/msg")
     else:
-        text = (
-            f"{r['answered']} requests of {r['message_size']} B in {r['seconds']} s with "
-            f"{r['in_flight']} in flight: {r['req_per_s']:,.0f} req/s; round trip p50 "
-            f"{r['rtt_p50_us']:,.0f} us, p99 {r['rtt_p99_us']:,.0f} us; caller cpu "
-            f"{r['cpu_us_per_req']} us/request"
-        )
+        text = (f"{r['answered']} requests of {r['message_size']} B in {r['seconds']} s with "
+                f"{r['in_flight']} in flight: {r['req_per_s']:,.0f} req/s; round trip p50 "
+                f"{r['rtt_p50_us']:,.0f} us, p99 {r['rtt_p99_us']:,.0f} us; caller cpu "
+                f"{r['cpu_us_per_req']} us/request")
     print(f"speedtest {what}: {text}", flush=True)
     if as_json:
         print("SPEEDTEST " + json.dumps(r), flush=True)
@@ -426,11 +390,8 @@ def print_report(what: str, r: dict[str, Any], as_json: bool) -> None:
 
 def _watchdog(seconds: float) -> None:
     def fire() -> None:
-        print(
-            f"speedtest: watchdog: still running after {seconds:g} s, exiting",
-            file=sys.stderr,
-            flush=True,
-        )
+        print(f"speedtest: watchdog: still running after {seconds:g} s, exiting", file=sys.stderr,
+              flush=True)
         os._exit(3)
 
     t = threading.Timer(seconds, fire)

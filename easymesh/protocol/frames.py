@@ -145,10 +145,7 @@ _new_frame = tuple.__new__
 
 
 def encode_frame(
-    ftype: int,
-    name: bytes = b"",
-    body: bytes | bytearray | memoryview = b"",
-    codec: int = 0,
+    ftype: int, name: bytes = b"", body: bytes | bytearray | memoryview = b"", codec: int = 0,
     request_id: int = 0,
 ) -> list[bytes | bytearray | memoryview]:
     """The buffers to write for one frame: ``[head]`` or ``[head, body]``.
@@ -186,11 +183,7 @@ def encode_frame_parts(
 
 
 def frame_bytes(
-    ftype: int,
-    name: bytes = b"",
-    body: bytes | bytearray = b"",
-    codec: int = 0,
-    request_id: int = 0,
+    ftype: int, name: bytes = b"", body: bytes | bytearray = b"", codec: int = 0, request_id: int = 0
 ) -> bytes:
     """One frame as a single bytes object (for tests and small control frames)."""
     return b"".join(encode_frame(ftype, name, body, codec, request_id))
@@ -211,23 +204,9 @@ class FrameDecoder:
     """
 
     __slots__ = (
-        "max_body",
-        "max_name",
-        "allowed_types",
-        "_buf",
-        "_mv",
-        "_start",
-        "_end",
-        "_big_head",
-        "_big_name",
-        "_big_chunks",
-        "_big_cur",
-        "_big_filled",
-        "_big_left",
-        "_big_cap",
-        "_failed",
-        "_pending",
-        "max_buffer",
+        "max_body", "max_name", "allowed_types", "_buf", "_mv", "_start", "_end",
+        "_big_head", "_big_name", "_big_chunks", "_big_cur", "_big_filled", "_big_left", "_big_cap",
+        "_failed", "_pending", "max_buffer",
     )
 
     def __init__(
@@ -259,12 +238,8 @@ class FrameDecoder:
         self._pending: list[Frame] = []
 
     def set_limits(
-        self,
-        max_body: int,
-        allowed_types: frozenset[int],
-        max_name: int = SESSION_MAX_NAME,
-        buffer_size: int = SESSION_BUFFER_SIZE,
-        max_buffer: int = READ_BUFFER_SIZE,
+        self, max_body: int, allowed_types: frozenset[int], max_name: int = SESSION_MAX_NAME,
+        buffer_size: int = SESSION_BUFFER_SIZE, max_buffer: int = READ_BUFFER_SIZE,
     ) -> None:
         """Change the limits (after a handshake); grows the read buffer to ``buffer_size``
         if it is smaller, and lets it grow up to ``max_buffer`` on a busy link.
@@ -410,9 +385,7 @@ class FrameDecoder:
             if ftype not in allowed:
                 self._start = start
                 raise self._fail(
-                    ProtocolError(
-                        f"unexpected frame type {ftype} ({TYPE_NAMES.get(ftype, 'unknown')})"
-                    )
+                    ProtocolError(f"unexpected frame type {ftype} ({TYPE_NAMES.get(ftype, 'unknown')})")
                 )
             if blen > max_body:
                 self._start = start
@@ -421,9 +394,7 @@ class FrameDecoder:
                 )
             if nlen > max_name:
                 self._start = start
-                raise self._fail(
-                    ProtocolError(f"frame name of {nlen} bytes exceeds the limit of {max_name}")
-                )
+                raise self._fail(ProtocolError(f"frame name of {nlen} bytes exceeds the limit of {max_name}"))
             total = HEADER_SIZE + nlen + blen
             if end - start < total:
                 if total > len(buf) and end - start >= HEADER_SIZE + nlen:
@@ -445,12 +416,7 @@ class FrameDecoder:
             p = start + HEADER_SIZE
             q = p + nlen
             start += total
-            append(
-                _new_frame(
-                    Frame,
-                    (ftype, codec, bytes(buf[p:q]) if nlen else b"", rid, bytes(buf[q:start])),
-                )
-            )
+            append(_new_frame(Frame, (ftype, codec, bytes(buf[p:q]) if nlen else b"", rid, bytes(buf[q:start]))))
         if start == end:
             self._start = self._end = 0
         else:

@@ -78,11 +78,7 @@ def ping(
                 rtt = node.ping(t.id, timeout=timeout)
             except MeshError as exc:
                 ok = False
-                print(
-                    f"{printable(t.name)} ({printable(t.id)}): {printable(exc, 500)}",
-                    file=out,
-                    flush=True,
-                )
+                print(f"{printable(t.name)} ({printable(t.id)}): {printable(exc, 500)}", file=out, flush=True)
                 continue
             times.append(rtt)
             print(
