@@ -125,7 +125,7 @@ class Node:
         host: str | None = None,
         socket_dir: str | None = None,
         transport: str = "auto",
-        shm: bool = False,
+        shm: bool = True,
         shm_threshold: int = 64 * 1024,
         shm_pool_size: int = 256 * 1024 * 1024,
     ) -> None:
