@@ -34,6 +34,7 @@ import pickle
 import sys
 import threading
 from collections.abc import Callable
+from itertools import islice
 from typing import Any
 
 from easymesh.counters import Counter
@@ -61,35 +62,43 @@ _new_frame = tuple.__new__
 SCAN_DEPTH = 3
 SCAN_ITEMS = 64
 _BYTES = (bytes, bytearray)
+_SCALARS = frozenset((str, int, float, bool, type(None), complex))
 
 
 def _scan(data: Any, threshold: int, depth: int) -> bool:
     t = type(data)
+    if t in _SCALARS:
+        return False
     if t in _BYTES:
         return len(data) >= threshold
-    nbytes = getattr(data, "nbytes", None)  # numpy arrays, memoryview
-    if type(nbytes) is int:
-        if nbytes < threshold:
-            return False
-        dtype = getattr(data, "dtype", None)  # an array of objects pickles in band
-        return dtype is None or not getattr(dtype, "hasobject", False)
-    if t is pickle.PickleBuffer:
-        return memoryview(data).nbytes >= threshold
-    if depth == 0:
-        return False
     if t is dict:
         items: Any = data.values()
     elif t is list or t is tuple:
         items = data
     else:
+        nbytes = getattr(data, "nbytes", None)  # numpy arrays, memoryview
+        if type(nbytes) is int:
+            if nbytes < threshold:
+                return False
+            dtype = getattr(data, "dtype", None)  # an array of objects pickles in band
+            return dtype is None or not getattr(dtype, "hasobject", False)
+        if t is pickle.PickleBuffer:
+            return memoryview(data).nbytes >= threshold
         items = getattr(data, "__dict__", None)
         if type(items) is not dict:
             return False
         items = items.values()
-    for i, item in enumerate(items):
-        if i >= SCAN_ITEMS:
-            return False
-        if _scan(item, threshold, depth - 1):
+    if depth == 0:
+        return False
+    depth -= 1
+    for item in islice(items, SCAN_ITEMS):
+        ti = type(item)
+        if ti in _SCALARS:
+            continue
+        if ti in _BYTES:
+            if len(item) >= threshold:
+                return True
+        elif _scan(item, threshold, depth):
             return True
     return False
 
