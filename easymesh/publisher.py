@@ -10,7 +10,8 @@ as published (the record reaches the coordinator asynchronously: ``send`` never
 waits for it).
 
 Large messages to same-host peers (:mod:`easymesh.shmhub`): when some link offered shared
-memory and ``data`` holds a large buffer (``ShmHub.worth``), the chosen receivers are split:
+memory and ``data`` holds a large buffer (``ShmHub.inband`` finds it while pickling, and
+returns the ordinary body otherwise), the chosen receivers are split:
 those whose link accepts shared memory get one ``pickle-shm`` encoding (buffers written once
 into the pool; the same descriptor bytes to each of them), the others (TCP, this node itself)
 the node's ordinary pickle body. Latched values always take the socket path.
@@ -86,11 +87,16 @@ class Publisher:
             self.no_listener.incr()
             return
         shm = self.shm
-        if shm is not None and shm.ready and shm.worth(data):
-            self._send_shm(shm, topic, nodes, data)
-            return
         try:
-            body = self.decoder.encode(data)
+            if shm is None or not shm.ready:
+                body = self.decoder.encode(data)
+            else:
+                body = shm.inband(data)  # None: data holds a large buffer
+                if body is None:
+                    self._send_shm(shm, topic, nodes, data)
+                    return
+        except MeshError:
+            raise
         except Exception as exc:
             raise CodecError(f"cannot encode data for topic {topic!r}: {exc}") from exc
         self.send_encoded(topic, nodes, self.decoder.codec_id, body)

@@ -58,14 +58,19 @@ _OFFER = encode_frame(SHM_OFFER)
 _new_frame = tuple.__new__
 
 
-#: How deep and how wide :meth:`ShmHub.worth` looks for large buffers.
+#: How deep and how wide :meth:`ShmHub.inband` looks for large bytes-likes in containers.
 SCAN_DEPTH = 3
 SCAN_ITEMS = 64
 _BYTES = (bytes, bytearray)
 _SCALARS = frozenset((str, int, float, bool, type(None), complex))
 
 
+class _Large(Exception):
+    """Raised by the buffer callback to stop pickling at the first large buffer."""
+
+
 def _scan(data: Any, threshold: int, depth: int) -> bool:
+    """Whether ``data`` holds a large buffer (itself, or down ``depth`` container levels)."""
     t = type(data)
     if t in _SCALARS:
         return False
@@ -244,12 +249,34 @@ class ShmHub:
 
     # -- sending (any thread) --------------------------------------------------------------
 
-    def worth(self, data: Any) -> bool:
-        """Whether ``data`` holds a buffer of at least ``threshold`` bytes where the encoder
-        finds it cheaply: the object itself, or the items or attributes of containers down to
-        ``SCAN_DEPTH`` levels (the first ``SCAN_ITEMS`` of each). A few hundred ns for a small
-        message; anything else takes the socket path, as before."""
-        return _scan(data, self.threshold, SCAN_DEPTH)
+    def inband(self, data: Any) -> bytes | None:
+        """The ordinary pickle body of ``data``, or None if it holds a buffer worth sharing.
+
+        One ``pickle.dumps`` (protocol 5), as for any message, with a ``buffer_callback`` that
+        stops at the first out-of-band-capable buffer (numpy arrays, PickleBuffer) of at least
+        ``threshold`` bytes, before it is copied. Large ``bytes``-likes are seen at the top
+        level; inside containers (``_scan``: dict values, list/tuple items, attributes, three
+        levels, the first 64 of each) only when the body came out large, which then cost one
+        wasted copy. Small messages pay only the callback argument. Raises what pickle raises."""
+        t = type(data)
+        if (t is bytes or t is bytearray) and len(data) >= self.threshold:
+            return None
+        try:
+            body = pickle.dumps(data, 5, buffer_callback=self._stop_at_large)
+        except _Large:
+            return None
+        if len(body) >= self.threshold and _scan(data, self.threshold, SCAN_DEPTH):
+            return None
+        return body
+
+    def _stop_at_large(self, buffer: pickle.PickleBuffer) -> bool:
+        try:
+            nbytes = buffer.raw().nbytes
+        except BufferError:  # not contiguous: pickled in band anyway
+            return True
+        if nbytes >= self.threshold:
+            raise _Large
+        return True
 
     def accepts(self, conn: Any) -> bool:
         """Whether ``conn``'s peer maps our shared memory."""
