@@ -79,16 +79,18 @@ def test_arrays_and_bytes_arrive_as_read_only_views_of_shared_memory(node_factor
     tx.send("frames", frame)
     tx.send("frames", blob)
     tx.send("frames", {"image": frame, "stamp": 1.5})
-    a, b, d = got.wait_for(3, WAIT)
+    tx.send("frames", [{"blob": blob}])  # bytes inside containers too
+    a, b, d, e = got.wait_for(4, WAIT)
     assert isinstance(a, np.ndarray) and a.shape == frame.shape and (a == frame).all()
     assert in_shared_memory(a) and not a.flags.writeable
     with pytest.raises(ValueError):
         a[0, 0] = 1
     assert isinstance(b, memoryview) and b.readonly and bytes(b) == blob and in_shared_memory(b)
     assert d["stamp"] == 1.5 and in_shared_memory(d["image"]) and (d["image"] == frame).all()
-    assert shm(tx)["sent"] == 3 and shm(rx)["received"] == 3
-    assert shm(tx)["blocks"] == 3  # held by the receiver
-    del a, b, d
+    assert bytes(e[0]["blob"]) == blob and in_shared_memory(e[0]["blob"])
+    assert shm(tx)["sent"] == 4 and shm(rx)["received"] == 4
+    assert shm(tx)["blocks"] == 4  # held by the receiver
+    del a, b, d, e
     got.items.clear()
     assert released(tx)  # the last reference went: every block came back
 
@@ -238,6 +240,36 @@ def test_requests_and_latched_topics_with_large_arrays(node_factory: Any) -> Non
     cli.send("map", np.full(MB, 5, dtype=np.uint8), latch=True)
     late = node_factory("late", shm=True)
     assert int(late.wait_for_message("map", WAIT)[0]) == 5
+
+
+def test_the_asyncio_face_gets_shared_arrays(node_factory: Any, coordinator: Any) -> None:
+    import asyncio
+
+    from easymesh.aio import build_node
+
+    tx = node_factory("tx", shm=True)
+
+    async def main() -> Any:
+        async with await build_node("arx", coordinator=coordinator.address, shm=True) as rx:
+            got: asyncio.Queue[Any] = asyncio.Queue()
+
+            async def on_frame(_topic: str, data: Any) -> None:
+                await got.put(data)
+
+            await rx.listen("t", on_frame)
+            await asyncio.get_running_loop().run_in_executor(None, linked_async, tx)
+            assert await asyncio.wait_for(got.get(), WAIT) == b"hello"
+            tx.send("t", np.full(MB, 4, dtype=np.uint8))
+            a = await asyncio.wait_for(got.get(), WAIT)
+            return int(a[0]), in_shared_memory(a)
+
+    assert asyncio.run(main()) == (4, True)
+
+
+def linked_async(tx: easymesh.Node) -> None:
+    tx.wait_for_listener("t", WAIT)
+    tx.send("t", b"hello")
+    assert wait_until(lambda: shm(tx)["links"] >= 1, WAIT)
 
 
 # -- processes -----------------------------------------------------------------------------------
