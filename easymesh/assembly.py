@@ -100,13 +100,14 @@ class Parts:
             on_link_closed=lambda link, exc: self.caller.fail_link(link, exc), shm=self.shm,
         )  # fmt: skip
         self.host = ServiceHost(
-            name, self.registry, self.decoder, lambda *answer: self.caller.complete_local(*answer)
-        )
+            name, self.registry, self.decoder, lambda *answer: self.caller.complete_local(*answer),
+            self.shm,
+        )  # fmt: skip
         self.caller = Caller(
             node_name=name, node_id=node_id, view=self.view, registry=self.registry,
             host=self.host, decoder=self.decoder, balancer=balancer,
             link_to=self.router.link_to, call_later=self.loop.call_later, in_io_thread=in_io,
-            request_timeout=cfg.request_timeout, max_in_flight=cfg.max_in_flight,
+            request_timeout=cfg.request_timeout, max_in_flight=cfg.max_in_flight, shm=self.shm,
         )  # fmt: skip
         self.publisher = Publisher(
             node_id=node_id, view=self.view, registry=self.registry, decoder=self.decoder,

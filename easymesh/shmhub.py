@@ -44,6 +44,7 @@ from easymesh.protocol.frames import (
     SHM_ARENA,
     SHM_OFFER,
     SHM_RELEASE,
+    TOPIC,
     Frame,
     encode_frame,
 )
@@ -249,6 +250,15 @@ class ShmHub:
 
     # -- sending (any thread) --------------------------------------------------------------
 
+    def encode_for(self, conn: Any, data: Any, encode: Callable[[Any], Any]) -> tuple[Any, Any]:
+        """(requests, replies) ``(body, None)`` with ``encode(data)``'s ordinary body, or
+        ``(None, Encoded)`` when ``conn`` takes shared memory and ``data`` holds a large buffer
+        (send it with :meth:`send`, then ``close()`` it)."""
+        if not self.ready or conn is None or not self.accepts(conn):
+            return encode(data), None
+        body = self.inband(data)
+        return (body, None) if body is not None else (None, self.encode(data))
+
     def inband(self, data: Any) -> bytes | None:
         """The ordinary pickle body of ``data``, or None if it holds a buffer worth sharing.
 
@@ -290,23 +300,24 @@ class ShmHub:
 
         return encode(obj, self.pool, self.threshold)
 
-    def send(self, conn: Any, name: bytes, codec_id: int, enc: Any, rid: int = 0) -> bool:
-        """Write one pickle-shm frame (TOPIC if ``rid`` is 0) on ``conn``. False if the link
-        refused it (its references are given back)."""
-        from easymesh.protocol.frames import REQUEST, TOPIC
-
+    def send(
+        self, conn: Any, name: bytes, codec_id: int, enc: Any, rid: int = 0, ftype: int = TOPIC
+    ) -> bool:
+        """Write one pickle-shm frame (TOPIC: droppable; REQUEST, REPLY: must-deliver) on
+        ``conn``. False if the link refused it (its references are given back)."""
+        droppable = ftype == TOPIC
         st = self._links.get(conn)
         if st is None or st.ledger is None:
             return False
         if enc.blocks and not st.announced and not self._announce(st):
             return False
         ledger, blocks = st.ledger, enc.blocks
-        head = HEADER.pack(REQUEST if rid else TOPIC, codec_id, len(name), enc.nbytes, rid)
+        head = HEADER.pack(ftype, codec_id, len(name), enc.nbytes, rid)
         bufs = [head + name, *enc.buffers]
         if not blocks:
-            return bool(conn.send(bufs, 16 + len(name) + enc.nbytes, not rid))
+            return bool(conn.send(bufs, 16 + len(name) + enc.nbytes, droppable))
         ledger.sent(blocks)  # before the write: the peer may release before send() returns
-        on_drop: Any = (lambda: ledger.unsent(blocks)) if not rid else False
+        on_drop: Any = (lambda: ledger.unsent(blocks)) if droppable else False
         if conn.send(bufs, 16 + len(name) + enc.nbytes, on_drop):
             self.sent.incr()
             return True

@@ -230,13 +230,32 @@ def test_receive_faces_subscription_wait_spin_and_raw(node_factory: Any) -> None
     assert released(tx)
 
 
-def test_requests_and_latched_topics_with_large_arrays(node_factory: Any) -> None:
+def test_requests_and_replies_through_shared_memory(node_factory: Any) -> None:
+    seen: list[bool] = []
+
+    def double(a: Any) -> Any:
+        seen.append(isinstance(a, np.ndarray) and in_shared_memory(a))
+        return a * 2
+
     srv = node_factory("srv", shm=True)
-    srv.add_service("double", lambda a: a * 2)
+    srv.add_service("double", double)
     cli = node_factory("cli", shm=True)
     cli.wait_for_service("double", WAIT)
+    assert cli.request("double", 21, timeout=WAIT) == 42  # dials; the offers follow
+    assert wait_until(lambda: shm(cli)["links"] >= 1 and shm(srv)["links"] >= 1, WAIT)
     out = cli.request("double", np.ones(MB // 8), timeout=WAIT)
     assert out.shape == (MB // 8,) and float(out[0]) == 2.0
+    assert seen == [False, True] and in_shared_memory(out)
+    fut = cli.request_future("double", np.ones(MB // 8), timeout=WAIT)
+    assert float(fut.result(WAIT)[-1]) == 2.0 and in_shared_memory(fut.result())
+    assert shm(cli)["sent"] == 2
+    assert wait_until(lambda: shm(srv)["sent"] == 2, WAIT)  # counted after the write
+    del out, fut
+    assert released(cli) and released(srv)
+
+
+def test_latched_topics_with_large_arrays(node_factory: Any) -> None:
+    cli = node_factory("cli", shm=True)
     cli.send("map", np.full(MB, 5, dtype=np.uint8), latch=True)
     late = node_factory("late", shm=True)
     assert int(late.wait_for_message("map", WAIT)[0]) == 5
