@@ -199,7 +199,8 @@ class ShmHub:
         """SHM_OFFER / SHM_ARENA / SHM_RELEASE. Raises ProtocolError (the link closes)."""
         ftype = frame[0]
         if ftype == SHM_OFFER:
-            if self.enabled and self.pool is not None:
+            # only where we carry fds ourselves: a Unix link (this host), never TCP
+            if self.enabled and self.pool is not None and conn.fdq is not None:
                 from easymesh.shm.release import Ledger
 
                 st = self._state(conn)
@@ -335,7 +336,10 @@ class ShmHub:
             if arena is None:
                 return False
             body = encode_arena(self.pool.arena_id, self.pool.size)
-            fd = os.dup(arena.fd)
+            try:
+                fd = os.dup(arena.fd)
+            except OSError:  # the pool was closed meanwhile (the node is closing)
+                return False
             if not st.conn.send_fd(encode_frame(SHM_ARENA, b"", body), 16 + len(body), fd):
                 return False
             st.announced = True
