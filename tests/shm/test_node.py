@@ -147,11 +147,13 @@ def test_fan_out_to_three_receivers_uses_one_block(node_factory: Any) -> None:
     assert released(tx)
 
 
-@pytest.mark.parametrize("kind", ["shm-off", "tcp"])
+@pytest.mark.parametrize("kind", ["shm-off", "tcp", "msgpack-receiver"])
 def test_fallbacks_take_the_socket_path(node_factory: Any, kind: str) -> None:
     opts: dict[str, Any] = {"shm": kind != "shm-off"}
     if kind == "tcp":
         opts["transport"] = "tcp"
+    if kind == "msgpack-receiver":  # accepts pickle, but shares no memory of its own
+        opts.update(codec="msgpack", accept_codecs=["pickle"])
     rx = node_factory("rx", **opts)
     got = Collector()
     rx.listen("t", got)
