@@ -33,6 +33,7 @@ import os
 import pickle
 import sys
 import threading
+import weakref
 from collections.abc import Callable
 from itertools import islice
 from typing import Any
@@ -123,7 +124,16 @@ def shm_available() -> bool:
 class _LinkShm:
     """Shared-memory state of one link (owned by the hub)."""
 
-    __slots__ = ("conn", "offered", "ledger", "announced", "remote", "lock", "flush_due")
+    __slots__ = (
+        "conn",
+        "offered",
+        "ledger",
+        "announced",
+        "remote",
+        "lock",
+        "flush_due",
+        "__weakref__",
+    )
 
     def __init__(self, conn: Any) -> None:
         self.conn = conn
@@ -139,6 +149,22 @@ class _LinkShm:
             self.ledger.close()
         if self.remote is not None:
             self.remote.close()
+
+
+def _weak_wake(hub: ShmHub, st: _LinkShm) -> Callable[[], None]:
+    """The finalizers' wake-up, holding the hub and the link weakly. A view the user keeps
+    reaches its Remote through its finalizer; were the Remote to hold the hub (and through it
+    the node and the user's callback), an array kept by that callback would close a cycle
+    through a numpy array, which the garbage collector cannot see into: node and mapping
+    would never be freed."""
+    hub_ref, st_ref = weakref.ref(hub), weakref.ref(st)
+
+    def wake() -> None:
+        h, link = hub_ref(), st_ref()
+        if h is not None and link is not None:
+            h._wake(link)
+
+    return wake
 
 
 class ShmHub:
@@ -178,7 +204,7 @@ class ShmHub:
             from easymesh.shm.release import Remote
 
             st = self._state(conn)
-            st.remote = Remote(wake=lambda: self._wake(st))
+            st.remote = Remote(wake=_weak_wake(self, st))
             conn.send(_OFFER, 16, False)
 
     def _state(self, conn: Any) -> _LinkShm:

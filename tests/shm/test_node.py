@@ -115,6 +115,28 @@ def test_small_messages_and_a_loan(node_factory: Any) -> None:
     assert isinstance(raw, memoryview) and not raw.readonly and raw.nbytes == 100_000
 
 
+def test_arrays_kept_past_close_free_the_mapping_when_they_go(coordinator: Any) -> None:
+    """The callback object keeps an array after both nodes closed: once it lets go, the
+    mapping goes too (no reference cycle through the array back to the node)."""
+
+    def run() -> Collector:
+        with easymesh.Node("rx", coordinator=coordinator.address, shm=True) as rx:
+            got = Collector()
+            rx.listen("t", got)
+            with easymesh.Node("tx-cycle", coordinator=coordinator.address, shm=True) as tx:
+                tx.wait_for_listener("t", WAIT)
+                linked(tx, "t", [got])
+                tx.send("t", np.full(MB, 6, dtype=np.uint8))
+                got.wait_for(1, WAIT)
+        return got
+
+    got = run()
+    assert int(got.data[0][0]) == 6 and in_shared_memory(got.data[0])  # still readable
+    del got
+    gc.collect()
+    assert not [m for m in _maps() if "/memfd:easymesh-tx-cycle" in m]
+
+
 def in_tx_pool(tx: easymesh.Node, array: Any) -> bool:
     line = mapping_of(buffer_address(array)[0])
     return "/memfd:easymesh-tx" in line and line.split()[1] == "rw-s"
