@@ -304,11 +304,12 @@ class Router:
         for f in frames:
             ftype = f[0]
             if f[1] == PICKLE_SHM_ID or ftype >= SHM_OFFER:
-                f = self._shm_frame(conn, f)
-                if f is None:
+                resolved = self._shm_frame(conn, f)
+                if resolved is None:
                     if conn.state != OPEN:
                         break
                     continue
+                f = resolved
             if ftype == TOPIC:
                 if not allowed[f[1]]:
                     self._decoder.refuse(conn, f[1], "a topic message")

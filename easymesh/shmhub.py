@@ -229,10 +229,10 @@ class ShmHub:
             if self.enabled and self.pool is not None and conn.fdq is not None:
                 from easymesh.shm.release import Ledger
 
-                st = self._state(conn)
-                if st.ledger is None:
-                    st.ledger = Ledger(self.pool)
-                st.offered = True
+                mine = self._state(conn)
+                if mine.ledger is None:
+                    mine.ledger = Ledger(self.pool)
+                mine.offered = True
                 self.ready = True
             return
         st = self._links.get(conn)
