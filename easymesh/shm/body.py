@@ -36,14 +36,14 @@ class ShmBody:
         self._raw = raw  # the message's stream and inline area are views of it
         self.message = message
         self.views = views
-        self.nbytes = len(raw)
+        self.nbytes = len(raw) + sum(v.nbytes for v in views)
 
     def __len__(self) -> int:
-        """Bytes of the descriptor on the wire (what queue bounds count), not of the data."""
+        """The descriptor's bytes plus the shared data's: what queue bounds count. A queued
+        message holds its blocks of the sender's pool, so a listener's ``queue_bytes`` bounds
+        them as it bounds a message that came through the socket (dropping the oldest gives
+        blocks back to the sender)."""
         return self.nbytes
-
-    def data_bytes(self) -> int:
-        return sum(v.nbytes for v in self.views)
 
 
 def resolve(raw: Any, remote: Remote | None) -> ShmBody | Any:
