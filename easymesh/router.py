@@ -358,13 +358,8 @@ class Router:
                 return None
             return shm.resolve(conn, f)
         except (ProtocolError, OSError, ValueError) as exc:
-            log.warning(
-                "node %s: bad shared-memory frame from %s, closing the link: %s",
-                printable(self.node_name),
-                conn.label or conn.peer_address,
-                printable(exc),
-            )
-            conn.close(exc if isinstance(exc, ProtocolError) else ProtocolError(str(exc)))
+            # like a bad frame from the decoder: logged, an ERROR to the peer, link closed
+            conn.reject(exc if isinstance(exc, ProtocolError) else ProtocolError(str(exc)))
             return None
 
     def _deliver(self, name: bytes, items: list[tuple[Frame, int]]) -> None:

@@ -39,7 +39,7 @@ from itertools import islice
 from typing import Any
 
 from easymesh.counters import Counter
-from easymesh.errors import ProtocolError
+from easymesh.errors import FrameTooLarge, ProtocolError
 from easymesh.protocol.frames import (
     HEADER,
     SHM_ARENA,
@@ -258,6 +258,11 @@ class ShmHub:
         st = self._links.get(conn)
         body = resolve(frame[4], st.remote if st is not None else None)
         if type(body) is ShmBody:
+            if len(body) > conn.max_body:  # the same limit as for a message in the socket
+                raise FrameTooLarge(
+                    f"frame body of {len(body)} bytes (shared memory included) exceeds the"
+                    f" limit of {conn.max_body}"
+                )
             self.received.incr()
         return _new_frame(Frame, (frame[0], frame[1], frame[2], frame[3], body))
 

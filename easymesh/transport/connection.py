@@ -434,6 +434,8 @@ class Connection:
                     pass
         self._fail(exc, log_it=False)
 
+    reject = _reject  # (I/O thread) for owners that find a bad frame the decoder could not
+
     # -- closing -----------------------------------------------------------------------------
 
     def close(self, reason: BaseException | None = None) -> None:
