@@ -11,6 +11,7 @@ failing loudly if the I/O thread dies. It holds no table of its own.
 
 from __future__ import annotations
 
+import atexit
 import os
 import socket
 import threading
@@ -24,17 +25,50 @@ from easymesh.coordclient import CoordinatorClient
 from easymesh.decoder import Decoder
 from easymesh.errors import NodeClosed
 from easymesh.loadbalancing import resolve_load_balancer
+from easymesh.protocol.codecs import PICKLE_ID
 from easymesh.protocol.messages import Diff, NodeInfo, Welcome
 from easymesh.publisher import Publisher
 from easymesh.registry import Registry, Snapshot
 from easymesh.router import PEER_RETIRE_GRACE, Router
 from easymesh.servicehost import ServiceHost
+from easymesh.shmhub import ShmHub
 from easymesh.transport.connection import Connection
 from easymesh.transport.listener import host_key
 from easymesh.transport.loop import IOLoop
 from easymesh.view import TopologyView
 
-__all__ = ["Parts", "Settings"]
+__all__ = ["Parts", "Settings", "track", "untrack"]
+
+_open: set[Any] = set()  # nodes of this process not yet closed (strong refs: see below)
+
+
+def track(node: Any) -> None:
+    """Close ``node`` at interpreter exit unless it was closed before. Held strongly: a
+    node dropped without ``close()`` keeps running (its threads and sockets) and must
+    still deliver what it sent."""
+    _open.add(node)
+
+
+def untrack(node: Any) -> None:
+    _open.discard(node)
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    """A script that ends without ``close()`` still delivers what it sent: every node
+    still open closes (with its linger) when the interpreter exits, as ``with Node()``
+    would have done."""
+    for node in list(_open):
+        node.close()
+
+
+def _forget_after_fork() -> None:
+    # A forked child has copies of its parent's nodes but none of their threads, and
+    # shares their sockets: closing them there would write into the parent's streams.
+    _open.clear()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 @dataclass(frozen=True)
@@ -58,6 +92,9 @@ class Settings:
     socket_dir: str | None
     transport: str
     watch: str = "needed"  # or "all"
+    shm: bool = True
+    shm_threshold: int = 64 * 1024
+    shm_pool_size: int = 256 * 1024 * 1024
 
 
 class Parts:
@@ -82,6 +119,11 @@ class Parts:
         self.loop = IOLoop(name, on_crash=self._on_io_crash)
         in_io = self.loop.in_loop_thread
         self.view = TopologyView(in_io, watch_all=cfg.watch == "all")
+        self.shm = ShmHub(
+            enabled=cfg.shm and cfg.transport == "auto" and self.decoder.codec_id == PICKLE_ID,
+            threshold=cfg.shm_threshold, pool_size=cfg.shm_pool_size, node_name=name,
+            call_soon=self.loop.call_soon,
+        )  # fmt: skip
         self.registry = Registry(self._record_changed)
         self.router = Router(
             loop=self.loop, node_name=name, node_id=node_id, authkey=cfg.authkey,
@@ -90,21 +132,22 @@ class Parts:
             socket_dir=cfg.socket_dir, stall_timeout=cfg.heartbeat_timeout, decoder=self.decoder, entry=self.registry.entry,
             on_request=lambda link, frame: self.host.on_request(link, frame),
             on_answer=lambda link, frame: self.caller.on_answer(link, frame),
-            on_link_closed=lambda link, exc: self.caller.fail_link(link, exc),
+            on_link_closed=lambda link, exc: self.caller.fail_link(link, exc), shm=self.shm,
         )  # fmt: skip
         self.host = ServiceHost(
-            name, self.registry, self.decoder, lambda *answer: self.caller.complete_local(*answer)
-        )
+            name, self.registry, self.decoder, lambda *answer: self.caller.complete_local(*answer),
+            self.shm,
+        )  # fmt: skip
         self.caller = Caller(
             node_name=name, node_id=node_id, view=self.view, registry=self.registry,
             host=self.host, decoder=self.decoder, balancer=balancer,
             link_to=self.router.link_to, call_later=self.loop.call_later, in_io_thread=in_io,
-            request_timeout=cfg.request_timeout, max_in_flight=cfg.max_in_flight,
+            request_timeout=cfg.request_timeout, max_in_flight=cfg.max_in_flight, shm=self.shm,
         )  # fmt: skip
         self.publisher = Publisher(
             node_id=node_id, view=self.view, registry=self.registry, decoder=self.decoder,
             balancer=balancer, link_to=self.router.link_to, links=self.router.links,
-            max_message_size=cfg.max_message_size,
+            max_message_size=cfg.max_message_size, shm=self.shm,
         )  # fmt: skip
         self.coordinator = CoordinatorClient(
             loop=self.loop, address=cfg.coordinator, authkey=cfg.authkey, node_name=name,
@@ -223,6 +266,7 @@ class Parts:
         self.caller.close(self.close_reason, deadline)
         self.registry.close(deadline)
         self._shutdown_loop()
+        self.shm.close()
         self.closed.set()
 
     def _shutdown_loop(self) -> None:

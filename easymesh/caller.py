@@ -48,11 +48,13 @@ from easymesh.errors import (
     WouldDeadlock,
 )
 from easymesh.escape import printable
+from easymesh.protocol.codecs import PICKLE_SHM_ID
 from easymesh.protocol.frames import PONG, REPLY, REQUEST, Frame, encode_frame
 from easymesh.protocol.messages import NodeInfo
 from easymesh.registry import Registry
 from easymesh.requests import Pending, RequestTable
 from easymesh.servicehost import ServiceHost
+from easymesh.shmhub import ShmHub
 from easymesh.transport.keepalive import ping_frame
 from easymesh.view import TopologyView
 
@@ -141,6 +143,7 @@ class Caller:
         in_io_thread: Callable[[], bool],
         request_timeout: float,
         max_in_flight: int,
+        shm: ShmHub | None = None,
     ) -> None:
         self.node_name = node_name
         self.node_id = node_id
@@ -153,6 +156,7 @@ class Caller:
         self.call_later = call_later
         self.in_io_thread = in_io_thread
         self.request_timeout = request_timeout
+        self.shm = shm if shm is not None and shm.enabled else None
         self.table = RequestTable(max_in_flight=max_in_flight)
         self.requests = Counter()
         self.unmatched = Counter()
@@ -254,24 +258,33 @@ class Caller:
             if not providers:
                 raise NoProviderError(f"no node provides service {service!r}")
         node = self.balancer.choose_node(service, providers)
+        local = node.id == self.node_id
+        link = None if local else self.link_to(node)
         try:
-            body = self.decoder.encode(data)
+            if self.shm is None or link is None:
+                body, enc = self.decoder.encode(data), None
+            else:
+                body, enc = self.shm.encode_for(link, data, self.decoder.encode)
         except Exception as exc:
             raise CodecError(f"cannot encode the request to {service!r}: {exc}") from exc
         name = service.encode("utf-8")
         self.requests.incr()
-        if node.id == self.node_id:
+        if local:
             rid = self._start_local(service, name, body, future, timeout)
         else:
-            link = self.link_to(node)
             if link is None:
                 self._check_open()
                 raise ConnectionLost(
                     f"cannot reach node {node.name!r} ({node.id}) providing {service!r}"
                 )
             rid = self._add(future, link, service, node.id, timeout)
-            bufs = encode_frame(REQUEST, name, body, self.decoder.codec_id, rid)
-            if not link.send(bufs, 16 + len(name) + len(body), False):
+            if enc is not None:
+                with enc:
+                    ok = self.shm.send(link, name, PICKLE_SHM_ID, enc, rid, REQUEST)  # type: ignore
+            else:
+                bufs = encode_frame(REQUEST, name, body, self.decoder.codec_id, rid)
+                ok = link.send(bufs, 16 + len(name) + len(body), False)
+            if not ok:
                 self.table.discard(rid)
                 self._check_open()
                 raise ConnectionLost(f"connection to node {node.name!r} is closed")

@@ -16,6 +16,9 @@ and logged once per link; they are never decoded. Unknown ids that are not
 refused pass (they cannot be decoded, but a ``raw=True`` listener such as
 ``meshbag record`` may keep them).
 
+``pickle-shm`` (codec id 4, pickle with large buffers in shared memory; see
+:mod:`easymesh.shm.body`) is pickle: it is accepted exactly when pickle is.
+
 Decoding itself happens on the thread that takes the message (a listener's
 worker, a subscriber, the caller of ``request``), never on the I/O thread.
 """
@@ -32,6 +35,7 @@ from easymesh.errors import CodecError
 from easymesh.escape import printable
 from easymesh.protocol.codecs import (
     PICKLE_ID,
+    PICKLE_SHM_ID,
     codec_for_id,
     codec_id_of,
     codec_name,
@@ -58,6 +62,7 @@ def _accepted_ids(own_id: int, accept: Iterable[Any] | None) -> list[bool]:
             else:
                 allowed[codec_id_of(resolve_codec(item))] = True
     allowed[own_id] = True
+    allowed[PICKLE_SHM_ID] = allowed[PICKLE_ID]
     return allowed
 
 
@@ -89,6 +94,10 @@ class Decoder:
                 return self._own_decode(body)
             if not self.allowed[codec_id]:
                 raise CodecError(f"codec {codec_name(codec_id)} is not accepted by this node")
+            if codec_id == PICKLE_SHM_ID:
+                from easymesh.shm.body import decode_body  # Linux only; imported when used
+
+                return decode_body(body)
             return codec_for_id(codec_id).decode(body)
         except CodecError:
             self.errors.incr()

@@ -251,6 +251,7 @@ class Dispatcher:
                     log.exception("easymesh: %s raised", self.describe)
             self.handled += len(batch)
             batch.clear()
+            item = None  # the last message too is dropped now (shared memory goes back)
 
     def run_queued(self, limit: int | None = None) -> int:
         """(thread-less mode) Run up to ``limit`` queued items (default: those queued now)

@@ -24,8 +24,6 @@ service has its worker pool; request futures are completed on ``easymesh-<name>-
 
 from __future__ import annotations
 
-import atexit
-import os
 import socket
 import time
 import uuid
@@ -33,7 +31,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from typing import Any
 
-from easymesh import config, signals
+from easymesh import assembly, config, signals
 from easymesh.assembly import Parts, Settings
 from easymesh.config import format_address
 from easymesh.errors import WouldDeadlock
@@ -47,25 +45,11 @@ __all__ = ["Node", "build_node", "build_mesh_node"]
 
 #: Nodes not closed yet. Strong references: a node's threads and sockets live on when the
 #: user drops the Node object (a node made in ``main()``), and it must still close at exit.
-_live: set[Node] = set()
-
-
-@atexit.register
-def _close_at_exit() -> None:
-    """A script that ends without ``close()`` still delivers what it sent: every node
-    still open closes (with its linger) when the interpreter exits, as ``with Node()``
-    would have done."""
-    for node in list(_live):
-        node.close()
-
-
-def _forget_after_fork() -> None:
-    # A forked child has copies of its parent's nodes but none of their threads, and
-    # shares their sockets: closing them there would write into the parent's streams.
-    _live.clear()
-
-
-os.register_at_fork(after_in_child=_forget_after_fork)
+def _check_args(name: Any, transport: str) -> None:
+    if not isinstance(name, str) or not name or len(name) > 256:
+        raise ValueError("a node name must be a non-empty string of at most 256 characters")
+    if transport not in ("auto", "tcp"):
+        raise ValueError("transport must be 'auto' or 'tcp'")
 
 
 class Node:
@@ -100,6 +84,10 @@ class Node:
     ``watch``: ``'needed'`` (default): the node learns only of the listeners of topics it
     sends to or waits for and the providers of services it calls or waits for (a join
     storm costs it nothing it does not use); ``'all'``: of every node (tools, bridges).
+    ``shm``: send large buffers (numpy arrays, bytes... of at least ``shm_threshold``, 64 KiB)
+    to peers on this host through shared memory: written once, received without a copy as
+    read-only views (README, "Large messages"). Silently the socket path on TCP links, other
+    OSes, a codec other than pickle, or ``shm=False``. ``shm_pool_size``: the bound (256 MiB).
 
     Raises CoordinatorUnavailable (not reachable within ``connect_timeout``),
     AuthenticationError (wrong or missing key), ValueError/TypeError (bad arguments).
@@ -126,11 +114,11 @@ class Node:
         socket_dir: str | None = None,
         transport: str = "auto",
         watch: str = "needed",
+        shm: bool = True,
+        shm_threshold: int = 64 * 1024,
+        shm_pool_size: int = 256 * 1024 * 1024,
     ) -> None:
-        if not isinstance(name, str) or not name or len(name) > 256:
-            raise ValueError("a node name must be a non-empty string of at most 256 characters")
-        if transport not in ("auto", "tcp"):
-            raise ValueError("transport must be 'auto' or 'tcp'")
+        _check_args(name, transport)
         self.name = name
         self.id = uuid.uuid4().hex[:16]
         host_, port = config.coordinator_address(coordinator)
@@ -154,14 +142,15 @@ class Node:
             heartbeat_timeout=self.heartbeat_timeout, request_timeout=request_timeout,
             max_message_size=max_message_size, max_pending_bytes=max_pending_bytes,
             max_in_flight=max_in_flight, bind_host=bind_host, socket_dir=socket_dir,
-            transport=transport, watch=watch,
+            transport=transport, watch=watch, shm=shm, shm_threshold=shm_threshold,
+            shm_pool_size=shm_pool_size,
         ))  # fmt: skip
         # The parts the public methods below talk to (the node holds no state of its own).
         self._view, self._registry, self._router = p.view, p.registry, p.router
         self._publisher, self._caller, self._host = p.publisher, p.caller, p.host
         self._decoder, self._loop = p.decoder, p.loop
         p.start(connect_timeout)
-        _live.add(self)
+        assembly.track(self)
 
     # -- public: lifecycle -----------------------------------------------------------------
 
@@ -189,7 +178,7 @@ class Node:
         callback, a handler, a done-callback, the I/O thread) it never waits for that
         thread itself.
         """
-        _live.discard(self)
+        assembly.untrack(self)
         self._p.close(self.linger if linger is None else linger)
 
     def forever(self) -> None:
@@ -227,14 +216,17 @@ class Node:
             self._p.check_open()
         self._publisher.send(topic, data, latch)
 
+    def loan(self, shape: Any, dtype: Any = None) -> Any:
+        """A writable buffer in this node's shared memory, to fill and ``send`` with no copy:
+        ``loan(nbytes)`` a memoryview, ``loan(shape, dtype)`` a numpy array. An ordinary
+        buffer when shm is off or the pool is full. After sending it, do not write to it
+        again: receivers that still hold the message would see the writes; loan a new one."""
+        return self._p.shm.loan(shape, dtype)
+
     def send_raw(self, topic: str, codec: int, data: bytes | bytearray) -> None:
         """Send bytes already encoded with codec id ``codec`` (as a raw listener got them).
         Raises NodeClosed, TypeError/ValueError for a codec id that is not an int 0..255."""
         self._check_open()
-        if not isinstance(codec, int) or isinstance(codec, bool):
-            raise TypeError(f"the codec id must be an int, not {type(codec).__name__}")
-        if not 0 <= codec <= 255:
-            raise ValueError(f"the codec id must be in 0..255, not {codec}")
         self._publisher.send_raw(topic, codec, data)
 
     def clear_latch(self, topic: str) -> None:
@@ -487,6 +479,7 @@ class Node:
             "topics": topics,
             "services": services,
             "peers": self._router.stats(),
+            "shm": self._p.shm.stats(),
         }
 
 

@@ -18,6 +18,13 @@ sends them to the listeners it names, or counts them then. ``send`` still never 
 While a topic has held messages, later sends on it go through the same lock, so they
 never overtake the held ones.
 
+Large messages to same-host peers (:mod:`easymesh.shmhub`): when some link offered shared
+memory and ``data`` holds a large buffer (``ShmHub.inband`` finds it while pickling, and
+returns the ordinary body otherwise), the chosen receivers are split:
+those whose link accepts shared memory get one ``pickle-shm`` encoding (buffers written once
+into the pool; the same descriptor bytes to each of them), the others (TCP, this node itself)
+the node's ordinary pickle body. Latched values always take the socket path.
+
 Counters (exact from any thread): ``sent``, ``no_listener`` (sent while nobody
 listened), ``dropped_outbound`` (a link refused the frame: its bound was full or
 it could not be reached).
@@ -35,9 +42,11 @@ from easymesh.counters import Counter
 from easymesh.decoder import Decoder
 from easymesh.errors import CodecError, MeshError
 from easymesh.latch import LatchStore
+from easymesh.protocol.codecs import PICKLE_SHM_ID
 from easymesh.protocol.frames import HEADER, JOIN_LIMIT, TOPIC, Frame, encode_frame
 from easymesh.protocol.messages import NodeInfo
 from easymesh.registry import Registry
+from easymesh.shmhub import ShmHub
 from easymesh.view import TopologyView
 
 __all__ = ["Publisher"]
@@ -63,6 +72,7 @@ class Publisher:
         link_to: Callable[[NodeInfo], Any],
         links: dict[str, Any],
         max_message_size: int,
+        shm: ShmHub | None = None,
     ) -> None:
         self.node_id = node_id
         self.view = view
@@ -72,6 +82,7 @@ class Publisher:
         self.link_to = link_to
         self._links = links  # the router's table of dialled links, read lock-free
         self.max_message_size = max_message_size
+        self.shm = shm if shm is not None and shm.enabled else None
         # Bodies at least this large are checked against the limit and tune malloc.
         self._large = min(allocator.LARGE_MESSAGE, max_message_size + 1)
         self.latches = LatchStore()
@@ -90,12 +101,26 @@ class Publisher:
         nodes = self.view.listeners(topic)
         if not nodes or self._held:
             if topic in self._held or (not nodes and not self.view.knows_topic(topic)):
+                # held until the coordinator names the listeners: the ordinary encoding
                 self._hold(topic, self.decoder.codec_id, self._encode(topic, data))
                 return
             if not nodes:
                 self.no_listener.incr()
                 return
-        self.send_encoded(topic, nodes, self.decoder.codec_id, self._encode(topic, data))
+        shm = self.shm
+        if shm is None or not shm.ready:
+            self.send_encoded(topic, nodes, self.decoder.codec_id, self._encode(topic, data))
+            return
+        try:
+            body = shm.inband(data)  # None: data holds a large buffer
+        except MeshError:
+            raise
+        except Exception as exc:
+            raise CodecError(f"cannot encode data for topic {topic!r}: {exc}") from exc
+        if body is None:
+            self._send_shm(shm, topic, nodes, data)
+        else:
+            self.send_encoded(topic, nodes, self.decoder.codec_id, body)
 
     def _encode(self, topic: str, data: Any) -> Any:
         try:
@@ -107,7 +132,67 @@ class Publisher:
         self.registry.publish(topic)
         self.view.want_topic(topic)
 
+    def _send_shm(self, shm: ShmHub, topic: str, nodes: Any, data: Any) -> None:
+        """One message to the chosen receivers: pickle-shm where the link accepts it (one
+        encoding for all of them), the ordinary body elsewhere."""
+        name = topic.encode("utf-8")
+        targets = []
+        for node in self.balancer.choose_nodes(topic, nodes):
+            link = (
+                None if node.id == self.node_id else self._links.get(node.id) or self.link_to(node)
+            )
+            targets.append((node, link, link is not None and shm.accepts(link)))
+        enc = body = None
+        try:
+            if any(t[2] for t in targets):
+                enc = shm.encode(data)
+                self._check_size(topic, 16 + len(name) + enc.nbytes)
+            if not all(t[2] for t in targets):
+                body = bytes(self.decoder.encode(data))
+                self._check_size(topic, 16 + len(name) + len(body))
+        except Exception as exc:
+            if enc is not None:
+                enc.close()
+            if isinstance(exc, MeshError):
+                raise
+            raise CodecError(f"cannot encode data for topic {topic!r}: {exc}") from exc
+        try:
+            self._write_all(shm, name, targets, enc, body)
+        finally:
+            if enc is not None:
+                enc.close()
+        self.sent.incr()
+
+    def _write_all(self, shm: ShmHub, name: bytes, targets: Any, enc: Any, body: Any) -> None:
+        codec_id = self.decoder.codec_id
+        bufs: Any = None
+        for node, link, use_shm in targets:
+            if use_shm:
+                ok = shm.send(link, name, PICKLE_SHM_ID, enc)
+            elif link is None and node.id == self.node_id:
+                self.deliver_local(name, codec_id, body)
+                continue
+            elif link is None:
+                ok = False
+            else:
+                if bufs is None:
+                    bufs = encode_frame(TOPIC, name, body, codec_id)
+                ok = link.send(bufs, 16 + len(name) + len(body), True)
+            if not ok:
+                self.dropped.incr()
+
+    def _check_size(self, topic: str, nbytes: int) -> None:
+        if nbytes - 16 > self.max_message_size:
+            raise MeshError(
+                f"a message of {nbytes - 16} bytes on topic {topic!r} is larger than"
+                f" max_message_size ({self.max_message_size}); receivers would refuse it"
+            )
+
     def send_raw(self, topic: str, codec_id: int, data: Any) -> None:
+        if not isinstance(codec_id, int) or isinstance(codec_id, bool):
+            raise TypeError(f"the codec id must be an int, not {type(codec_id).__name__}")
+        if not 0 <= codec_id <= 255:
+            raise ValueError(f"the codec id must be in 0..255, not {codec_id}")
         if not self.registry.is_published(topic):
             self._first_send(topic)
         nodes = self.view.listeners(topic)

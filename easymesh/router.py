@@ -24,6 +24,11 @@ registry entry in one batch; REQUEST frames to the service host; REPLY,
 REPLY_ERROR and PONG to the caller; PINGs are answered here. Frames in a codec
 this node does not accept are dropped and counted (see decoder.py).
 
+**Shared memory** (:mod:`easymesh.shmhub`): links are built to carry fds when the hub is
+enabled; the hub hears of every link opening and closing, takes the SHM_* frames, and turns
+each ``pickle-shm`` body into views of the peer's memory before it is delivered (a body that
+points outside what the peer shared closes the link like any bad frame).
+
 Lock: ``_lock`` guards ``links``, ``_conns`` and ``_retry``; ``links`` is also
 read without it on the send path (a dict lookup is atomic).
 """
@@ -44,6 +49,7 @@ from easymesh.counters import Counter
 from easymesh.decoder import Decoder
 from easymesh.errors import ConnectionLost, MeshError, NodeClosed, ProtocolError
 from easymesh.escape import printable
+from easymesh.protocol.codecs import PICKLE_SHM_ID
 from easymesh.protocol.frames import (
     CONTROL,
     ERROR,
@@ -52,11 +58,15 @@ from easymesh.protocol.frames import (
     REPLY,
     REPLY_ERROR,
     REQUEST,
+    SHM_ARENA,
+    SHM_OFFER,
+    SHM_RELEASE,
     TOPIC,
     Frame,
     encode_frame,
 )
 from easymesh.protocol.messages import Ident, NodeInfo, decode_control, encode_control
+from easymesh.shmhub import ShmHub
 from easymesh.transport.connection import OPEN, Connection
 from easymesh.transport.keepalive import answer_ping
 from easymesh.transport.listener import (
@@ -104,6 +114,7 @@ class Router:
         on_request: Callable[[Connection, Frame], None],
         on_answer: Callable[[Connection, Frame], None],
         on_link_closed: Callable[[Connection, BaseException], None],
+        shm: ShmHub | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.loop = loop
@@ -121,6 +132,7 @@ class Router:
         self._on_request = on_request
         self._on_answer = on_answer
         self._on_link_closed = on_link_closed
+        self._shm = shm if shm is not None and shm.enabled else None
         self._clock = clock
         self._lock = threading.Lock()
         #: node id -> the link this node dialled to it (read lock-free by senders)
@@ -210,6 +222,7 @@ class Router:
             first_frames=[first] if first else None,
             socket_buffer=config.PEER_SOCKET_BUFFER,
             stall_timeout=self._stall_timeout,
+            carry_fds=self._shm is not None,
         )
         self._conns.add(conn)
         return conn
@@ -227,11 +240,15 @@ class Router:
             self._opened.add(conn)
             if conn.is_client and conn.peer_id:
                 self._retry.pop(conn.peer_id, None)
+        if self._shm is not None:
+            self._shm.on_open(conn)
 
     def _on_close(self, conn: Connection, exc: BaseException | None) -> None:
         """(I/O thread) A link closed: forget it; fail what went out on it."""
         self.dropped.add(conn.dropped)
         conn.dropped = 0
+        if self._shm is not None:
+            self._shm.on_close(conn)
         with self._lock:
             self._conns.discard(conn)
             opened = conn in self._opened
@@ -293,6 +310,13 @@ class Router:
         items: list[tuple[Frame, int]] = []
         for f in frames:
             ftype = f[0]
+            if f[1] == PICKLE_SHM_ID or ftype >= SHM_OFFER:
+                resolved = self._shm_frame(conn, f)
+                if resolved is None:
+                    if conn.state != OPEN:
+                        break
+                    continue
+                f = resolved
             if ftype == TOPIC:
                 if not allowed[f[1]]:
                     self._decoder.refuse(conn, f[1], "a topic message")
@@ -324,6 +348,26 @@ class Router:
                 break  # what came before the ERROR is still delivered
         if items:
             self._deliver(last, items)
+
+    def _shm_frame(self, conn: Connection, f: Frame) -> Frame | None:
+        """A pickle-shm frame resolved into views, or None once an SHM_* frame was taken
+        (or a bad one closed the link)."""
+        shm = self._shm
+        try:
+            if shm is None:
+                if f[0] == SHM_OFFER:
+                    return None  # a peer that could map ours; we share nothing
+                if f[0] in (SHM_ARENA, SHM_RELEASE):
+                    raise ProtocolError("shared memory on a link that did not offer it")
+                return f  # inline-only pickle-shm (e.g. a recording): decoded as it is
+            if f[0] in (SHM_OFFER, SHM_ARENA, SHM_RELEASE):
+                shm.on_frame(conn, f)
+                return None
+            return shm.resolve(conn, f)
+        except (ProtocolError, OSError, ValueError) as exc:
+            # like a bad frame from the decoder: logged, an ERROR to the peer, link closed
+            conn.reject(exc if isinstance(exc, ProtocolError) else ProtocolError(str(exc)))
+            return None
 
     def _deliver(self, name: bytes, items: list[tuple[Frame, int]]) -> None:
         entry = self._entry(name)

@@ -24,9 +24,16 @@ import msgpack
 
 from easymesh.decoder import Decoder
 from easymesh.errors import CodecError
-from easymesh.protocol.codecs import codec_for_id, codec_id_of, codec_name
+from easymesh.protocol.codecs import (
+    PICKLE_ID,
+    PICKLE_SHM_ID,
+    codec_for_id,
+    codec_id_of,
+    codec_name,
+)
 from easymesh.protocol.frames import REPLY, REPLY_ERROR, Frame, encode_frame
 from easymesh.registry import Registry
+from easymesh.shmhub import ShmHub
 from easymesh.workers import ServiceEntry
 
 log = logging.getLogger("easymesh.node")
@@ -49,8 +56,14 @@ class ServiceHost:
     """Serves the services in the registry."""
 
     def __init__(
-        self, node_name: str, registry: Registry, decoder: Decoder, complete_local: CompleteLocal
+        self,
+        node_name: str,
+        registry: Registry,
+        decoder: Decoder,
+        complete_local: CompleteLocal,
+        shm: ShmHub | None = None,
     ) -> None:
+        self.shm = shm if shm is not None and shm.enabled else None
         self.node_name = node_name
         self.registry = registry
         self.decoder = decoder
@@ -133,17 +146,26 @@ class ServiceHost:
             tb = traceback.format_exc()
             self.reply_error(link, rid, "error", type(exc).__name__, safe_str(exc), tb)
             return
-        # The reply uses the request's codec: the caller surely decodes that one.
-        codec = self.decoder.codec if frame.codec == self.decoder.codec_id else None
+        # The reply uses the request's codec: the caller surely decodes that one (pickle for
+        # a pickle-shm request, with its large buffers in shared memory where the link allows).
+        req_cid = PICKLE_ID if frame.codec == PICKLE_SHM_ID else frame.codec
+        codec = self.decoder.codec if req_cid == self.decoder.codec_id else None
+        enc = None
         try:
-            codec = codec or codec_for_id(frame.codec)
-            body = codec.encode(result)
+            codec = codec or codec_for_id(req_cid)
+            if self.shm is not None and req_cid == PICKLE_ID and link is not None:
+                body, enc = self.shm.encode_for(link, result, codec.encode)
+            else:
+                body = codec.encode(result)
         except Exception as exc:
             msg = f"the result of service {svc.name!r} could not be encoded: {safe_str(exc)}"
             self.reply_error(link, rid, "encode", type(exc).__name__, msg)
             return
         cid = codec_id_of(codec)
-        if link is None:
+        if enc is not None:
+            with enc:
+                self.shm.send(link, b"", PICKLE_SHM_ID, enc, rid, REPLY)  # type: ignore
+        elif link is None:
             self.complete_local(rid, REPLY, cid, body)
         else:
             link.send(encode_frame(REPLY, b"", body, cid, rid), 16 + len(body), False)

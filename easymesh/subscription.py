@@ -162,6 +162,9 @@ class Subscription:
                 return
             self._closed = True
             self._q.clear()
+            # latest() keeps the newest message until the next one; a closed subscription
+            # keeps nothing (a message in shared memory goes back to its sender)
+            self._latest_frame, self._latest_value = None, _NOTHING
             self._cond.notify_all()
         self._on_close(self)
 

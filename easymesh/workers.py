@@ -96,7 +96,12 @@ class TopicListener:
         self.callback(self.topic, data)
 
     def run_raw(self, frame: Frame) -> None:
-        self.callback(self.topic, RawMessage(frame.codec, frame.body))
+        body = frame.body
+        if not isinstance(body, (bytes, bytearray)):  # views of shared memory: keep a copy
+            from easymesh.shm.body import inline_copy
+
+            body = inline_copy(body)
+        self.callback(self.topic, RawMessage(frame.codec, body))
 
     def _failed(self, codec_id: int, exc: Exception, counted: bool = False) -> None:
         if not counted:

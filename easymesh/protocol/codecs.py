@@ -11,7 +11,9 @@ id    name      body
 1     pickle    ``pickle.dumps(data, protocol=5)``
 2     msgpack   ``msgpack.packb(data, use_bin_type=True)``
 3     json      UTF-8 JSON (``json.dumps``)
-4-127           reserved for easymesh
+4     pickle-shm  an ``easymesh.shm`` MESSAGE: pickle 5 with its large buffers in shared
+                  memory (same-host Unix links that offered it) or inline; see decoder.py
+5-127           reserved for easymesh
 128-254         free for user codecs (set ``codec_id`` on the codec object)
 255   custom    a user codec that gave no ``codec_id``
 ====  ========  ============================================================
@@ -43,6 +45,7 @@ RAW_ID = 0
 PICKLE_ID = 1
 MSGPACK_ID = 2
 JSON_ID = 3
+PICKLE_SHM_ID = 4
 CUSTOM_ID = 255
 
 
@@ -173,5 +176,7 @@ def codec_for_id(cid: int, own: Any = None) -> Any:
 
 
 def codec_name(cid: int) -> str:
+    if cid == PICKLE_SHM_ID:
+        return "pickle-shm"
     codec = _BY_ID.get(cid)
     return getattr(codec, "name", f"codec-{cid}") if codec is not None else f"codec-{cid}"

@@ -30,6 +30,10 @@ Frame types::
     33 REQUEST      name = service, body = data encoded with `codec`, request_id set
     34 REPLY        body = result encoded with `codec`, request_id of the request
     35 REPLY_ERROR  body = msgpack [kind, type name, message, traceback]
+    40 SHM_OFFER    empty: "this end of a Unix link reads descriptors and maps shared
+                    memory" (sent once, first thing after the handshake; easymesh.shm)
+    41 SHM_ARENA    body = easymesh.shm.descriptor ARENA; the arena's fd rides with it
+    42 SHM_RELEASE  body = easymesh.shm.descriptor RELEASE (blocks given back)
 
 Limits are checked on the header, before any buffer for the body is allocated:
 a body longer than ``max_body``, a name longer than ``max_name`` or a type
@@ -80,6 +84,9 @@ TOPIC = 32
 REQUEST = 33
 REPLY = 34
 REPLY_ERROR = 35
+SHM_OFFER = 40
+SHM_ARENA = 41
+SHM_RELEASE = 42
 
 TYPE_NAMES = {
     HELLO: "HELLO",
@@ -92,6 +99,9 @@ TYPE_NAMES = {
     REQUEST: "REQUEST",
     REPLY: "REPLY",
     REPLY_ERROR: "REPLY_ERROR",
+    SHM_OFFER: "SHM_OFFER",
+    SHM_ARENA: "SHM_ARENA",
+    SHM_RELEASE: "SHM_RELEASE",
 }
 ALL_TYPES = frozenset(TYPE_NAMES)
 HANDSHAKE_TYPES = frozenset({HELLO, AUTH, ERROR})

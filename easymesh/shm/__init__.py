@@ -72,7 +72,26 @@ the dispatch drop-oldest policy drops objects, which releases their blocks.
 
 from __future__ import annotations
 
-from easymesh.shm.encoding import DEFAULT_THRESHOLD, Encoded, decode, encode
-from easymesh.shm.pool import DEFAULT_POOL_SIZE, Pool
+from typing import Any
 
 __all__ = ["DEFAULT_POOL_SIZE", "DEFAULT_THRESHOLD", "Encoded", "Pool", "decode", "encode"]
+
+_LAZY = {
+    "DEFAULT_POOL_SIZE": "easymesh.shm.pool",
+    "Pool": "easymesh.shm.pool",
+    "DEFAULT_THRESHOLD": "easymesh.shm.encoding",
+    "Encoded": "easymesh.shm.encoding",
+    "decode": "easymesh.shm.encoding",
+    "encode": "easymesh.shm.encoding",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy, so that the transport can import fdpass (portable) on systems without memfd or
+    # seals, where the arena modules do not import.
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'easymesh.shm' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)

@@ -133,6 +133,20 @@ class Ledger:
                 self.pool.retain(b)
                 self._held[b] += 1
 
+    def unsent(self, blocks: Iterable[int]) -> None:
+        """A message counted by :meth:`sent` never reached the peer (its link dropped or
+        refused the frame): give those references back. May run under the connection's lock
+        (takes only this lock and the pool's)."""
+        blocks = list(blocks)
+        with self._lock:
+            if self._closed:
+                return  # close() gave everything back already
+            for b in blocks:
+                self._held[b] -= 1
+                if not self._held[b]:
+                    del self._held[b]
+                self.pool.release(b)
+
     def released(self, refs: Iterable[tuple[int, int]]) -> None:
         """The peer gave these back. ProtocolError for one it does not hold (nothing freed)."""
         refs = list(refs)

@@ -18,6 +18,10 @@ socket: the peer's pid and uid). Until the handshake is done the decoder reads
 into a small buffer and accepts only handshake frames, so an unauthenticated
 peer costs little memory and nothing it sends is decoded.
 
+Descriptors. A Unix link built with ``carry_fds`` reads with ``recvmsg_into`` and queues the
+fds that arrive (``fdq``, stream order) before decoding that read's frames (see
+:mod:`easymesh.shm.fdpass`); others use ``recv_into`` (the kernel drops fds sent to them).
+
 Stalls. A partial frame that receives no byte for ``stall_timeout`` seconds (the
 owner passes its heartbeat timeout, four heartbeat intervals) closes the link: a
 peer that announces a frame and stops half-way cannot hold its buffers forever. A
@@ -61,9 +65,10 @@ from easymesh.protocol.frames import (
     Frame,
     FrameDecoder,
 )
-from easymesh.transport.listener import format_peer, peer_credentials, tune_stream
+from easymesh.shm.fdpass import FdQueue, recv_into_with_fds
+from easymesh.transport.listener import describe_link, format_peer, peer_credentials, tune_stream
 from easymesh.transport.loop import READ, WRITE, IOLoop
-from easymesh.transport.outbox import Buffers, Outbox
+from easymesh.transport.outbox import Outbox
 
 log = logging.getLogger("easymesh.transport")
 
@@ -94,6 +99,7 @@ class Connection:
         first_frames: list[bytes] | None = None,
         socket_buffer: int = 0,
         stall_timeout: float = DEFAULT_STALL_TIMEOUT,
+        carry_fds: bool = False,
     ) -> None:
         self.loop = loop
         self.sock: socket.socket | None = None
@@ -121,8 +127,11 @@ class Connection:
         self._outbox = outbox = Outbox(
             loop, max_pending, self._want_write, self._outbox_failed, lambda: self.peer_address
         )
-        self.send = outbox.send  # type: ignore[method-assign]  # the hot path, no extra call
-        self.wait_flushed = outbox.wait_flushed  # type: ignore[method-assign]
+        self.send = outbox.send  # (buffers, nbytes, droppable) -> bool: see the outbox
+        self.wait_flushed = outbox.wait_flushed  # until every queued frame was written
+        self.send_fd = outbox.send_fd
+        self.carry_fds = carry_fds
+        self.fdq: FdQueue | None = None  # fds received, stream order (Unix, carry_fds)
         self._hs_timer: Any = None
         self._stall_timer: Any = None
         self._linger: BaseException | None = None  # close_when_flushed() was called
@@ -181,6 +190,7 @@ class Connection:
         sock.setblocking(False)
         tune_stream(sock, self.socket_buffer)
         self.sock = sock
+        self.fdq = FdQueue() if self.carry_fds and family == socket.AF_UNIX else None
         try:
             err = sock.connect_ex(address)
         except OSError as exc:  # e.g. a bad abstract name
@@ -202,6 +212,7 @@ class Connection:
         """(I/O thread) Adopt an accepted socket and wait for the client's HELLO."""
         self.sock = sock
         self.peer_address = format_peer(address) if address else peer_credentials(sock)
+        self.fdq = FdQueue() if self.carry_fds and sock.family == socket.AF_UNIX else None
         sock.setblocking(False)
         tune_stream(sock, self.socket_buffer)
         self.state = HANDSHAKE
@@ -242,16 +253,6 @@ class Connection:
         self._write_handshake()
 
     # -- sending (any thread) ----------------------------------------------------------------
-
-    def send(self, buffers: Buffers, nbytes: int, droppable: bool = True) -> bool:
-        """Queue or write one frame. Never blocks on the peer. False if the frame was
-        dropped, refused by the bound (see :mod:`easymesh.transport.outbox`) or the
-        connection is closed. (Replaced in ``__init__`` by the outbox's own method.)"""
-        return self._outbox.send(buffers, nbytes, droppable)
-
-    def wait_flushed(self, timeout: float) -> bool:
-        """Wait until every queued frame was written (or the connection closed)."""
-        return self._outbox.wait_flushed(timeout)
 
     # -- I/O thread --------------------------------------------------------------------------
 
@@ -307,7 +308,12 @@ class Connection:
             return
         decoder = self.decoder
         try:
-            n = sock.recv_into(decoder.get_buffer())
+            if self.fdq is None:
+                n = sock.recv_into(decoder.get_buffer())
+            else:
+                n, fds = recv_into_with_fds(sock, decoder.get_buffer())
+                if fds:
+                    self.fdq.push(fds)  # before the frames of this read are decoded
         except (BlockingIOError, InterruptedError):
             return
         except ProtocolError as exc:  # get_buffer() parsed a full buffer and found garbage
@@ -352,14 +358,10 @@ class Connection:
             return
         idle = time.monotonic() - self.last_received
         if idle < self.stall_timeout:
-            self._stall_timer = self.loop.call_later(
-                self.stall_timeout - idle, self._check_stall
-            )
+            self._stall_timer = self.loop.call_later(self.stall_timeout - idle, self._check_stall)
             return
-        why = (
-            f"{self.describe()}: a partial frame received nothing for {idle:.1f} s "
-            f"(stall timeout {self.stall_timeout:g} s); closing"
-        )
+        why = f"{self.describe()}: a partial frame received nothing for {idle:.1f} s "
+        why += f"(stall timeout {self.stall_timeout:g} s); closing"
         log.warning("easymesh: %s", why)
         self._fail(ConnectionLost(why))
 
@@ -432,6 +434,8 @@ class Connection:
                     pass
         self._fail(exc, log_it=False)
 
+    reject = _reject  # (I/O thread) for owners that find a bad frame the decoder could not
+
     # -- closing -----------------------------------------------------------------------------
 
     def close(self, reason: BaseException | None = None) -> None:
@@ -464,6 +468,8 @@ class Connection:
         self.state = CLOSED
         self._close_reason = exc
         self._outbox.close()
+        if self.fdq is not None:
+            self.fdq.close()
         for timer in (self._hs_timer, self._stall_timer):
             if timer is not None:
                 timer.cancel()
@@ -483,15 +489,7 @@ class Connection:
     def describe(self) -> str:
         """Who is at the other end, for log lines: 'connection from 10.0.0.7:50112',
         'connection to coordinator at 10.0.0.1:6374'."""
-        label = printable(self.label)
-        if self.is_client:
-            return (
-                f"connection to {label} at {self.peer_address}"
-                if label
-                else f"connection to {self.peer_address}"
-            )
-        known = label not in ("", "node", "peer")
-        return f"connection from {self.peer_address}" + (f" ({label})" if known else "")
+        return describe_link(printable(self.label), self.is_client, self.peer_address)
 
     def __repr__(self) -> str:
         return f"<Connection {self.label or ''} {self.peer_address} {self.state}>"

@@ -364,6 +364,17 @@ def peer_credentials(sock: socket.socket) -> str:
         return format_peer("")
 
 
+def describe_link(label: str, is_client: bool, peer_address: str) -> str:
+    """A link for log lines (``label`` already made printable): 'connection from
+    10.0.0.7:50112', 'connection to coordinator at 10.0.0.1:6374'."""
+    if is_client:
+        return (
+            f"connection to {label} at {peer_address}" if label else f"connection to {peer_address}"
+        )
+    known = label not in ("", "node", "peer")
+    return f"connection from {peer_address}" + (f" ({label})" if known else "")
+
+
 def format_peer(address: Any) -> str:
     if isinstance(address, tuple):
         host, port = address[0], address[1]

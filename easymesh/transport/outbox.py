@@ -31,6 +31,18 @@ The bound (``max_pending`` bytes) holds against any peer, for every kind of fram
   waiting on it with that error. (Before this, such frames were queued without
   limit: a peer that sent requests and never read the replies grew our memory.)
 
+Descriptors (Unix links that carry shared memory, :mod:`easymesh.shm`). :meth:`send_fd`
+queues a frame and an fd that must reach the peer no later than that frame's first byte.
+Fds may arrive early (the reader queues them in stream order), never late, so the rule is
+simple: while an fd is pending, *every* write attaches the pending fds (``sendmsg`` with
+``SCM_RIGHTS``); once a write took at least one byte they went, and are closed here (they are
+dups); a write that takes nothing keeps them for the next one. Without a pending fd, the write
+path is the one above, unchanged.
+
+Droppable frames may carry an ``on_drop`` callable instead of ``True``: called (lock held;
+keep it tiny) when the frame is dropped from the queue unsent, so a frame that holds shared
+blocks gives their references back.
+
 A frame is always accepted into an empty queue, whatever its size (the peer is not
 behind; the message-size limit bounds it), so memory per link is at most
 ``max_pending`` plus one frame. A frame partly written is never dropped, so the
@@ -46,6 +58,7 @@ from collections.abc import Callable
 from typing import Any
 
 from easymesh.errors import ConnectionLost
+from easymesh.shm.fdpass import close_all, send_with_fds
 
 IOV_BATCH = 512
 #: Topic frames smaller than this may be coalesced with the ones that follow them.
@@ -84,7 +97,8 @@ class Outbox:
         self.sock: Any = None  # set by open(): frames are written from then on
         self.closed = False
         self.failure: BaseException | None = None  # why this link is being closed
-        self.items: deque[list[Any]] = deque()  # [buffers, nbytes, droppable]
+        self.items: deque[list[Any]] = deque()  # [buffers, nbytes, droppable or on_drop]
+        self.fds: list[int] = []  # attached to the next write that takes a byte
         self.nbytes = 0
         self.head_sent = 0
         self.writing = False  # write interest registered (or being registered)
@@ -113,7 +127,12 @@ class Outbox:
             elif not out:
                 self.last_direct = _monotonic()
                 try:
-                    sent = sock.send(buffers[0]) if len(buffers) == 1 else sock.sendmsg(buffers)
+                    if self.fds:
+                        sent = self._send_fds(sock, buffers)
+                    elif len(buffers) == 1:
+                        sent = sock.send(buffers[0])
+                    else:
+                        sent = sock.sendmsg(buffers)
                 except (BlockingIOError, InterruptedError):
                     sent = 0
                 except OSError as exc:
@@ -138,7 +157,25 @@ class Outbox:
                 self.loop.call_soon(self.want_write)
             return ok
 
-    def _enqueue(self, buffers: Buffers, nbytes: int, droppable: bool) -> bool:
+    def send_fd(self, buffers: Buffers, nbytes: int, fd: int) -> bool:
+        """Queue or write a must-deliver frame with ``fd`` (ours to close) attached no later
+        than its first byte. False (fd closed) if the link is closed or failing."""
+        with self.lock:
+            if self.closed or self.failure is not None:
+                close_all([fd])
+                return False
+            self.fds.append(fd)
+        return self.send(buffers, nbytes, False)
+
+    def _send_fds(self, sock: Any, buffers: Buffers) -> int:
+        """(lock held) One sendmsg with the pending fds; they went if a byte did."""
+        sent = send_with_fds(sock, buffers, self.fds)
+        if sent:
+            close_all(self.fds)
+            self.fds = []
+        return sent
+
+    def _enqueue(self, buffers: Buffers, nbytes: int, droppable: Any) -> bool:
         """(lock held) Append within the bound; see the module docstring."""
         out = self.items
         bound = self.max_pending
@@ -150,6 +187,8 @@ class Outbox:
                     del out[i]
                     self.nbytes -= item[1]
                     self.dropped += 1
+                    if item[2] is not True:
+                        item[2]()
                 else:
                     i += 1
             if self.nbytes + nbytes > bound:
@@ -226,6 +265,8 @@ class Outbox:
             self.sock = None
             self.dropped += sum(1 for item in self.items if item[2])
             self.items.clear()
+            close_all(self.fds)
+            self.fds = []
             self.nbytes = 0
             self.flushed.notify_all()
 
@@ -248,7 +289,7 @@ class Outbox:
                 piece = _first_piece(out[0][0], head)
                 offered = _blen(piece)
                 try:
-                    sent = sock.send(piece)
+                    sent = self._send_fds(sock, [piece]) if self.fds else sock.send(piece)
                 except (BlockingIOError, InterruptedError):
                     return False
                 except OSError as exc:
@@ -258,7 +299,7 @@ class Outbox:
                 bufs = _scatter(out, head)
                 offered = sum(_blen(b) for b in bufs)
                 try:
-                    sent = sock.sendmsg(bufs)
+                    sent = self._send_fds(sock, bufs) if self.fds else sock.sendmsg(bufs)
                 except (BlockingIOError, InterruptedError):
                     return False
                 except OSError as exc:

@@ -40,8 +40,8 @@ wake receivers; ``zmq`` pyzmq PUB/SUB over ipc with ``copy=False``; ``zenoh`` ze
 over tcp/127.0.0.1 (its Python ``put`` takes bytes and its payload gives bytes: one copy each
 way; its SHM API exposes no writable buffer to Python in 1.10, so it is not measured);
 ``proto``/``proto-loan`` the phase-1 parts of easymesh.shm over their prototype link (copy into
-the pool / loan); ``node-off``/``node-shm``/``node-loan`` easymesh.Node (the latter two report
-n/a until issue 13 phase 2 has landed). Roles are in large_roles.py, the reference systems in
+the pool / loan); ``node-off``/``node-shm``/``node-loan`` easymesh.Node with ``shm=False``,
+``shm=True`` (the default), and ``shm=True`` filling ``Node.loan`` arrays. Roles are in large_roles.py, the reference systems in
 large_systems.py. The peers live in their own venv, never easymesh deps.
 """
 

@@ -122,7 +122,7 @@ class ProtoReceiver(Receiver):
         self.sub.close()
 
 
-# --- easymesh.Node (shm off works today; shm and loan once phase 2 has landed) ---
+# --- easymesh.Node: shm off, shm (the default), shm with loans ---
 
 NODE_SHM = {"node-off": {"shm": False}, "node-shm": {"shm": True}, "node-loan": {"shm": True}}
 

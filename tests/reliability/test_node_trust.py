@@ -20,7 +20,16 @@ import threading
 from typing import Any
 
 import easymesh
-from easymesh.protocol.frames import CONTROL, PING, PONG, REPLY, REPLY_ERROR, REQUEST, TOPIC
+from easymesh.protocol.frames import (
+    CONTROL,
+    PING,
+    PONG,
+    REPLY,
+    REPLY_ERROR,
+    REQUEST,
+    SHM_OFFER,
+    TOPIC,
+)
 from easymesh.protocol.messages import Ident, encode_control
 
 from ..integration.helpers import Collector, wait_until
@@ -36,7 +45,8 @@ def _endpoint(node: easymesh.Node) -> str:
 
 
 def _frames_until_pong(attacker: KeyHolder, rid: int = 777) -> list[Any]:
-    """Send a PING and collect every frame that arrives before its PONG."""
+    """Send a PING and collect every frame that arrives before its PONG (but the node's
+    SHM_OFFER, which every shm node sends on a Unix link once it is open)."""
     attacker.send_frame(PING, rid=rid)
     seen = []
     while True:
@@ -44,7 +54,8 @@ def _frames_until_pong(attacker: KeyHolder, rid: int = 777) -> list[Any]:
         assert frame is not None, "the node closed the attacker's link"
         if frame.type == PONG and frame.request_id == rid:
             return seen
-        seen.append(frame)
+        if frame.type != SHM_OFFER:
+            seen.append(frame)
 
 
 def _nodes(coordinator_factory: Any) -> tuple[Any, Any]:

@@ -25,7 +25,14 @@ from easymesh.errors import (
     TooManyRequests,
 )
 from easymesh.latch import LatchStore
-from easymesh.protocol.codecs import JSON_ID, MSGPACK_ID, PICKLE_ID, RAW_ID, JsonCodec
+from easymesh.protocol.codecs import (
+    JSON_ID,
+    MSGPACK_ID,
+    PICKLE_ID,
+    PICKLE_SHM_ID,
+    RAW_ID,
+    JsonCodec,
+)
 from easymesh.protocol.messages import NodeInfo
 from easymesh.requests import RequestTable
 
@@ -384,18 +391,20 @@ def test_decoder_default_acceptance() -> None:
     assert len(Decoder("pickle").allowed) == 256
     assert _accepted_ids(Decoder("pickle")) == ALL
     for own in ("msgpack", "json", "raw", _Custom()):
-        assert _accepted_ids(Decoder(own)) == ALL - {PICKLE_ID}, own
+        # pickle-shm (id 4) is pickle too: refused with it
+        assert _accepted_ids(Decoder(own)) == ALL - {PICKLE_ID, PICKLE_SHM_ID}, own
 
 
 def test_decoder_accept_codecs_narrows_and_widens() -> None:
-    assert _accepted_ids(Decoder("pickle", ["msgpack"])) == {PICKLE_ID, MSGPACK_ID}
-    assert _accepted_ids(Decoder("pickle", [])) == {PICKLE_ID}  # its own codec always
+    # pickle-shm (id 4) goes wherever pickle goes
+    assert _accepted_ids(Decoder("pickle", ["msgpack"])) == {PICKLE_ID, PICKLE_SHM_ID, MSGPACK_ID}
+    assert _accepted_ids(Decoder("pickle", [])) == {PICKLE_ID, PICKLE_SHM_ID}  # its own always
     assert _accepted_ids(Decoder("msgpack", [JSON_ID, RAW_ID])) == {MSGPACK_ID, JSON_ID, RAW_ID}
     assert _accepted_ids(Decoder("msgpack", [JsonCodec()])) == {MSGPACK_ID, JSON_ID}
     assert _accepted_ids(Decoder("json", [_Custom(), 201])) == {JSON_ID, 200, 201}
     widened = Decoder("msgpack", ["pickle"])
-    assert _accepted_ids(widened) == {MSGPACK_ID, PICKLE_ID}
-    assert widened.accepted() == ["pickle", "msgpack"]
+    assert _accepted_ids(widened) == {MSGPACK_ID, PICKLE_ID, PICKLE_SHM_ID}
+    assert widened.accepted() == ["pickle", "msgpack", "pickle-shm"]
     with pytest.raises(ValueError):
         Decoder("pickle", [256])
     with pytest.raises(ValueError):

@@ -1,0 +1,408 @@
+"""The shared-memory hub: this node's pool and the shared-memory state of each link.
+
+Owns (``_lock``): the node's :class:`~easymesh.shm.pool.Pool` (one memfd arena, created on the
+first large send) and, per link, a :class:`_LinkShm`: whether the peer offered to map our
+memory (``SHM_OFFER``), the :class:`~easymesh.shm.release.Ledger` of the blocks it holds and
+whether our arena was announced to it (sending side), the
+:class:`~easymesh.shm.release.Remote` of the arenas it shared with us (receiving side). Other
+parts reach this state only through the methods below; nothing here reaches into theirs.
+
+Negotiation. A link carries shared memory only where both ends can: this node was built with
+``shm=True``, the OS has ``memfd_create`` and seals (Linux), the node's codec is pickle, the
+link is a Unix socket (so on this host). Such a link reads with ``recvmsg_into`` (the
+connection's ``carry_fds``) and, once open, says so with an empty ``SHM_OFFER`` frame. A peer
+that got the offer may send ``pickle-shm`` frames on that link; before the offer arrives, and
+on every other link, messages take the socket path, silently.
+
+Path of a large message (see docs/architecture.md): the publisher asks :meth:`accepts` for the
+links it chose, encodes once (:meth:`encode`: pickle 5, buffers of at least ``threshold``
+bytes out of band into the pool: one copy, none for a loan) and calls :meth:`send` per link:
+the first time, ``SHM_ARENA`` with a dup of the arena's read-only fd (under the link's
+lock, so no message can overtake it); then the ledger takes one reference per block, and
+the frame (the same descriptor buffers for every link: fan-out copies nothing) is handed to
+the connection; a frame the connection drops or refuses gives its references back. The
+receiver's I/O thread :meth:`resolve`-s the body into views of the mapping; when the last
+object made from them is gone, ``SHM_RELEASE`` goes back (:meth:`_flush`, on the I/O thread),
+and the sender's ledger frees the block. A link that closes gives back what its peer held.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import sys
+import threading
+import weakref
+from collections.abc import Callable
+from itertools import islice
+from typing import Any
+
+from easymesh.counters import Counter
+from easymesh.errors import FrameTooLarge, ProtocolError
+from easymesh.protocol.frames import (
+    HEADER,
+    SHM_ARENA,
+    SHM_OFFER,
+    SHM_RELEASE,
+    TOPIC,
+    Frame,
+    encode_frame,
+)
+
+log = logging.getLogger("easymesh.node")
+
+__all__ = ["ShmHub", "shm_available"]
+
+#: Largest arena a peer may share with us (its pool size): 4 GiB.
+MAX_PEER_ARENA = 4 * 1024 * 1024 * 1024
+_OFFER = encode_frame(SHM_OFFER)
+_new_frame = tuple.__new__
+
+
+#: How deep and how wide :meth:`ShmHub.inband` looks for large bytes-likes in containers.
+SCAN_DEPTH = 3
+SCAN_ITEMS = 64
+_BYTES = (bytes, bytearray)
+_SCALARS = frozenset((str, int, float, bool, type(None), complex))
+
+
+class _Large(Exception):
+    """Raised by the buffer callback to stop pickling at the first large buffer."""
+
+
+def _scan(data: Any, threshold: int, depth: int) -> bool:
+    """Whether ``data`` holds a large buffer (itself, or down ``depth`` container levels)."""
+    t = type(data)
+    if t in _SCALARS:
+        return False
+    if t in _BYTES:
+        return len(data) >= threshold
+    if t is dict:
+        items: Any = data.values()
+    elif t is list or t is tuple:
+        items = data
+    else:
+        nbytes = getattr(data, "nbytes", None)  # numpy arrays, memoryview
+        if type(nbytes) is int:
+            if nbytes < threshold:
+                return False
+            dtype = getattr(data, "dtype", None)  # an array of objects pickles in band
+            return dtype is None or not getattr(dtype, "hasobject", False)
+        if t is pickle.PickleBuffer:
+            return memoryview(data).nbytes >= threshold
+        items = getattr(data, "__dict__", None)
+        if type(items) is not dict:
+            return False
+        items = items.values()
+    if depth == 0:
+        return False
+    depth -= 1
+    for item in islice(items, SCAN_ITEMS):
+        ti = type(item)
+        if ti in _SCALARS:
+            continue
+        if ti in _BYTES:
+            if len(item) >= threshold:
+                return True
+        elif _scan(item, threshold, depth):
+            return True
+    return False
+
+
+def shm_available() -> bool:
+    """Whether this OS has what the shared-memory path needs (Linux: memfd, seals, fd passing)."""
+    if not sys.platform.startswith("linux") or not hasattr(os, "memfd_create"):
+        return False
+    try:
+        import easymesh.shm.body  # noqa: F401  (arena: libc mmap, fcntl seals)
+    except (ImportError, AttributeError, OSError):
+        return False
+    return True
+
+
+class _LinkShm:
+    """Shared-memory state of one link (owned by the hub)."""
+
+    __slots__ = (
+        "conn",
+        "offered",
+        "ledger",
+        "announced",
+        "remote",
+        "lock",
+        "flush_due",
+        "__weakref__",
+    )
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.offered = False  # the peer maps what we share: we may send pickle-shm
+        self.ledger: Any = None  # sender side: blocks the peer holds
+        self.announced = False  # our arena's fd went to the peer
+        self.remote: Any = None  # receiver side: what the peer shared with us
+        self.lock = threading.Lock()  # announcing the arena
+        self.flush_due = False  # a release flush is scheduled on the I/O thread
+
+    def close(self) -> None:
+        if self.ledger is not None:
+            self.ledger.close()
+        if self.remote is not None:
+            self.remote.close()
+
+
+def _weak_wake(hub: ShmHub, st: _LinkShm) -> Callable[[], None]:
+    """The finalizers' wake-up, holding the hub and the link weakly. A view the user keeps
+    reaches its Remote through its finalizer; were the Remote to hold the hub (and through it
+    the node and the user's callback), an array kept by that callback would close a cycle
+    through a numpy array, which the garbage collector cannot see into: node and mapping
+    would never be freed."""
+    hub_ref, st_ref = weakref.ref(hub), weakref.ref(st)
+
+    def wake() -> None:
+        h, link = hub_ref(), st_ref()
+        if h is not None and link is not None:
+            h._wake(link)
+
+    return wake
+
+
+class ShmHub:
+    """This node's shared memory (thread-safe). ``enabled`` False: every method is a no-op
+    and :meth:`accepts` is always False."""
+
+    def __init__(
+        self,
+        *,
+        enabled: bool,
+        threshold: int,
+        pool_size: int,
+        node_name: str,
+        call_soon: Callable[..., None],
+    ) -> None:
+        self.enabled = enabled and shm_available()
+        self.threshold = threshold
+        self.pool_size = pool_size
+        self._call_soon = call_soon
+        self._lock = threading.Lock()
+        self._links: dict[Any, _LinkShm] = {}
+        #: True once some peer offered: the publisher looks for shm links only then.
+        self.ready = False
+        self.pool: Any = None
+        if self.enabled:
+            from easymesh.shm.pool import Pool
+
+            self.pool = Pool(pool_size, name=f"easymesh-{node_name}"[:200])
+        self.sent = Counter()  # pickle-shm frames handed to links
+        self.received = Counter()  # pickle-shm frames with shared buffers resolved
+
+    # -- links (I/O thread) ----------------------------------------------------------------
+
+    def on_open(self, conn: Any) -> None:
+        """A link opened: offer to map the peer's memory if this link can carry fds."""
+        if self.enabled and conn.fdq is not None:
+            from easymesh.shm.release import Remote
+
+            st = self._state(conn)
+            st.remote = Remote(wake=_weak_wake(self, st))
+            conn.send(_OFFER, 16, False)
+
+    def _state(self, conn: Any) -> _LinkShm:
+        with self._lock:
+            st = self._links.get(conn)
+            if st is None:
+                st = self._links[conn] = _LinkShm(conn)
+            return st
+
+    def on_close(self, conn: Any) -> None:
+        """A link closed: what its peer held is ours again; its mappings go with their views."""
+        with self._lock:
+            st = self._links.pop(conn, None)
+        if st is not None:
+            st.close()
+
+    def on_frame(self, conn: Any, frame: Frame) -> None:
+        """SHM_OFFER / SHM_ARENA / SHM_RELEASE. Raises ProtocolError (the link closes)."""
+        ftype = frame[0]
+        if ftype == SHM_OFFER:
+            # only where we carry fds ourselves: a Unix link (this host), never TCP
+            if self.enabled and self.pool is not None and conn.fdq is not None:
+                from easymesh.shm.release import Ledger
+
+                mine = self._state(conn)
+                if mine.ledger is None:
+                    mine.ledger = Ledger(self.pool)
+                mine.offered = True
+                self.ready = True
+            return
+        st = self._links.get(conn)
+        if ftype == SHM_ARENA:
+            if st is None or st.remote is None or conn.fdq is None:
+                raise ProtocolError("SHM_ARENA on a link that did not offer shared memory")
+            from easymesh.shm.descriptor import decode_arena
+
+            arena, size = decode_arena(frame[4], MAX_PEER_ARENA)
+            st.remote.add_arena(arena, size, conn.fdq.pop())
+        elif ftype == SHM_RELEASE:
+            if st is None or st.ledger is None:
+                raise ProtocolError("SHM_RELEASE on a link that carries no shared memory")
+            from easymesh.shm.descriptor import decode_release
+
+            st.ledger.released(decode_release(frame[4]))
+
+    def resolve(self, conn: Any, frame: Frame) -> Frame:
+        """(I/O thread) A pickle-shm frame with its body validated against what the peer
+        shared on ``conn`` and turned into views. ProtocolError if it points elsewhere."""
+        from easymesh.shm.body import ShmBody, resolve
+
+        st = self._links.get(conn)
+        body = resolve(frame[4], st.remote if st is not None else None)
+        if type(body) is ShmBody:
+            if len(body) > conn.max_body:  # the same limit as for a message in the socket
+                raise FrameTooLarge(
+                    f"frame body of {len(body)} bytes (shared memory included) exceeds the"
+                    f" limit of {conn.max_body}"
+                )
+            self.received.incr()
+        return _new_frame(Frame, (frame[0], frame[1], frame[2], frame[3], body))
+
+    def _wake(self, st: _LinkShm) -> None:
+        """(any thread, in a finalizer: tiny) A view died; flush releases on the I/O thread."""
+        if not st.flush_due:
+            st.flush_due = True
+            self._call_soon(self._flush, st)
+
+    def _flush(self, st: _LinkShm) -> None:
+        st.flush_due = False
+        remote = st.remote
+        if remote is None:
+            return
+        for body in remote.drain():
+            st.conn.send(encode_frame(SHM_RELEASE, b"", body), 16 + len(body), False)
+
+    # -- sending (any thread) --------------------------------------------------------------
+
+    def encode_for(self, conn: Any, data: Any, encode: Callable[[Any], Any]) -> tuple[Any, Any]:
+        """(requests, replies) ``(body, None)`` with ``encode(data)``'s ordinary body, or
+        ``(None, Encoded)`` when ``conn`` takes shared memory and ``data`` holds a large buffer
+        (send it with :meth:`send`, then ``close()`` it)."""
+        if not self.ready or conn is None or not self.accepts(conn):
+            return encode(data), None
+        body = self.inband(data)
+        return (body, None) if body is not None else (None, self.encode(data))
+
+    def inband(self, data: Any) -> bytes | None:
+        """The ordinary pickle body of ``data``, or None if it holds a buffer worth sharing.
+
+        One ``pickle.dumps`` (protocol 5), as for any message, with a ``buffer_callback`` that
+        stops at the first out-of-band-capable buffer (numpy arrays, PickleBuffer) of at least
+        ``threshold`` bytes, before it is copied. Large ``bytes``-likes are seen at the top
+        level; inside containers (``_scan``: dict values, list/tuple items, attributes, three
+        levels, the first 64 of each) only when the body came out large, which then cost one
+        wasted copy. Small messages pay only the callback argument. Raises what pickle raises."""
+        t = type(data)
+        if (t is bytes or t is bytearray) and len(data) >= self.threshold:
+            return None
+        try:
+            body = pickle.dumps(data, 5, buffer_callback=self._stop_at_large)
+        except _Large:
+            return None
+        if len(body) >= self.threshold and _scan(data, self.threshold, SCAN_DEPTH):
+            return None
+        return body
+
+    def _stop_at_large(self, buffer: pickle.PickleBuffer) -> bool:
+        try:
+            nbytes = buffer.raw().nbytes
+        except BufferError:  # not contiguous: pickled in band anyway
+            return True
+        if nbytes >= self.threshold:
+            raise _Large
+        return True
+
+    def accepts(self, conn: Any) -> bool:
+        """Whether ``conn``'s peer maps our shared memory."""
+        st = self._links.get(conn)
+        return st is not None and st.offered
+
+    def encode(self, obj: Any) -> Any:
+        """Pickle ``obj`` once for every same-host link (an ``Encoded``: release it with
+        ``close()`` once sent). Buffers that find no room in the pool go inline."""
+        from easymesh.shm.encoding import encode
+
+        return encode(obj, self.pool, self.threshold)
+
+    def send(
+        self, conn: Any, name: bytes, codec_id: int, enc: Any, rid: int = 0, ftype: int = TOPIC
+    ) -> bool:
+        """Write one pickle-shm frame (TOPIC: droppable; REQUEST, REPLY: must-deliver) on
+        ``conn``. False if the link refused it (its references are given back)."""
+        droppable = ftype == TOPIC
+        st = self._links.get(conn)
+        if st is None or st.ledger is None:
+            return False
+        if enc.blocks and not st.announced and not self._announce(st):
+            return False
+        ledger, blocks = st.ledger, enc.blocks
+        head = HEADER.pack(ftype, codec_id, len(name), enc.nbytes, rid)
+        bufs = [head + name, *enc.buffers]
+        if not blocks:
+            return bool(conn.send(bufs, 16 + len(name) + enc.nbytes, droppable))
+        ledger.sent(blocks)  # before the write: the peer may release before send() returns
+        on_drop: Any = (lambda: ledger.unsent(blocks)) if droppable else False
+        if conn.send(bufs, 16 + len(name) + enc.nbytes, on_drop):
+            self.sent.incr()
+            return True
+        ledger.unsent(blocks)
+        return False
+
+    def _announce(self, st: _LinkShm) -> bool:
+        """Send our arena's fd on ``st``'s link once, before any message that uses it."""
+        from easymesh.shm.descriptor import encode_arena
+
+        with st.lock:
+            if st.announced:
+                return True
+            arena = self.pool.arena
+            if arena is None:
+                return False
+            body = encode_arena(self.pool.arena_id, self.pool.size)
+            try:
+                fd = os.dup(arena.fd)
+            except OSError:  # the pool was closed meanwhile (the node is closing)
+                return False
+            if not st.conn.send_fd(encode_frame(SHM_ARENA, b"", body), 16 + len(body), fd):
+                return False
+            st.announced = True
+            return True
+
+    def loan(self, shape: Any, dtype: Any = None) -> Any:
+        """A writable buffer in shared memory (see ``Node.loan``); an ordinary one when shm is
+        off or the pool is full."""
+        if self.pool is not None:
+            out = self.pool.loan(shape, dtype)
+            if out is not None:
+                return out
+        if dtype is None:
+            return memoryview(bytearray(int(shape)))
+        import numpy as np
+
+        return np.empty(shape, dtype=dtype)
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            links = sum(1 for st in self._links.values() if st.offered)
+        out: dict[str, Any] = {
+            "enabled": self.enabled,
+            "links": links,
+            "sent": self.sent.value,
+            "received": self.received.value,
+        }
+        if self.pool is not None:
+            out.update(self.pool.stats())
+        return out
+
+    def close(self) -> None:
+        """The node closed: refuse new blocks; the arena goes once no loan or peer maps it."""
+        if self.pool is not None:
+            self.pool.close()
