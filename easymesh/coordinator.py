@@ -203,7 +203,7 @@ class Coordinator:
         self.start()
         restore = signals.install(lambda signum: self.close())
         try:
-            while not self._closed.wait(3600):
+            while not self._closed.wait(signals.WAIT_SLICE):
                 pass
         except KeyboardInterrupt:
             pass

@@ -186,7 +186,7 @@ class Node:
         """Block until :meth:`close`, Ctrl-C (SIGINT) or SIGTERM; then close cleanly."""
         restore = signals.install(lambda signum: self.close())
         try:
-            while not self._p.closed.wait(3600):
+            while not self._p.closed.wait(signals.WAIT_SLICE):
                 pass
         except KeyboardInterrupt:
             pass

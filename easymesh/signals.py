@@ -41,6 +41,12 @@ STOP_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM)
 STOP_SIGNALS_HUP: tuple[signal.Signals, ...] = STOP_SIGNALS + (signal.SIGHUP,)
 #: Seconds restore() waits for a stop() still running on the signal thread.
 JOIN_TIMEOUT = 30.0
+#: Longest a main thread waiting for a stop should sleep in one go. Linux gives a signal sent
+#: to the process to *some* thread that does not block it — usually the main thread, but not
+#: when a signal is already pending there — and Python runs its handler only on the main
+#: thread, once that thread next runs bytecode: a main thread asleep in a long lock wait
+#: would not see the signal until the wait ends. Waiting in slices of this length bounds it.
+WAIT_SLICE = 0.25
 
 Restore = Callable[[], None]
 _QUIT = 0  # no signal has number 0: the byte that ends the thread

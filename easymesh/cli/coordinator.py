@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"easymesh coordinator listening on {coordinator.address} ({auth}); Ctrl-C to stop",
                 flush=True,
             )
-            while not stop.wait(3600):
+            while not stop.wait(signals.WAIT_SLICE):
                 pass
         finally:
             coordinator.close()

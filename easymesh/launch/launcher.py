@@ -124,7 +124,9 @@ class Launcher:
             ends = [t for t in (until, timer) if t is not None]
             timeout = max(0.0, min(ends) - now) if ends else None
             try:
-                kind, obj = self._events.get(timeout=timeout)
+                # in slices: see signals.WAIT_SLICE (a stop signal must not wait for the timeout)
+                slice_ = signals.WAIT_SLICE if timeout is None else min(timeout, signals.WAIT_SLICE)
+                kind, obj = self._events.get(timeout=slice_)
             except queue.Empty:
                 continue
             self._handle(kind, obj)
