@@ -25,19 +25,12 @@ from easymesh.transport.listener import unix_address
 from tests.integration.helpers import Collector, wait_until
 from tests.reliability.keyholder import KeyHolder
 
+from .procinfo import mapping_of, memfd_fds
+
 MB = 1 << 20
 WAIT = 30.0
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "memfd_create"), reason="Linux only")
-
-
-def mapping_of(address: int) -> str:
-    with open("/proc/self/maps") as f:
-        for line in f:
-            lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
-            if lo <= address < hi:
-                return line
-    return ""
 
 
 def in_shared_memory(obj: Any) -> bool:
@@ -346,18 +339,6 @@ ev.wait(60)
 print("holding", len(held), flush=True)
 time.sleep(3600)
 """
-
-
-def memfd_fds(pid: int | str = "self") -> list[str]:
-    out = []
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("/memfd:easymesh"):
-            out.append(target)
-    return out
 
 
 def test_a_killed_sender_leaves_nothing_behind(

@@ -25,6 +25,8 @@ from easymesh.shm.fdpass import send_with_fds
 from easymesh.shm.link import _FRAME, ARENA, MESSAGE, RELEASE, Publisher, Subscriber
 from easymesh.shm.pool import Pool
 
+from .procinfo import mapping_of, memfd_fds, memfd_maps
+
 PEER = str(Path(__file__).with_name("peer.py"))
 MB = 1 << 20
 WAIT = 60.0
@@ -87,32 +89,6 @@ def peers() -> Iterator[list[Peer]]:
     yield started
     for p in started:
         p.stop()
-
-
-def memfd_fds() -> list[str]:
-    out = []
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("/memfd:easymesh"):
-            out.append(target)
-    return out
-
-
-def memfd_maps() -> list[str]:
-    with open("/proc/self/maps") as f:
-        return [line for line in f if "/memfd:easymesh" in line]
-
-
-def mapping_of(address: int) -> str:
-    with open("/proc/self/maps") as f:
-        for line in f:
-            lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
-            if lo <= address < hi:
-                return line
-    return ""
 
 
 @pytest.mark.parametrize("loan", [False, True], ids=["copy", "loan"])
