@@ -176,14 +176,10 @@ class Caller:
             raise WouldDeadlock("request() on the node's I/O thread would never get its answer")
         waiter = Waiter()
         rid = self._start(service, data, waiter, None)
-        if not waiter.wait(None if math.isinf(t) else t):
-            if self.table.discard(rid) is not None:
-                raise RequestTimeout(f"service {service!r} did not answer within {t:g} s")
-            waiter.wait(None)  # completed at this very moment: its answer is being set
-        if waiter.error is not None:
-            raise waiter.error
-        assert waiter.answer is not None
-        return self._outcome(service, *waiter.answer)
+        answer = self._await(
+            waiter, rid, t, lambda: f"service {service!r} did not answer within {t:g} s"
+        )
+        return self._outcome(service, *answer)
 
     def request_future(self, service: str, data: Any, timeout: float | None) -> Future:
         t = self.request_timeout if timeout is None else timeout
@@ -220,15 +216,27 @@ class Caller:
             self.table.discard(rid)
             self._check_open()
             raise ConnectionLost(f"connection to node {target.name!r} is closed")
-        if not waiter.wait(timeout):
+        self._await(
+            waiter,
+            rid,
+            timeout,
+            lambda: f"node {target.name!r} did not answer a ping within {timeout:g} s",
+        )
+        return time.perf_counter() - start
+
+    def _await(
+        self, waiter: Waiter, rid: int, timeout: float, what: Callable[[], str]
+    ) -> tuple[int, int, Any]:
+        """Sleep on ``waiter`` for up to ``timeout`` s (inf: forever); its answer, or raise
+        its error, or RequestTimeout(``what()``) once the entry is taken back."""
+        if not waiter.wait(None if math.isinf(timeout) else timeout):
             if self.table.discard(rid) is not None:
-                raise RequestTimeout(
-                    f"node {target.name!r} did not answer a ping within {timeout:g} s"
-                )
-            waiter.wait(None)
+                raise RequestTimeout(what())
+            waiter.wait(None)  # completed at this very moment: its answer is being set
         if waiter.error is not None:
             raise waiter.error
-        return time.perf_counter() - start
+        assert waiter.answer is not None
+        return waiter.answer
 
     def _check_open(self) -> None:
         if self._closed is not None:
