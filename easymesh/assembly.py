@@ -130,8 +130,8 @@ class Parts:
             use_unix=cfg.transport == "auto", host_key=self._host_key,
             max_message_size=cfg.max_message_size, max_pending_bytes=cfg.max_pending_bytes,
             socket_dir=cfg.socket_dir, stall_timeout=cfg.heartbeat_timeout, decoder=self.decoder, entry=self.registry.entry,
-            on_request=lambda link, frame: self.host.on_request(link, frame),
-            on_answer=lambda link, frame: self.caller.on_answer(link, frame),
+            on_requests=lambda link, frames: self.host.on_requests(link, frames),
+            on_answers=lambda link, frames: self.caller.on_answers(link, frames),
             on_link_closed=lambda link, exc: self.caller.fail_link(link, exc), shm=self.shm,
         )  # fmt: skip
         self.host = ServiceHost(
@@ -141,7 +141,8 @@ class Parts:
         self.caller = Caller(
             node_name=name, node_id=node_id, view=self.view, registry=self.registry,
             host=self.host, decoder=self.decoder, balancer=balancer,
-            link_to=self.router.link_to, call_later=self.loop.call_later, in_io_thread=in_io,
+            link_to=self.router.link_to, links=self.router.links, call_later=self.loop.call_later,
+            in_io_thread=in_io,
             request_timeout=cfg.request_timeout, max_in_flight=cfg.max_in_flight, shm=self.shm,
         )  # fmt: skip
         self.publisher = Publisher(

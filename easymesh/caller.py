@@ -34,9 +34,9 @@ from typing import Any
 
 import msgpack
 
+from easymesh.completer import Completer
 from easymesh.counters import Counter
 from easymesh.decoder import Decoder
-from easymesh.dispatch import Dispatcher
 from easymesh.errors import (
     CodecError,
     ConnectionLost,
@@ -60,7 +60,7 @@ from easymesh.view import TopologyView
 
 log = logging.getLogger("easymesh.node")
 
-__all__ = ["Caller", "RequestFuture", "Waiter"]
+__all__ = ["Caller", "RequestFuture"]
 
 #: Seconds between sweeps of request deadlines: a future's timeout fires up to this late.
 SWEEP = 0.05
@@ -69,36 +69,19 @@ SWEEP = 0.05
 PROVIDER_ANSWER_WAIT = 5.0
 _new_frame = tuple.__new__
 _FAILED = -1  # "frame type" of a completion that is an exception
+_INF = math.inf
+TIMEOUT_MAX = threading.TIMEOUT_MAX
 #: Largest REPLY_ERROR body decoded (a service host's is under 130 kB).
 MAX_ERROR_REPLY = 256 * 1024
 #: Longest remote error text kept in an exception message.
 MAX_ERROR_TEXT = 10_000
 
 
-class Waiter:
-    """What a blocking call sleeps on: a lock the completing thread releases. Lighter
-    than a Future (no Condition, no callbacks). Completed exactly once."""
-
-    __slots__ = ("_lock", "answer", "error")
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._lock.acquire()
-        self.answer: tuple[int, int, Any] | None = None
-        self.error: BaseException | None = None
-
-    def deliver(self, ftype: int, codec_id: int, body: Any) -> None:
-        self.answer = (ftype, codec_id, body)
-        self._lock.release()
-
-    def fail(self, exc: BaseException) -> None:
-        self.error = exc
-        self._lock.release()
-
-    def wait(self, timeout: float | None) -> bool:
-        if timeout is None:
-            return self._lock.acquire()
-        return self._lock.acquire(timeout=min(max(0.0, timeout), threading.TIMEOUT_MAX))
+#: What a blocking call sleeps on: a plain lock, taken when the request starts and
+#: released by whoever completes it, after it set the entry's ``answer`` or ``error``
+#: (lighter than a Future: no Condition, no callbacks, no Python-level method calls).
+_new_waiter = threading.Lock
+Waiter = type(threading.Lock())
 
 
 class RequestFuture(Future):
@@ -139,6 +122,7 @@ class Caller:
         decoder: Decoder,
         balancer: Any,
         link_to: Callable[[NodeInfo], Any],
+        links: dict[str, Any],
         call_later: Callable[..., Any],
         in_io_thread: Callable[[], bool],
         request_timeout: float,
@@ -153,6 +137,7 @@ class Caller:
         self.decoder = decoder
         self.balancer = balancer
         self.link_to = link_to
+        self.links = links  # the router's table of dialled links, read lock-free
         self.call_later = call_later
         self.in_io_thread = in_io_thread
         self.request_timeout = request_timeout
@@ -161,9 +146,11 @@ class Caller:
         self.requests = Counter()
         self.unmatched = Counter()
         self._closed: BaseException | None = None
-        self._lock = threading.Lock()  # the sweep flag and the futures thread
+        self._lock = threading.Lock()  # the sweep flag
         self._sweep_armed = False
-        self._completer: Dispatcher | None = None
+        self._completer = Completer(
+            f"easymesh-{node_name}-futures", self._finish, self._finish_abandoned
+        )
 
     # -- public calls (the caller's thread) ------------------------------------------------
 
@@ -174,12 +161,13 @@ class Caller:
             raise RequestTimeout(f"service {service!r}: a timeout of {t:g} s leaves no time")
         if self.in_io_thread():
             raise WouldDeadlock("request() on the node's I/O thread would never get its answer")
-        waiter = Waiter()
-        rid = self._start(service, data, waiter, None)
-        answer = self._await(
-            waiter, rid, t, lambda: f"service {service!r} did not answer within {t:g} s"
+        waiter = _new_waiter()
+        waiter.acquire()
+        p = self._start(service, data, waiter, None)
+        ftype, codec_id, body = self._await(
+            p, t, lambda: f"service {service!r} did not answer within {t:g} s"
         )
-        return self._outcome(service, *answer)
+        return self._outcome(service, ftype, codec_id, body)
 
     def request_future(self, service: str, data: Any, timeout: float | None) -> Future:
         t = self.request_timeout if timeout is None else timeout
@@ -209,54 +197,51 @@ class Caller:
         if link is None:
             self._check_open()
             raise ConnectionLost(f"cannot reach node {target.name!r} ({target.id})")
-        waiter = Waiter()
-        rid = self._add(waiter, link, "<ping>", target.id, None)
+        waiter = _new_waiter()
+        waiter.acquire()
+        p = self._add(Pending(waiter, link, "<ping>", target.id, None))
         start = time.perf_counter()
-        if not link.send(ping_frame(rid), 16, False):
-            self.table.discard(rid)
+        if not link.send(ping_frame(p.rid), 16, False):
+            self.table.discard(p.rid)
             self._check_open()
             raise ConnectionLost(f"connection to node {target.name!r} is closed")
         self._await(
-            waiter,
-            rid,
+            p,
             timeout,
             lambda: f"node {target.name!r} did not answer a ping within {timeout:g} s",
         )
         return time.perf_counter() - start
 
-    def _await(
-        self, waiter: Waiter, rid: int, timeout: float, what: Callable[[], str]
-    ) -> tuple[int, int, Any]:
-        """Sleep on ``waiter`` for up to ``timeout`` s (inf: forever); its answer, or raise
-        its error, or RequestTimeout(``what()``) once the entry is taken back."""
-        if not waiter.wait(None if math.isinf(timeout) else timeout):
-            if self.table.discard(rid) is not None:
+    def _await(self, p: Pending, timeout: float, what: Callable[[], str]) -> tuple[int, int, Any]:
+        """Sleep on the lock of ``p`` for up to ``timeout`` s (inf: forever); its answer,
+        or raise its error, or RequestTimeout(``what()``) once the entry is taken back."""
+        waiter = p.future
+        if not waiter.acquire(True, -1 if timeout == _INF else min(timeout, TIMEOUT_MAX)):
+            if self.table.discard(p.rid) is not None:
                 raise RequestTimeout(what())
-            waiter.wait(None)  # completed at this very moment: its answer is being set
-        if waiter.error is not None:
-            raise waiter.error
-        assert waiter.answer is not None
-        return waiter.answer
+            waiter.acquire()  # completed at this very moment: its answer is being set
+        if p.error is not None:
+            raise p.error
+        return p.answer  # type: ignore[return-value]
 
     def _check_open(self) -> None:
         if self._closed is not None:
             raise NodeClosed(str(self._closed))
 
-    def _add(
-        self, future: Any, link: Any, service: str, node_id: str, timeout: float | None
-    ) -> int:
+    def _add(self, p: Pending) -> Pending:
         """Record a request; NodeClosed if close() began meanwhile. close() marks the
         caller closed *before* it fails what the table holds, so an entry added after
         that sweep is seen here and taken back: it would otherwise go out and be
         completed by whoever comes last (the I/O thread, as it stops)."""
-        rid = self.table.add(future, link, service, node_id, timeout)
+        rid = self.table.insert(p)
         if self._closed is not None:
             self.table.discard(rid)
             raise NodeClosed(str(self._closed))
-        return rid
+        return p
 
-    def _start(self, service: str, data: Any, future: Any, timeout: float | None) -> int:
-        self._check_open()
+    def _start(self, service: str, data: Any, future: Any, timeout: float | None) -> Pending:
+        if self._closed is not None:
+            raise NodeClosed(str(self._closed))
         providers = self.view.providers(service)
         if not providers:
             # Not asked about yet? Ask the coordinator and wait (one round trip, bounded).
@@ -267,7 +252,7 @@ class Caller:
                 raise NoProviderError(f"no node provides service {service!r}")
         node = self.balancer.choose_node(service, providers)
         local = node.id == self.node_id
-        link = None if local else self.link_to(node)
+        link = None if local else (self.links.get(node.id) or self.link_to(node))
         try:
             if self.shm is None or link is None:
                 body, enc = self.decoder.encode(data), None
@@ -278,14 +263,18 @@ class Caller:
         name = service.encode("utf-8")
         self.requests.incr()
         if local:
-            rid = self._start_local(service, name, body, future, timeout)
+            p = self._start_local(service, name, body, future, timeout)
         else:
             if link is None:
                 self._check_open()
                 raise ConnectionLost(
                     f"cannot reach node {node.name!r} ({node.id}) providing {service!r}"
                 )
-            rid = self._add(future, link, service, node.id, timeout)
+            p = Pending(future, link, service, node.id, timeout)
+            rid = self.table.insert(p)
+            if self._closed is not None:  # see _add()
+                self.table.discard(rid)
+                raise NodeClosed(str(self._closed))
             if enc is not None:
                 with enc:
                     ok = self.shm.send(link, name, PICKLE_SHM_ID, enc, rid, REQUEST)  # type: ignore
@@ -296,13 +285,13 @@ class Caller:
                 self.table.discard(rid)
                 self._check_open()
                 raise ConnectionLost(f"connection to node {node.name!r} is closed")
-        if timeout is not None and not math.isinf(timeout):
+        if timeout is not None and timeout != _INF:
             self._arm_sweep()
-        return rid
+        return p
 
     def _start_local(
         self, service: str, name: bytes, body: Any, future: Any, timeout: float | None
-    ) -> int:
+    ) -> Pending:
         svc = self.registry.service(name)
         if svc is None:
             raise NoProviderError(f"no node provides service {service!r}")
@@ -321,25 +310,41 @@ class Caller:
                 f"a blocking request() from the only worker of service {service!r} to"
                 " itself would never be served (give it more workers)"
             )
-        rid = self._add(future, None, service, self.node_id, timeout)
+        p = self._add(Pending(future, None, service, self.node_id, timeout))
         self.host.on_request(
-            None, _new_frame(Frame, (REQUEST, self.decoder.codec_id, name, rid, body))
+            None, _new_frame(Frame, (REQUEST, self.decoder.codec_id, name, p.rid, body))
         )
-        return rid
+        return p
 
     # -- answers ----------------------------------------------------------------------------
 
-    def on_answer(self, link: Any, frame: Frame) -> None:
-        """(I/O thread) A REPLY, REPLY_ERROR or PONG arrived on ``link``."""
-        p = self.table.pop(frame[3], link)
-        if p is None:
-            self.unmatched.incr()  # timed out, or never asked on this link
-            return
-        if frame[0] == REPLY and not self.decoder.allowed[frame[1]]:
-            self.decoder.refuse(link, frame[1], "a reply")
-            self._fail(p, CodecError(f"the reply to {p.service!r} came in a refused codec"))
-            return
-        self._deliver(p, frame[0], frame[1], frame[4])
+    def on_answers(self, link: Any, frames: list[Frame]) -> None:
+        """(I/O thread) REPLY, REPLY_ERROR and PONG frames of one read from ``link``:
+        blocking callers are woken one by one, futures go to the futures thread in one
+        batch."""
+        pop = self.table.pop
+        allowed = self.decoder.allowed
+        later: list[tuple[Pending, int, int, Any]] = []
+        for frame in frames:
+            p = pop(frame[3], link)
+            if p is None:
+                self.unmatched.incr()  # timed out, or never asked on this link
+                continue
+            if frame[0] == REPLY and not allowed[frame[1]]:
+                self.decoder.refuse(link, frame[1], "a reply")
+                exc = CodecError(f"the reply to {p.service!r} came in a refused codec")
+                if type(p.future) is Waiter:
+                    p.error = exc
+                    p.future.release()
+                else:
+                    later.append((p, _FAILED, 0, exc))
+            elif type(p.future) is Waiter:
+                p.answer = (frame[0], frame[1], frame[4])
+                p.future.release()
+            else:
+                later.append((p, frame[0], frame[1], frame[4]))
+        if later:
+            self._complete_later(later)
 
     def complete_local(self, rid: int, ftype: int, codec_id: int, body: Any) -> None:
         """(service worker) The answer to a request this node made to itself."""
@@ -354,15 +359,17 @@ class Caller:
 
     def _deliver(self, p: Pending, ftype: int, codec_id: int, body: Any) -> None:
         if type(p.future) is Waiter:
-            p.future.deliver(ftype, codec_id, body)
+            p.answer = (ftype, codec_id, body)
+            p.future.release()
         else:
-            self._complete_later(p, ftype, codec_id, body)
+            self._complete_later([(p, ftype, codec_id, body)])
 
     def _fail(self, p: Pending, exc: BaseException) -> None:
         if type(p.future) is Waiter:
-            p.future.fail(exc)
+            p.error = exc
+            p.future.release()
         else:
-            self._complete_later(p, _FAILED, 0, exc)
+            self._complete_later([(p, _FAILED, 0, exc)])
 
     def _outcome(self, service: str, ftype: int, codec_id: int, body: Any) -> Any:
         """(the waiting thread) The result of an answer, or raise its error."""
@@ -393,24 +400,10 @@ class Caller:
 
     # -- the futures thread -----------------------------------------------------------------
 
-    def _complete_later(self, p: Pending, ftype: int, codec_id: int, body: Any) -> None:
-        completer = self._completer
-        if completer is None:
-            with self._lock:
-                if self._completer is None:
-                    self._completer = Dispatcher(
-                        f"easymesh-{self.node_name}-futures",
-                        self._finish,
-                        workers=1,
-                        queue_size=1 << 30,
-                        queue_bytes=1 << 62,
-                        drop="newest",
-                        describe="request futures",
-                        on_discard=self._finish_abandoned,
-                    )
-                completer = self._completer
-        if not completer.put((p, ftype, codec_id, body), 0):
-            self._finish((p, ftype, codec_id, body))  # stopping: finish here
+    def _complete_later(self, batch: list[tuple[Pending, int, int, Any]]) -> None:
+        if not self._completer.put(batch):
+            for item in batch:  # stopping: finish here
+                self._finish(item)
 
     def _finish(self, item: tuple[Pending, int, int, Any]) -> None:
         p, ftype, codec_id, body = item
@@ -442,8 +435,7 @@ class Caller:
         ).start()
 
     def _on_completer_thread(self) -> bool:
-        c = self._completer
-        return c is not None and c.owns_current_thread()
+        return self._completer.owns_current_thread()
 
     # -- deadlines --------------------------------------------------------------------------
 
@@ -474,11 +466,8 @@ class Caller:
         self._closed = reason
         for p in self.table.take_where(lambda p: True):
             self._fail(p, reason)
-        with self._lock:
-            completer = self._completer
-        if completer is not None:
-            completer.begin_stop(drain=True)
-            completer.join(deadline)
+        self._completer.begin_stop()
+        self._completer.join(deadline)
 
     def owns_current_thread(self) -> bool:
         return self._on_completer_thread()

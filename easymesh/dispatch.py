@@ -8,7 +8,9 @@ other topics, services, heartbeats and the coordinator link go on.
 * Bounded: at most ``queue_size`` items and ``queue_bytes`` bytes wait. Past
   either bound the *oldest* waiting item is dropped and counted (the newest
   data is usually what a robot wants). ``drop='newest'`` refuses the new
-  item instead.
+  item instead, and in a batch every item after the first refused one too, so
+  that what :meth:`Dispatcher.put_many` accepts is always a prefix of the batch
+  (a service answers the rest at once).
 * Ordered: with one worker (the default for topics) items are handled in the
   order they arrived, so messages from one sender reach the callback in the
   order sent. With more workers they run concurrently, without order.
@@ -140,7 +142,7 @@ class Dispatcher:
 
     def put_many(self, items: Any) -> int:
         """Queue ``(item, nbytes)`` pairs, dropping per the policy; wakes the workers once.
-        Returns how many were queued. Queued items that ``stop()`` later discards go to
+        Returns how many were queued (with ``drop='newest'``: the first that many). Queued items that ``stop()`` later discards go to
         the ``on_discard`` hook (a service answers their callers)."""
         q = self._q
         with self._cond:
@@ -161,11 +163,15 @@ class Dispatcher:
                         self.on_put()
                     return len(items)
             accepted = 0
+            refusing = False
             for entry in items:
                 self.received += 1
-                if len(q) >= self.queue_size or self._bytes + entry[1] > self.queue_bytes:
-                    if self.drop_newest and q:  # an empty queue takes any one item
+                if refusing or (
+                    len(q) >= self.queue_size or self._bytes + entry[1] > self.queue_bytes
+                ):
+                    if self.drop_newest and (q or refusing):  # an empty queue takes one
                         self.dropped += 1
+                        refusing = True  # newer items of the batch go too: a prefix is kept
                         continue
                     while q and (
                         len(q) >= self.queue_size or self._bytes + entry[1] > self.queue_bytes

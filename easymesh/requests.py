@@ -37,16 +37,21 @@ __all__ = ["Pending", "RequestTable"]
 class Pending:
     """One request in flight."""
 
-    __slots__ = ("future", "link", "service", "node_id", "timeout")
+    __slots__ = ("future", "link", "service", "node_id", "timeout", "rid", "answer", "error")
 
     def __init__(
         self, future: Any, link: Any, service: str, node_id: str, timeout: float | None
     ) -> None:
-        self.future = future  #: a Waiter or a concurrent.futures.Future
+        #: a concurrent.futures.Future, or a held lock a blocking caller sleeps on: who
+        #: completes the request sets ``answer`` (or ``error``), then releases it
+        self.future = future
         self.link = link  #: the connection it went out on (None: this node itself)
         self.service = service
         self.node_id = node_id
         self.timeout = timeout
+        self.rid = 0  #: set by RequestTable.insert
+        self.answer: tuple[int, int, Any] | None = None  #: (frame type, codec id, body)
+        self.error: BaseException | None = None
 
     def __repr__(self) -> str:
         return f"<Pending {self.service!r} to {self.node_id}>"
@@ -76,14 +81,19 @@ class RequestTable:
     ) -> int:
         """Record a request about to be sent; its id. ``timeout`` (seconds, None or inf:
         none) starts its deadline. Raises TooManyRequests past ``max_in_flight``."""
+        return self.insert(Pending(future, link, service, node_id, timeout))
+
+    def insert(self, p: Pending) -> int:
+        """Record the request ``p`` (as :meth:`add`); its id, also set as ``p.rid``."""
         if len(self._pending) >= self.max_in_flight:
             raise TooManyRequests(
                 f"{len(self._pending)} requests are already waiting for an answer"
                 f" (max_in_flight={self.max_in_flight})"
             )
-        rid = next(self._ids)
-        self._pending[rid] = Pending(future, link, service, node_id, timeout)
-        if timeout is not None and not math.isinf(timeout):
+        p.rid = rid = next(self._ids)
+        self._pending[rid] = p
+        timeout = p.timeout
+        if timeout is not None and timeout != math.inf:
             with self._lock:
                 heapq.heappush(self._heap, (self._clock() + timeout, rid))
                 if len(self._heap) > 2 * len(self._pending) + 1024:

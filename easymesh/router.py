@@ -111,8 +111,8 @@ class Router:
         stall_timeout: float,
         decoder: Decoder,
         entry: Callable[[bytes], TopicEntry | None],
-        on_request: Callable[[Connection, Frame], None],
-        on_answer: Callable[[Connection, Frame], None],
+        on_requests: Callable[[Connection, list[Frame]], None],
+        on_answers: Callable[[Connection, list[Frame]], None],
         on_link_closed: Callable[[Connection, BaseException], None],
         shm: ShmHub | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -129,8 +129,8 @@ class Router:
         self._stall_timeout = stall_timeout
         self._allowed = decoder.allowed
         self._entry = entry
-        self._on_request = on_request
-        self._on_answer = on_answer
+        self._on_requests = on_requests
+        self._on_answers = on_answers
         self._on_link_closed = on_link_closed
         self._shm = shm if shm is not None and shm.enabled else None
         self._clock = clock
@@ -305,9 +305,13 @@ class Router:
     def _on_frames(self, conn: Connection, frames: list[Frame]) -> None:
         # Consecutive TOPIC frames of one topic (the usual batch) go to its entry in one
         # call; order within a topic is kept, and topics do not wait on each other.
+        # Requests and answers of one read go on in one call each (one hand-off to a
+        # service's workers, one to the futures thread), in the order they came.
         allowed = self._allowed
         last = b""
         items: list[tuple[Frame, int]] = []
+        requests: list[Frame] = []
+        answers: list[Frame] = []
         for f in frames:
             ftype = f[0]
             if f[1] == PICKLE_SHM_ID or ftype >= SHM_OFFER:
@@ -332,9 +336,9 @@ class Router:
                     allocator.tune()
                 items.append((f, n))
             elif ftype == REPLY or ftype == REPLY_ERROR or ftype == PONG:
-                self._on_answer(conn, f)
+                answers.append(f)
             elif ftype == REQUEST:
-                self._on_request(conn, f)
+                requests.append(f)
             elif ftype == PING:
                 answer_ping(conn, f)
             elif ftype == CONTROL:
@@ -348,6 +352,10 @@ class Router:
                 break  # what came before the ERROR is still delivered
         if items:
             self._deliver(last, items)
+        if requests:
+            self._on_requests(conn, requests)
+        if answers:
+            self._on_answers(conn, answers)
 
     def _shm_frame(self, conn: Connection, f: Frame) -> Frame | None:
         """A pickle-shm frame resolved into views, or None once an SHM_* frame was taken

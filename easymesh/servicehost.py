@@ -1,6 +1,7 @@
 """The service host: runs this node's service handlers and sends their replies.
 
-Requests arrive on the I/O thread (:meth:`ServiceHost.on_request`), which only
+Requests arrive on the I/O thread (:meth:`ServiceHost.on_requests`, one call per
+read, one wake-up of a service's workers per run of requests to it), which only
 queues them for the service's worker pool (or refuses them at once when the queue
 is full or the service is going: the caller always gets an answer). The worker
 decodes the request, runs the handler, encodes the result and writes the reply
@@ -28,7 +29,6 @@ from easymesh.protocol.codecs import (
     PICKLE_ID,
     PICKLE_SHM_ID,
     codec_for_id,
-    codec_id_of,
     codec_name,
 )
 from easymesh.protocol.frames import REPLY, REPLY_ERROR, Frame, encode_frame
@@ -72,31 +72,55 @@ class ServiceHost:
     # -- I/O thread ------------------------------------------------------------------------
 
     def on_request(self, link: Any, frame: Frame) -> None:
-        """(I/O thread; or the caller's thread for a request to ourselves, ``link=None``)"""
-        if not self.decoder.allowed[frame.codec]:
-            self.decoder.refuse(link, frame.codec, "a request")
-            self.reply_error(
-                link,
-                frame.request_id,
-                "refused",
-                "CodecRefused",
-                f"node {self.node_name!r} does not accept codec {codec_name(frame.codec)}"
-                f" (it accepts {', '.join(self.decoder.accepted())})",
-            )
-            return
-        svc = self.registry.service(frame.name)
-        if svc is None:
-            name = frame.name.decode("utf-8", "replace")
-            self.reply_error(
-                link,
-                frame.request_id,
-                "no-service",
-                "NoProviderError",
-                f"node {self.node_name!r} does not provide service {name!r}",
-            )
-            return
-        if not svc.dispatcher.put((frame, link), len(frame.body)):
-            self.refuse(svc, frame.request_id, link)
+        """(the caller's thread) A request this node makes to itself (``link=None``)."""
+        self.on_requests(link, [frame])
+
+    def on_requests(self, link: Any, frames: list[Frame]) -> None:
+        """(I/O thread) The requests of one read from ``link``, in order: each run of
+        requests to one service is queued with one call (one wake-up of its workers)."""
+        allowed = self.decoder.allowed
+        last = None
+        svc: ServiceEntry | None = None
+        batch: list[tuple[tuple[Frame, Any], int]] = []
+        for frame in frames:
+            if not allowed[frame[1]]:
+                self._refuse_codec(link, frame)
+                continue
+            if frame[2] != last:
+                if batch:
+                    self._queue(svc, batch, link)  # type: ignore[arg-type]
+                    batch = []
+                last = frame[2]
+                svc = self.registry.service(last)
+            if svc is None:
+                name = frame[2].decode("utf-8", "replace")
+                self.reply_error(
+                    link,
+                    frame[3],
+                    "no-service",
+                    "NoProviderError",
+                    f"node {self.node_name!r} does not provide service {name!r}",
+                )
+                continue
+            batch.append(((frame, link), len(frame[4])))
+        if batch:
+            self._queue(svc, batch, link)  # type: ignore[arg-type]
+
+    def _queue(self, svc: ServiceEntry, batch: list[Any], link: Any) -> None:
+        taken = svc.dispatcher.put_many(batch)
+        for (frame, _), _n in batch[taken:]:  # a prefix is taken: answer the rest now
+            self.refuse(svc, frame[3], link)
+
+    def _refuse_codec(self, link: Any, frame: Frame) -> None:
+        self.decoder.refuse(link, frame[1], "a request")
+        self.reply_error(
+            link,
+            frame[3],
+            "refused",
+            "CodecRefused",
+            f"node {self.node_name!r} does not accept codec {codec_name(frame[1])}"
+            f" (it accepts {', '.join(self.decoder.accepted())})",
+        )
 
     def refuse(self, svc: ServiceEntry, rid: int, link: Any) -> None:
         """A request the service's queue did not take (full, or the service is going)."""
@@ -161,7 +185,7 @@ class ServiceHost:
             msg = f"the result of service {svc.name!r} could not be encoded: {safe_str(exc)}"
             self.reply_error(link, rid, "encode", type(exc).__name__, msg)
             return
-        cid = codec_id_of(codec)
+        cid = req_cid  # the id of ``codec``
         if enc is not None:
             with enc:
                 self.shm.send(link, b"", PICKLE_SHM_ID, enc, rid, REPLY)  # type: ignore

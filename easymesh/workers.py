@@ -13,6 +13,7 @@ a wake-up for spinning, the service host's callbacks).
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -135,7 +136,7 @@ class ServiceEntry:
         self.handler = handler
         self.dispatcher = Dispatcher(
             thread_name,
-            lambda item: serve(self, item),
+            functools.partial(serve, self),  # no Python frame of its own per request
             workers=workers,
             queue_size=queue_size,
             queue_bytes=queue_bytes,

@@ -124,6 +124,8 @@ class IOLoop:
         with self._timer_lock:
             heapq.heappush(self._timers, (when, next(self._seq), timer))
             earlier = when < self._next_deadline
+            if earlier:
+                self._next_deadline = when  # the loop sleeps towards this one from now on
         if earlier and threading.get_ident() != self._ident:
             self._wake()
         return timer
@@ -163,12 +165,22 @@ class IOLoop:
         self._ident = threading.get_ident()
         select = self._selector.select
         calls = self._calls
+        monotonic = time.monotonic
+        inf = float("inf")
         try:
             while True:
-                self._run_calls(calls)
+                # The checks inline are the common case (nothing queued, no timer due):
+                # no Python call for it on every wake-up.
+                if calls or self._wake_pending:
+                    self._run_calls(calls)
                 if self._stopping:
                     break
-                timeout = self._run_timers()
+                now = monotonic()
+                next_deadline = self._next_deadline
+                if next_deadline <= now:
+                    timeout = self._run_timers()
+                else:
+                    timeout = None if next_deadline == inf else next_deadline - now
                 if calls:
                     timeout = 0.0
                 try:

@@ -111,7 +111,7 @@ def test_close_from_the_nodes_own_threads(node_factory: Any, where: str) -> None
     else:
         n._loop.call_soon(close)
     assert done.wait(WAIT)
-    thread = {"callback": "t-1", "handler": "s-1", "done-callback": "futures-1", "io-thread": "io"}
+    thread = {"callback": "t-1", "handler": "s-1", "done-callback": "futures", "io-thread": "io"}
     assert ran_on == [f"easymesh-closer-{thread[where]}"]
     assert took[0] < 5.0  # never waits for the thread it runs on
     assert n.closed

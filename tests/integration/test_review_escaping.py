@@ -52,20 +52,22 @@ def test_a_forged_no_service_reply_is_escaped(node_factory: Any) -> None:
     cli.wait_for_service("svc", timeout=10)
     # Replace the provider's answer: its host writes a REPLY_ERROR of our choosing.
     host = srv._host
-    real = host.on_request
+    real = host.on_requests
     sent = threading.Event()
 
-    def forge(link: Any, frame: Any) -> None:
-        if frame[0] == REQUEST and link is not None:
+    def forge(link: Any, frames: Any) -> None:
+        if link is None:
+            real(link, frames)
+            return
+        for frame in frames:
+            assert frame[0] == REQUEST
             body = msgpack.packb(["no-service", "NoProviderError", FORGED, ""])
             from easymesh.protocol.frames import encode_frame
 
             sent.set()  # before the reply leaves: the caller may raise at once
             link.send(encode_frame(REPLY_ERROR, b"", body, 0, frame[3]), 16 + len(body), False)
-            return
-        real(link, frame)
 
-    srv._p.router._on_request = forge
+    srv._p.router._on_requests = forge
     with pytest.raises(easymesh.NoProviderError) as info:
         cli.request("svc", 1, timeout=30)
     assert sent.is_set()

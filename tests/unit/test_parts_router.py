@@ -90,8 +90,8 @@ class RouterBench:
             stall_timeout=4.0,
             decoder=Decoder("pickle"),
             entry=lambda name: None,
-            on_request=lambda link, frame: None,
-            on_answer=lambda link, frame: None,
+            on_requests=lambda link, frames: None,
+            on_answers=lambda link, frames: None,
             on_link_closed=lambda link, exc: self.closed.append((link, exc)),
             clock=self.clock,
         )
