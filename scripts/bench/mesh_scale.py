@@ -79,6 +79,22 @@ class Warnings(logging.Handler):
             self.first.append(record.getMessage()[:200])
 
 
+def _gc_timer() -> list[float]:
+    """[CPU seconds the garbage collector ran] (each collection starts and ends on one thread)."""
+    import gc
+
+    total = [0.0, 0.0]
+
+    def on_gc(phase: str, _info: dict[str, Any]) -> None:
+        if phase == "start":
+            total[1] = time.thread_time()
+        else:
+            total[0] += time.thread_time() - total[1]
+
+    gc.callbacks.append(on_gc)
+    return total
+
+
 def worker(coordinator: str, count: int, prefix: str) -> int:
     import easymesh
 
@@ -87,10 +103,12 @@ def worker(coordinator: str, count: int, prefix: str) -> int:
     print("ready", flush=True)
     nodes: list[Any] = [None] * count
     errors: list[str] = []
+    gc_time = _gc_timer()
     line = sys.stdin.readline().split()
     if not line or line[0] != "go":
         return 1
     cpu0 = cpu_seconds()
+    gc_time[0] = 0.0
 
     def build(i: int) -> None:
         try:
@@ -105,6 +123,8 @@ def worker(coordinator: str, count: int, prefix: str) -> int:
         t.join(60)
     t_joined = now()
     cpu = cpu_seconds() - cpu0
+    if os.environ.get("MESH_SCALE_DEBUG"):
+        print(f"debug: gc {gc_time[0]:.3f} s of {cpu:.3f} s CPU during the join", file=sys.stderr)
     print(f"joined {t_joined} {len(errors)} {warnings.count} {cpu:.3f} "
           f"{json.dumps(errors[:1] + warnings.first[:1])}", flush=True)
     topic = sys.stdin.readline().split()[1]  # "watch <topic>"
@@ -124,11 +144,14 @@ def worker(coordinator: str, count: int, prefix: str) -> int:
     for t in watchers:
         t.start()
     print("watching", flush=True)
+    sys.stdin.readline()  # "mark": the change comes next (the waits are set up by now)
+    cpu1 = cpu_seconds()
     for t in watchers:
         t.join(30)
+    change_cpu = cpu_seconds() - cpu1
     missing = sum(1 for s in seen if not s)
     arrived = sorted(s for s in seen if s) or [0.0]
-    print(f"seen {max(seen)} {missing} {arrived[len(arrived) // 2]} {arrived[0]}", flush=True)
+    print(f"seen {max(seen)} {missing} {arrived[len(arrived) // 2]} {arrived[0]} {change_cpu:.3f}", flush=True)
     closers = [threading.Thread(target=n.close, args=(0.5,)) for n in nodes if n is not None]
     for t in closers:
         t.start()
@@ -206,9 +229,13 @@ def storm(nodes: int, procs: int, host: str, ns: str | None = None, address: str
             read_line(w, "watching", 30)
         time.sleep(1.0)  # every watcher thread is blocked in wait_for_listener by now
         sent2 = getattr(coord, "bytes_sent", None)
+        tell(workers, "mark")
+        time.sleep(0.1)  # each worker has read it
         t_change = now()
+        cpu2 = cpu_seconds()
         changer.listen(topic, lambda *_: None)
-        seen = [read_line(w, "seen", 40, 6) for w in workers]
+        seen = [read_line(w, "seen", 40, 7) for w in workers]
+        change_coord_cpu = cpu_seconds() - cpu2
         change_ms = (max(float(s[1]) for s in seen) - t_change) * 1000
         # the median of the workers' medians: about when half the nodes knew
         mids = sorted(float(s[3]) for s in seen)
@@ -225,6 +252,8 @@ def storm(nodes: int, procs: int, host: str, ns: str | None = None, address: str
                "warnings": worker_warnings + warnings.count,
                "join_cpu_s": {"coordinator": round(coord_cpu, 2), "workers": round(worker_cpu, 2)},
                "change_ms": round(change_ms, 1),
+               "change_cpu_s": {"coordinator": round(change_coord_cpu, 3),
+                                "workers": round(sum(float(s[5]) for s in seen), 3)},
                "change_half_ms": round(change_mid_ms, 1), "missing": missing, "first_problems": first + warnings.first[:1]}
         if sent0 is not None:
             out["bytes_per_join"] = round((sent1 - sent0) / nodes)
