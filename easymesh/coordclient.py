@@ -130,8 +130,7 @@ class CoordinatorClient:
                     last = exc
             if self._sockaddr is not None:
                 last = self._attempt(deadline - time.monotonic())
-                if self.welcomed:
-                    self.loop.call_later(self.heartbeat_interval, self._heartbeat)
+                if self.welcomed:  # (the heartbeat was armed by _welcomed)
                     return
             left = deadline - time.monotonic()
             if left <= 0:
@@ -236,7 +235,12 @@ class CoordinatorClient:
         conn.close(exc)
 
     def _welcomed(self) -> None:
-        if self.welcomed and self._reconnect.attempts > 0:
+        if not self.welcomed:
+            # Armed here, on the I/O thread, not by connect() once it wakes: a timer set
+            # from another thread with an earlier deadline wakes the loop just to re-read
+            # its timeout, one wake-up more per Node() in a join storm.
+            self.loop.call_later(self.heartbeat_interval, self._heartbeat)
+        elif self._reconnect.attempts > 0:
             log.warning(
                 "node %s: registered again with the coordinator at %s",
                 printable(self.node_name),
