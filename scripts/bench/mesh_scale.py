@@ -30,6 +30,12 @@ topology bytes the coordinator sent during the storm (``Coordinator.bytes_sent``
 and diffs) / N. Then every node waits in ``wait_for_listener(topic)`` and a separate node
 starts listening to that topic at t2; each waiting node records when it learned of it;
 change time = the last arrival - t2 (``bytes/change``: what the coordinator sent for it).
+CPU figures are user+system seconds of the processes (less noisy than wall time on a
+shared machine): during the join; while the change propagates (``change_cpu_s``: from a
+"mark" sent once every wait is set up until the last waiter returned); and at rest
+between the two (``idle_cpu_us_per_node_s``: heartbeats, the background a change competes
+with). ``MESH_SCALE_DEBUG=1`` also prints per worker when its first, median and last node
+learned of the change, and the garbage collector's CPU during the join.
 
 The netns storm: 10 namespaces ``emscale<pid>-0..9`` with 100 nodes each, plus one for
 the coordinator, on a bridge in an 11th (10.201.0.0/24, veth pairs); every link is TCP.
@@ -79,6 +85,22 @@ class Warnings(logging.Handler):
             self.first.append(record.getMessage()[:200])
 
 
+def _gc_timer() -> list[float]:
+    """[CPU seconds the garbage collector ran] (each collection starts and ends on one thread)."""
+    import gc
+
+    total = [0.0, 0.0]
+
+    def on_gc(phase: str, _info: dict[str, Any]) -> None:
+        if phase == "start":
+            total[1] = time.thread_time()
+        else:
+            total[0] += time.thread_time() - total[1]
+
+    gc.callbacks.append(on_gc)
+    return total
+
+
 def worker(coordinator: str, count: int, prefix: str) -> int:
     import easymesh
 
@@ -87,10 +109,12 @@ def worker(coordinator: str, count: int, prefix: str) -> int:
     print("ready", flush=True)
     nodes: list[Any] = [None] * count
     errors: list[str] = []
+    gc_time = _gc_timer()
     line = sys.stdin.readline().split()
     if not line or line[0] != "go":
         return 1
     cpu0 = cpu_seconds()
+    gc_time[0] = 0.0
 
     def build(i: int) -> None:
         try:
@@ -105,9 +129,13 @@ def worker(coordinator: str, count: int, prefix: str) -> int:
         t.join(60)
     t_joined = now()
     cpu = cpu_seconds() - cpu0
+    if os.environ.get("MESH_SCALE_DEBUG"):
+        print(f"debug: gc {gc_time[0]:.3f} s of {cpu:.3f} s CPU during the join", file=sys.stderr)
     print(f"joined {t_joined} {len(errors)} {warnings.count} {cpu:.3f} "
           f"{json.dumps(errors[:1] + warnings.first[:1])}", flush=True)
-    topic = sys.stdin.readline().split()[1]  # "watch <topic>"
+    cpu_idle0 = cpu_seconds()
+    topic = sys.stdin.readline().split()[1]  # "watch <topic>" (after the bench's 1 s pause)
+    idle_s, idle_cpu = now() - t_joined, cpu_seconds() - cpu_idle0
     seen = [0.0] * count
 
     def watch(i: int) -> None:
@@ -124,11 +152,16 @@ def worker(coordinator: str, count: int, prefix: str) -> int:
     for t in watchers:
         t.start()
     print("watching", flush=True)
+    sys.stdin.readline()  # "mark": the change comes next (the waits are set up by now)
+    cpu1 = cpu_seconds()
     for t in watchers:
         t.join(30)
+    change_cpu = cpu_seconds() - cpu1
     missing = sum(1 for s in seen if not s)
     arrived = sorted(s for s in seen if s) or [0.0]
-    print(f"seen {max(seen)} {missing} {arrived[len(arrived) // 2]} {arrived[0]}", flush=True)
+    idle = idle_cpu / idle_s / max(1, count) * 1e6  # us of CPU per node per second
+    print(f"seen {max(seen)} {missing} {arrived[len(arrived) // 2]} {arrived[0]} {change_cpu:.3f} {idle:.0f}",
+          flush=True)
     closers = [threading.Thread(target=n.close, args=(0.5,)) for n in nodes if n is not None]
     for t in closers:
         t.start()
@@ -206,9 +239,13 @@ def storm(nodes: int, procs: int, host: str, ns: str | None = None, address: str
             read_line(w, "watching", 30)
         time.sleep(1.0)  # every watcher thread is blocked in wait_for_listener by now
         sent2 = getattr(coord, "bytes_sent", None)
+        tell(workers, "mark")
+        time.sleep(0.1)  # each worker has read it
         t_change = now()
+        cpu2 = cpu_seconds()
         changer.listen(topic, lambda *_: None)
-        seen = [read_line(w, "seen", 40, 6) for w in workers]
+        seen = [read_line(w, "seen", 40, 8) for w in workers]
+        change_coord_cpu = cpu_seconds() - cpu2
         change_ms = (max(float(s[1]) for s in seen) - t_change) * 1000
         # the median of the workers' medians: about when half the nodes knew
         mids = sorted(float(s[3]) for s in seen)
@@ -225,6 +262,10 @@ def storm(nodes: int, procs: int, host: str, ns: str | None = None, address: str
                "warnings": worker_warnings + warnings.count,
                "join_cpu_s": {"coordinator": round(coord_cpu, 2), "workers": round(worker_cpu, 2)},
                "change_ms": round(change_ms, 1),
+               "change_cpu_s": {"coordinator": round(change_coord_cpu, 3),
+                                "workers": round(sum(float(s[5]) for s in seen), 3)},
+               # the mesh at rest (heartbeats) between the join and the change
+               "idle_cpu_us_per_node_s": round(statistics.mean(float(s[6]) for s in seen)),
                "change_half_ms": round(change_mid_ms, 1), "missing": missing, "first_problems": first + warnings.first[:1]}
         if sent0 is not None:
             out["bytes_per_join"] = round((sent1 - sent0) / nodes)
@@ -310,15 +351,18 @@ def against(address: str, nodes: int, procs: int, reps: int) -> int:
 
 def markdown(res: dict[str, Any]) -> str:
     rows = ["| storm | load before | join (s) | CPU s (workers + coordinator) | warnings/errors "
-            "| bytes/join | new listener reaches half / all (ms) | bytes/change | missing |",
-            "|---|---|---|---|---|---|---|---|---|"]
+            "| bytes/join | new listener reaches half / all (ms) | change CPU s (workers + coordinator) "
+            "| at rest, us CPU per node per s | bytes/change | missing |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in res["storms"] + ([res["netns"]] if "join_s" in res.get("netns", {}) else []):
         where = "10 netns, TCP" if r is res.get("netns") else "loopback"
         cpu = r["join_cpu_s"]
         rows.append(f"| {r['nodes']} nodes, {r['procs']} procs, {where} | {r['load_1min_before']:.1f} "
                     f"| {r['join_s']} | {cpu['workers']} + {cpu['coordinator']} "
                     f"| {r['warnings']}/{r['errors']} | {r.get('bytes_per_join', 'n/a')} "
-                    f"| {r['change_half_ms']} / {r['change_ms']} | {r.get('bytes_per_change', 'n/a')} "
+                    f"| {r['change_half_ms']} / {r['change_ms']} "
+                    f"| {r['change_cpu_s']['workers']} + {r['change_cpu_s']['coordinator']} "
+                    f"| {r['idle_cpu_us_per_node_s']} | {r.get('bytes_per_change', 'n/a')} "
                     f"| {r['missing']} |")
     return "\n".join(rows) + "\n"
 
