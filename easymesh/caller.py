@@ -8,12 +8,14 @@ Path of a request, counted in thread hand-offs (each costs tens of µs here):
   request went out on (a peer cannot answer what it was not asked) — and hands the
   *undecoded* answer on:
 
-  - to a blocking ``request()``: by releasing the :class:`Waiter` it sleeps on; the
-    caller's own thread decodes the answer (one hand-off, no user code — a custom
-    codec's ``decode`` is user code — on the I/O thread);
+  - to a blocking ``request()``: by setting the entry's ``answer`` and releasing the
+    plain lock the caller sleeps on; the caller's own thread decodes the answer (one
+    hand-off, no user code — a custom codec's ``decode`` is user code — on the I/O
+    thread);
   - to a ``request_future()``: through the node's futures thread
-    (``easymesh-<node>-futures``), which decodes and completes the Future, so that
-    done-callbacks run there and never on the I/O thread. ``result()`` called on that
+    (``easymesh-<node>-futures``, :mod:`easymesh.completer`), which decodes and
+    completes the Future, so that done-callbacks run there and never on the I/O
+    thread. The answers of one read go over as one batch. ``result()`` called on that
     very thread for a future it has not completed yet raises WouldDeadlock at once.
 
 Timeouts: ``timeout=None`` means the node's ``request_timeout``; ``math.inf`` waits
