@@ -44,6 +44,9 @@ class LatchStore:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._values: dict[str, _Latched] = {}
+        #: The latched topics, for a lock-free ``topic in store.topics`` on the send path
+        #: (a dict changed in place under the lock; read it, never write it).
+        self.topics: Mapping[str, object] = self._values
 
     def __contains__(self, topic: object) -> bool:
         return topic in self._values

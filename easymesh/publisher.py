@@ -86,6 +86,9 @@ class Publisher:
         # Bodies at least this large are checked against the limit and tune malloc.
         self._large = min(allocator.LARGE_MESSAGE, max_message_size + 1)
         self.latches = LatchStore()
+        self._latched = self.latches.topics
+        #: topics the registry has as published (a memo: asked on every send)
+        self._announced: set[str] = set()
         self.sent = Counter()
         self.no_listener = Counter()
         self.dropped = Counter()
@@ -93,9 +96,11 @@ class Publisher:
         self._hold_lock = threading.Lock()
 
     def send(self, topic: str, data: Any, latch: bool) -> None:
-        if not self.registry.is_published(topic):
+        # The hot path: lock-free lookups in C, no Python call before send_encoded that a
+        # message to known listeners does not need.
+        if topic not in self._announced:
             self._first_send(topic)
-        if latch or (self.latches and topic in self.latches):
+        if latch or topic in self._latched:
             self._send_latched(topic, data)  # a latched topic keeps its newest value
             return
         nodes = self.view.listeners(topic)
@@ -109,7 +114,11 @@ class Publisher:
                 return
         shm = self.shm
         if shm is None or not shm.ready:
-            self.send_encoded(topic, nodes, self.decoder.codec_id, self._encode(topic, data))
+            try:
+                body = self.decoder.encode(data)
+            except Exception as exc:
+                raise CodecError(f"cannot encode data for topic {topic!r}: {exc}") from exc
+            self.send_encoded(topic, nodes, self.decoder.codec_id, body)
             return
         try:
             body = shm.inband(data)  # None: data holds a large buffer
@@ -131,6 +140,8 @@ class Publisher:
     def _first_send(self, topic: str) -> None:
         self.registry.publish(topic)
         self.view.want_topic(topic)
+        if self.registry.is_published(topic):  # not past the registry's bound
+            self._announced.add(topic)
 
     def _send_shm(self, shm: ShmHub, topic: str, nodes: Any, data: Any) -> None:
         """One message to the chosen receivers: pickle-shm where the link accepts it (one
