@@ -340,6 +340,9 @@ class Router:
             elif ftype == REQUEST:
                 requests.append(f)
             elif ftype == PING:
+                if requests:  # immediate error replies to earlier requests go out first
+                    self._on_requests(conn, requests)
+                    requests = []
                 answer_ping(conn, f)
             elif ftype == CONTROL:
                 self._on_control(conn, f)
