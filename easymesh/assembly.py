@@ -92,7 +92,7 @@ class Settings:
     socket_dir: str | None
     transport: str
     watch: str = "needed"  # or "all"
-    shm: bool = False
+    shm: bool = True
     shm_threshold: int = 64 * 1024
     shm_pool_size: int = 256 * 1024 * 1024
 

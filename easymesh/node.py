@@ -87,8 +87,9 @@ class Node:
     ``shm``: send large buffers (numpy arrays, bytes... of at least ``shm_threshold``, 64 KiB)
     to peers on this host through shared memory: written once, received without a copy as
     read-only views (README, "Large messages"). Silently the socket path on TCP links, other
-    OSes, a codec other than pickle, or ``shm=False`` (the default for now: opt in).
-    ``shm_pool_size``: the bound (256 MiB).
+    OSes, a codec other than pickle, or ``shm=False``. On by default: small messages cost the
+    same (a link carries one 16-byte offer), large ones are written once instead of through
+    each socket. ``shm_pool_size``: the bound (256 MiB).
 
     Raises CoordinatorUnavailable (not reachable within ``connect_timeout``),
     AuthenticationError (wrong or missing key), ValueError/TypeError (bad arguments).
@@ -115,7 +116,7 @@ class Node:
         socket_dir: str | None = None,
         transport: str = "auto",
         watch: str = "needed",
-        shm: bool = False,
+        shm: bool = True,
         shm_threshold: int = 64 * 1024,
         shm_pool_size: int = 256 * 1024 * 1024,
     ) -> None:

@@ -16,7 +16,9 @@ that does not finish in time, or a peer that goes away during the handshake
 closes the connection and is logged once, with the peer's address (for a Unix
 socket: the peer's pid and uid). Until the handshake is done the decoder reads
 into a small buffer and accepts only handshake frames, so an unauthenticated
-peer costs little memory and nothing it sends is decoded.
+peer costs little memory and nothing it sends is decoded. A write that fails (EPIPE: the
+peer closed) loses nothing the peer sent first: a Unix socket keeps it readable, so it is read
+and delivered (up to ``DRAIN_LIMIT`` bytes) before the link closes.
 
 Descriptors. A Unix link built with ``carry_fds`` reads with ``recvmsg_into`` and queues the
 fds that arrive (``fdq``, stream order) before decoding that read's frames (see
@@ -77,12 +79,13 @@ CONNECTING, HANDSHAKE, OPEN, CLOSED = "connecting", "handshake", "open", "closed
 DEFAULT_STALL_TIMEOUT = DEFAULT_HEARTBEAT_INTERVAL * HEARTBEAT_TIMEOUT_FACTOR
 #: Seconds close_when_flushed() waits for the last frames to leave.
 LINGER_LIMIT = 2.0
+#: Bytes read at most from a peer that closed, after a write to it failed (see Reading).
+DRAIN_LIMIT = 64 * 1024 * 1024
 
 
 class Connection:
     """One stream to a peer (TCP or Unix): construct it, then :meth:`start_connect` or
-    :meth:`start_server` on the I/O thread. ``stall_timeout``: seconds a partial frame
-    may go without a byte before the link is closed (0: never)."""
+    :meth:`start_server` on the I/O thread. ``stall_timeout``: see Stalls (0: never)."""
 
     def __init__(
         self,
@@ -252,8 +255,6 @@ class Connection:
         self._hs_out = self._hs.start()
         self._write_handshake()
 
-    # -- sending (any thread) ----------------------------------------------------------------
-
     # -- I/O thread --------------------------------------------------------------------------
 
     def _want_write(self) -> None:
@@ -286,14 +287,18 @@ class Connection:
         self.loop.modify(sock, events, self._on_event)
 
     def _outbox_failed(self, exc: BaseException) -> None:
-        """(I/O thread) A write failed, or the peer stopped reading past the bound."""
+        """(I/O thread) The peer stopped reading past the bound, or a write failed: the peer
+        is gone, but what it sent before is still readable, and is delivered first (Reading)."""
         if exc is self._outbox.failure and self.state != CLOSED:
             log.warning("easymesh: %s", exc)
+        end, last = self.bytes_in + DRAIN_LIMIT, -1
+        while exc is not self._outbox.failure and self.state == OPEN and last < self.bytes_in < end:
+            last = self.bytes_in
+            self._read()
         self._fail(exc)
 
     def _flush(self) -> None:
-        """(I/O thread) The socket is writable: write the queue; stop watching for
-        writability once it is empty."""
+        """(I/O thread) Write the queue; stop watching for writability once it is empty."""
         sock = self.sock
         if sock is None or not self._outbox.flush():
             return  # still full (or failed); write interest stays registered
@@ -348,8 +353,7 @@ class Connection:
                 self.on_frames(self, frames)
 
     def _check_stall(self) -> None:
-        """(I/O thread, timer) Close the link if a partial frame has had no byte for
-        ``stall_timeout`` seconds; otherwise look again when it could have."""
+        """(I/O thread, timer) Close the link if a partial frame stalled (see Stalls)."""
         self._stall_timer = None
         if self.state != OPEN:
             return
@@ -446,8 +450,7 @@ class Connection:
             self.loop.call_soon(self._fail, reason)
 
     def close_when_flushed(self, reason: BaseException) -> None:
-        """(I/O thread) Close once what is queued has been written (at most
-        ``LINGER_LIMIT`` seconds from now); what the peer sends meanwhile is ignored."""
+        """(I/O thread) Close once the queue left (``LINGER_LIMIT`` s at most); see Refusing."""
         if self.state == CLOSED:
             return
         self._linger = reason
@@ -487,8 +490,7 @@ class Connection:
                 log.exception("easymesh: on_close handler failed")
 
     def describe(self) -> str:
-        """Who is at the other end, for log lines: 'connection from 10.0.0.7:50112',
-        'connection to coordinator at 10.0.0.1:6374'."""
+        """Who is at the other end, for log lines ('connection from 10.0.0.7:50112')."""
         return describe_link(printable(self.label), self.is_client, self.peer_address)
 
     def __repr__(self) -> str:

@@ -25,7 +25,8 @@ The bound (``max_pending`` bytes) holds against any peer, for every kind of fram
   not enough, the new droppable frame is itself refused: ``send`` returns False and
   the *caller* counts it (counting it here too counted it twice in ``Node.stats()``);
 * must-deliver frames (requests, replies, pongs, control): they cannot be dropped, so
-  a peer that stops reading while they pile up past the bound is *disconnected*:
+  a peer that stops reading while they pile up past the bound is *disconnected* (a frame
+  partly written does not count: one larger than the bound must not doom the next PONG):
   ``send`` returns False, ``failure`` holds a ConnectionLost that says why, and the
   owner's ``on_fail`` closes the link from the I/O thread, which fails the requests
   waiting on it with that error. (Before this, such frames were queued without
@@ -194,8 +195,10 @@ class Outbox:
             if self.nbytes + nbytes > bound:
                 if droppable:
                     return False  # refused: the caller sees False and counts it
-                self._overflow(nbytes)
-                return False
+                # a frame partly written is leaving: only what waits behind it counts
+                if self.nbytes - (out[0][1] if self.head_sent else 0) + nbytes > bound:
+                    self._overflow(nbytes)
+                    return False
         out.append([buffers, nbytes, droppable])
         self.nbytes += nbytes
         self.frames_out += 1

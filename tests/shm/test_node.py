@@ -88,6 +88,24 @@ def test_arrays_and_bytes_arrive_as_read_only_views_of_shared_memory(node_factor
     assert released(tx)  # the last reference went: every block came back
 
 
+def test_shared_memory_is_the_default(node_factory: Any) -> None:
+    """Nodes built without ``shm``: a large array to a same-host peer takes shared memory."""
+    rx = node_factory("rx")
+    got = Collector()
+    rx.listen("frames", got)
+    tx = node_factory("tx")
+    assert shm(tx)["enabled"] and shm(rx)["enabled"]
+    tx.wait_for_listener("frames", WAIT)
+    linked(tx, "frames", [got])
+    frame = np.arange(MB, dtype=np.uint8)
+    tx.send("frames", frame)
+    (a,) = got.wait_for(1, WAIT)
+    assert (a == frame).all() and in_shared_memory(a) and shm(tx)["sent"] == 1
+    del a
+    got.items.clear()
+    assert released(tx)
+
+
 def test_small_messages_and_a_loan(node_factory: Any) -> None:
     rx = node_factory("rx", shm=True)
     got = Collector()
