@@ -286,7 +286,8 @@ class ShmHub:
         """(requests, replies) ``(body, None)`` with ``encode(data)``'s ordinary body, or
         ``(None, Encoded)`` when ``conn`` takes shared memory and ``data`` holds a large buffer
         (send it with :meth:`send`, then ``close()`` it)."""
-        if not self.ready or conn is None or not self.accepts(conn):
+        st = self._links.get(conn) if self.ready else None
+        if st is None or not st.offered:  # (accepts(), inline: this runs per request)
             return encode(data), None
         body = self.inband(data)
         return (body, None) if body is not None else (None, self.encode(data))

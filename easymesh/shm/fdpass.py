@@ -30,6 +30,12 @@ from easymesh.errors import ProtocolError
 MAX_FDS_PER_READ = 4
 _FD_SIZE = array.array("i").itemsize
 _ANC_SPACE = socket.CMSG_SPACE(MAX_FDS_PER_READ * _FD_SIZE)
+# Plain ints: socket.MSG_* are IntFlag members, whose | and & run Python code (enum), a
+# cost paid on every read of every same-host link.
+_CLOEXEC = int(socket.MSG_CMSG_CLOEXEC)
+_CTRUNC = int(socket.MSG_CTRUNC)
+_SOL_SOCKET = int(socket.SOL_SOCKET)
+_SCM_RIGHTS = int(socket.SCM_RIGHTS)
 
 
 def send_with_fds(sock: socket.socket, buffers: Sequence[Any], fds: Sequence[int]) -> int:
@@ -43,13 +49,15 @@ def recv_into_with_fds(sock: socket.socket, buffer: Any, flags: int = 0) -> tupl
     """``recvmsg_into`` one buffer; returns (bytes read, fds received, close-on-exec).
     ProtocolError if ancillary data was truncated (the fds that did arrive are closed);
     what ``recvmsg_into`` raises otherwise (BlockingIOError with ``MSG_DONTWAIT``)."""
-    n, anc, flags, _addr = sock.recvmsg_into([buffer], _ANC_SPACE, socket.MSG_CMSG_CLOEXEC | flags)
+    n, anc, flags, _addr = sock.recvmsg_into([buffer], _ANC_SPACE, _CLOEXEC | int(flags))
+    if not anc and not flags & _CTRUNC:
+        return n, []  # the usual read: bytes only
     fds: list[int] = []
     for level, kind, data in anc:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+        if level == _SOL_SOCKET and kind == _SCM_RIGHTS:
             usable = len(data) - len(data) % _FD_SIZE
             fds.extend(array.array("i", data[:usable]))
-    if flags & socket.MSG_CTRUNC:
+    if flags & _CTRUNC:
         close_all(fds)
         raise ProtocolError("peer sent more descriptors than one read accepts")
     return n, fds
