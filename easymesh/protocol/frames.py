@@ -51,8 +51,12 @@ buffer (:meth:`FrameDecoder.get_buffer`) that is the body's own storage once a
 header announcing a large body has been read, so ``recv_into`` writes the
 payload straight into the object given to the codec.
 
-Body storage grows with what has arrived, never with what was announced: a
-body's first storage holds ``BODY_STEP`` bytes or ``BODY_GROWTH`` times what
+A frame larger than the read buffer but not than ``max_buffer`` (``READ_BUFFER_SIZE``)
+makes the read buffer grow to ``max_buffer`` at once: a 100 kB message is then read
+with others in one ``recv_into`` and parsed in place, instead of taking two or three
+reads of its own (a link's read buffer may reach that size anyway; a stalled partial
+frame is closed by the link's owner). Larger bodies get storage of their own, which
+grows with what has arrived, never with what was announced: a body's first storage holds ``BODY_STEP`` bytes or ``BODY_GROWTH`` times what
 came with the header, whichever is more (never more than the body); when it is
 full it is replaced by one ``BODY_GROWTH`` times larger (the bytes so far are
 copied once), up to ``BODY_CHUNK``; bodies larger than that are received in
@@ -359,6 +363,28 @@ class FrameDecoder:
         self._big_chunks = []
         return frame
 
+    def _outgrown(self, total: int, ftype: int, codec: int, nlen: int, blen: int, rid: int) -> None:
+        """The frame at ``_start`` is larger than the read buffer. Up to ``max_buffer``
+        the buffer grows to hold it (what waits is moved once), and reads go on into it,
+        several such frames per read; a larger one, whose header and name are in, gets
+        dedicated body storage that reads fill directly."""
+        if total <= self.max_buffer:
+            self._resize(self.max_buffer)
+            return
+        buf, end = self._buf, self._end
+        p = self._start + HEADER_SIZE
+        self._big_head = (ftype, codec, rid)
+        self._big_name = bytes(buf[p : p + nlen])
+        self._big_chunks = []
+        self._big_left = blen
+        have = end - p - nlen
+        self._new_chunk(have)
+        if have:
+            cur = self._big_cur
+            cur[0:have] = buf[p + nlen : end]  # type: ignore[index]
+            self.buffer_updated(have)
+        self._start = self._end = 0
+
     def _compact(self) -> None:
         start, end = self._start, self._end
         if start:
@@ -397,20 +423,9 @@ class FrameDecoder:
                 raise self._fail(ProtocolError(f"frame name of {nlen} bytes exceeds the limit of {max_name}"))
             total = HEADER_SIZE + nlen + blen
             if end - start < total:
-                if total > len(buf) and end - start >= HEADER_SIZE + nlen:
-                    # Large frame: move its body into dedicated storage.
-                    p = start + HEADER_SIZE
-                    self._big_head = (ftype, codec, rid)
-                    self._big_name = bytes(buf[p : p + nlen])
-                    self._big_chunks = []
-                    self._big_left = blen
-                    have = end - p - nlen
-                    self._new_chunk(have)
-                    if have:
-                        cur = self._big_cur
-                        cur[0:have] = buf[p + nlen : end]  # type: ignore[index]
-                        self.buffer_updated(have)
-                    self._start = self._end = 0
+                if total > len(buf) and (total <= self.max_buffer or end - start >= HEADER_SIZE + nlen):
+                    self._start = start
+                    self._outgrown(total, ftype, codec, nlen, blen, rid)
                     return out
                 break
             p = start + HEADER_SIZE

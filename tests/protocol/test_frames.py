@@ -97,6 +97,31 @@ def test_large_body_is_received_into_its_own_storage():
     assert f.body == body
 
 
+def test_frames_up_to_the_read_buffer_limit_grow_the_read_buffer_once():
+    """100 kB messages on a link whose read buffer is still small: the buffer grows to
+    max_buffer at the first one (no more: a header costs at most that), and from then on
+    one read takes several such frames whole, parsed in place."""
+    bodies = [os.urandom(100_000) for _ in range(5)]
+    data = b"".join(frame_bytes(F.TOPIC, b"t", b, 1) for b in bodies)
+    d = FrameDecoder(buffer_size=F.HANDSHAKE_BUFFER_SIZE, max_name=F.HANDSHAKE_MAX_NAME)
+    d.set_limits(1 << 28, F.SESSION_TYPES)
+    d.feed(data[: F.HEADER_SIZE + 1])
+    assert d.frames() == [] and d.partial
+    assert len(d.get_buffer().obj) == F.READ_BUFFER_SIZE  # grown once, to the limit only
+    got, reads, rest = [], 0, memoryview(data)[F.HEADER_SIZE + 1 :]
+    while rest.nbytes:
+        buf = d.get_buffer()
+        assert len(buf.obj) <= F.READ_BUFFER_SIZE
+        n = min(buf.nbytes, rest.nbytes)
+        buf[:n] = rest[:n]
+        d.buffer_updated(n)
+        rest = rest[n:]
+        reads += 1
+        got += d.frames()
+    assert [f.body for f in got] == bodies
+    assert reads <= 3  # 500 kB in reads of up to 256 kB, not two or three reads per frame
+
+
 def test_large_body_storage_grows_with_what_arrived():
     """A header alone costs BODY_STEP bytes of storage, not the announced size; the
     storage then grows by BODY_GROWTH as bytes arrive, and the body is intact."""
