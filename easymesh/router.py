@@ -351,8 +351,22 @@ class Router:
                 log.warning(
                     "node %s: %s closed the link: %s", printable(self.node_name), conn.label, reason
                 )
+                # What came before the ERROR is still delivered, and before the close: it
+                # fails what waits on the link, answers read with the ERROR included.
+                self._flush_read(conn, last, items, requests, answers)
                 conn.close(ConnectionLost(reason))
-                break  # what came before the ERROR is still delivered
+                return
+        self._flush_read(conn, last, items, requests, answers)
+
+    def _flush_read(
+        self,
+        conn: Connection,
+        last: bytes,
+        items: list[tuple[Frame, int]],
+        requests: list[Frame],
+        answers: list[Frame],
+    ) -> None:
+        """Hand on what :meth:`_on_frames` gathered from one read."""
         if items:
             self._deliver(last, items)
         if requests:
