@@ -273,10 +273,15 @@ class Caller:
                     f"cannot reach node {node.name!r} ({node.id}) providing {service!r}"
                 )
             p = Pending(future, link, service, node.id, timeout)
-            rid = self.table.insert(p)
-            if self._closed is not None:  # see _add()
-                self.table.discard(rid)
-                raise NodeClosed(str(self._closed))
+            try:
+                rid = self.table.insert(p)  # TooManyRequests
+                if self._closed is not None:  # see _add()
+                    self.table.discard(rid)
+                    raise NodeClosed(str(self._closed))
+            except BaseException:
+                if enc is not None:
+                    enc.close()  # its blocks in the pool: nothing else gives them back
+                raise
             if enc is not None:
                 with enc:
                     ok = self.shm.send(link, name, PICKLE_SHM_ID, enc, rid, REQUEST)  # type: ignore
