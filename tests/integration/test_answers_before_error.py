@@ -1,24 +1,27 @@
-"""Answers that arrive in the same read as the peer's ERROR frame still complete their
+"""Answers that arrive in the same read as a frame that closes the link still complete their
 requests.
 
 The router gathers the answers of one read and hands them on after the loop over its
-frames; an ERROR frame closes the link inside that loop, which fails every request still
-waiting on it. Answers read *before* the ERROR must be delivered first (the guarantee: what
-came before the ERROR is delivered), not be failed with the ERROR's reason and then dropped
-as unmatched.
+frames; a frame that closes the link inside that loop (the peer's ERROR, or a bad
+shared-memory or control frame from it) fails every request still waiting on the link.
+Answers read *before* that frame must be delivered first (what came before is delivered),
+not be failed with the link's end and then dropped as unmatched.
 
 Deterministic: the caller's I/O thread is held (a call queued on it waits for an event)
-while the provider replies and then, answering a bad frame we send it, sends its ERROR and
-closes; both frames wait in the caller's socket and are read together once it is released.
+while the provider replies and then sends the frame that ends the link; both wait in the
+caller's socket and are read together once it is released.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 import easymesh
-from easymesh.protocol.frames import frame_bytes
+from easymesh.protocol.frames import CONTROL, SHM_ARENA, frame_bytes
 from tests.integration.helpers import wait_until
 
 WAIT = 20.0
@@ -32,7 +35,33 @@ def _link_from(node: easymesh.Node, name: str) -> dict[str, Any] | None:
     return None
 
 
-def test_a_reply_read_with_an_error_frame_completes_its_request(coordinator: Any) -> None:
+def _their_error(srv: easymesh.Node, cli: easymesh.Node) -> None:
+    """We send a frame of no known type: the provider answers with ERROR and closes."""
+    bad = frame_bytes(BAD_TYPE, b"", b"x")
+    assert cli._router.links[srv.id].send([bad], len(bad), False)
+    assert wait_until(lambda: _link_from(srv, "caller") is None, timeout=WAIT)
+
+
+def _from_provider(frame: bytes) -> Callable[[easymesh.Node, easymesh.Node], None]:
+    def send(srv: easymesh.Node, cli: easymesh.Node) -> None:
+        (conn,) = [c for c in list(srv._router._conns) if c.peer_id == cli.id]
+        assert conn.send([frame], len(frame), False)
+
+    return send
+
+
+@pytest.mark.parametrize(
+    "ender",
+    [
+        _their_error,
+        _from_provider(frame_bytes(SHM_ARENA, b"", b"not an arena")),
+        _from_provider(frame_bytes(CONTROL, b"\xff", b"\xc1")),
+    ],
+    ids=["their-error", "bad-shm-frame", "bad-control-frame"],
+)
+def test_a_reply_read_with_a_frame_that_ends_the_link_completes_its_request(
+    coordinator: Any, ender: Callable[[easymesh.Node, easymesh.Node], None]
+) -> None:
     with (
         easymesh.Node("provider", coordinator=coordinator.address, connect_timeout=15) as srv,
         easymesh.Node("caller", coordinator=coordinator.address, connect_timeout=15) as cli,
@@ -40,7 +69,6 @@ def test_a_reply_read_with_an_error_frame_completes_its_request(coordinator: Any
         srv.add_service("echo", lambda x: x)
         cli.wait_for_service("echo", timeout=WAIT)
         assert cli.request("echo", 1, timeout=WAIT) == 1  # the link is open
-        link = cli._router.links[srv.id]
         entered, release = threading.Event(), threading.Event()
 
         def hold() -> None:
@@ -57,9 +85,8 @@ def test_a_reply_read_with_an_error_frame_completes_its_request(coordinator: Any
                 lambda: (_link_from(srv, "caller") or before)["frames_out"] > before["frames_out"],
                 timeout=WAIT,
             ), "the provider did not reply"
-            bad = frame_bytes(BAD_TYPE, b"", b"x")
-            assert link.send([bad], len(bad), False)
-            assert wait_until(lambda: _link_from(srv, "caller") is None, timeout=WAIT)
+            ender(srv, cli)
         finally:
-            release.set()  # the caller reads the REPLY and the ERROR in one read
+            release.set()  # the caller reads the REPLY and what ends the link in one read
         assert future.result(timeout=WAIT) == 2
+        assert wait_until(lambda: _link_from(cli, "provider") is None, timeout=WAIT)
