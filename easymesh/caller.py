@@ -159,7 +159,7 @@ class Caller:
     def request(self, service: str, data: Any, timeout: float | None) -> Any:
         t = self.request_timeout if timeout is None else timeout
         self._check_open()  # a closed node says so, whatever the timeout
-        if t <= 0:
+        if not t > 0:  # NaN too: no lock wait or deadline heap takes it
             raise RequestTimeout(f"service {service!r}: a timeout of {t:g} s leaves no time")
         if self.in_io_thread():
             raise WouldDeadlock("request() on the node's I/O thread would never get its answer")
@@ -175,7 +175,7 @@ class Caller:
         t = self.request_timeout if timeout is None else timeout
         future = RequestFuture()
         future._completer = self._on_completer_thread  # type: ignore[method-assign]
-        if t <= 0:
+        if not t > 0:  # NaN too (see request())
             self._check_open()
             future.set_exception(
                 RequestTimeout(f"service {service!r}: a timeout of {t:g} s leaves no time")
@@ -191,7 +191,7 @@ class Caller:
             raise NoProviderError(f"no node named or with id {name_or_id!r}")
         if target.id == self.node_id:
             return 0.0
-        if timeout <= 0:
+        if not timeout > 0:  # NaN too (see request())
             raise RequestTimeout(f"a ping timeout of {timeout:g} s leaves no time")
         if self.in_io_thread():
             raise WouldDeadlock("ping() on the node's I/O thread would never get its answer")
@@ -273,10 +273,15 @@ class Caller:
                     f"cannot reach node {node.name!r} ({node.id}) providing {service!r}"
                 )
             p = Pending(future, link, service, node.id, timeout)
-            rid = self.table.insert(p)
-            if self._closed is not None:  # see _add()
-                self.table.discard(rid)
-                raise NodeClosed(str(self._closed))
+            try:
+                rid = self.table.insert(p)  # TooManyRequests
+                if self._closed is not None:  # see _add()
+                    self.table.discard(rid)
+                    raise NodeClosed(str(self._closed))
+            except BaseException:
+                if enc is not None:
+                    enc.close()  # its blocks in the pool: nothing else gives them back
+                raise
             if enc is not None:
                 with enc:
                     ok = self.shm.send(link, name, PICKLE_SHM_ID, enc, rid, REQUEST)  # type: ignore

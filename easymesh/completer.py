@@ -75,8 +75,10 @@ class Completer:
         finish = self._finish
         while True:
             batch = get()
-            if batch is _STOP or self._abandon:  # join() took what was left
+            if batch is _STOP:
                 return
+            # A batch taken just as join() gave up is handed on below (its first item
+            # sees ``_abandon``): returning with it in hand would leave its futures pending.
             for i, item in enumerate(batch):
                 if self._abandon:
                     self._on_abandoned(batch[i:])

@@ -315,7 +315,12 @@ class Router:
         for f in frames:
             ftype = f[0]
             if f[1] == PICKLE_SHM_ID or ftype >= SHM_OFFER:
-                resolved = self._shm_frame(conn, f)
+                try:
+                    resolved = self._shm_frame(conn, f)
+                except ProtocolError as exc:  # what came before is delivered, then we close
+                    self._flush_read(conn, last, items, requests, answers)
+                    conn.reject(exc)
+                    return
                 if resolved is None:
                     if conn.state != OPEN:
                         break
@@ -344,15 +349,26 @@ class Router:
                     self._on_requests(conn, requests)
                     requests = []
                 answer_ping(conn, f)
-            elif ftype == CONTROL:
+            elif ftype == CONTROL or ftype == ERROR:
+                # Rare (a control frame comes once per link), and either may close the link,
+                # which fails what waits on it: what came before goes on first.
+                self._flush_read(conn, last, items, requests, answers)
+                last, items, requests, answers = b"", [], [], []
+                if ftype == ERROR:
+                    self._on_error(conn, f)
+                    return
                 self._on_control(conn, f)
-            elif ftype == ERROR:
-                reason = printable(f[4])
-                log.warning(
-                    "node %s: %s closed the link: %s", printable(self.node_name), conn.label, reason
-                )
-                conn.close(ConnectionLost(reason))
-                break  # what came before the ERROR is still delivered
+        self._flush_read(conn, last, items, requests, answers)
+
+    def _flush_read(
+        self,
+        conn: Connection,
+        last: bytes,
+        items: list[tuple[Frame, int]],
+        requests: list[Frame],
+        answers: list[Frame],
+    ) -> None:
+        """Hand on what :meth:`_on_frames` gathered from one read."""
         if items:
             self._deliver(last, items)
         if requests:
@@ -361,8 +377,8 @@ class Router:
             self._on_answers(conn, answers)
 
     def _shm_frame(self, conn: Connection, f: Frame) -> Frame | None:
-        """A pickle-shm frame resolved into views, or None once an SHM_* frame was taken
-        (or a bad one closed the link)."""
+        """A pickle-shm frame resolved into views, or None once an SHM_* frame was taken.
+        ProtocolError for a bad one (the caller closes the link)."""
         shm = self._shm
         try:
             if shm is None:
@@ -375,10 +391,9 @@ class Router:
                 shm.on_frame(conn, f)
                 return None
             return shm.resolve(conn, f)
-        except (ProtocolError, OSError, ValueError) as exc:
+        except (OSError, ValueError) as exc:
             # like a bad frame from the decoder: logged, an ERROR to the peer, link closed
-            conn.reject(exc if isinstance(exc, ProtocolError) else ProtocolError(str(exc)))
-            return None
+            raise ProtocolError(str(exc)) from exc
 
     def _deliver(self, name: bytes, items: list[tuple[Frame, int]]) -> None:
         entry = self._entry(name)
@@ -386,6 +401,14 @@ class Router:
             self.unroutable.add(len(items))
         else:
             entry.deliver(items)
+
+    def _on_error(self, conn: Connection, frame: Frame) -> None:
+        """The peer closes the link and says why (what came before it was handed on)."""
+        reason = printable(frame[4])
+        log.warning(
+            "node %s: %s closed the link: %s", printable(self.node_name), conn.label, reason
+        )
+        conn.close(ConnectionLost(reason))
 
     def _on_control(self, conn: Connection, frame: Frame) -> None:
         try:

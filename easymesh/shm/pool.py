@@ -17,6 +17,11 @@ sender filling one frame while three receivers each hold the previous two, at 30
 fallback. When the receivers hold everything, :meth:`Pool.alloc` and :meth:`Pool.loan` return
 None at once (counted in ``exhausted``); the caller falls back to the socket or drops.
 
+An arena the kernel refuses (no memfd, seccomp, an address-space or memory limit: checked only
+by creating it, on the first allocation) closes the pool, with one warning: every allocation
+returns None from then on, so large messages take the socket and loans are ordinary buffers.
+Shared memory is on by default; it may cost the speed-up, never a send.
+
 Finalizers run on whatever thread drops the last reference, possibly while this pool's lock is
 held by that same thread (a loan freed inside ``alloc``). They only append to a deque; the frees
 are applied under the lock at the next pool operation.
@@ -31,6 +36,7 @@ the pages after send would turn such a write into a crash of the sender, and cos
 from __future__ import annotations
 
 import ctypes
+import logging
 import threading
 import weakref
 from collections import deque
@@ -38,6 +44,8 @@ from typing import Any
 
 from easymesh.shm.arena import Arena, buffer_address
 from easymesh.shm.blocks import BlockAllocator, round_up
+
+log = logging.getLogger("easymesh.node")
 
 DEFAULT_POOL_SIZE = 256 * 1024 * 1024
 ARENA_ID = 1
@@ -83,7 +91,18 @@ class Pool:
             self._drain()
             if self._closed:
                 return None
-            self._arena_locked()
+            try:
+                self._arena_locked()
+            except OSError as exc:
+                self._closed = True  # asked once: the socket path from now on
+                log.warning(
+                    "easymesh: no shared memory for %s (%d bytes): %s; large messages take"
+                    " the socket",
+                    self.name,
+                    self.size,
+                    exc,
+                )
+                return None
             off = self._blocks.alloc(nbytes)
             if off is None:
                 self.exhausted += 1

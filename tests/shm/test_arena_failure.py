@@ -1,0 +1,42 @@
+"""A node whose shared-memory arena cannot be created still sends large messages (through the
+socket) and still loans buffers (ordinary ones): shared memory is on by default, so a kernel
+that refuses the memfd or its mapping (no memfd, seccomp, an address-space or memory limit)
+must cost only the speed-up, never a send.
+
+Deterministic and real: a pool of 1 PiB cannot be mapped (the address space of x86-64 and
+arm64 user processes is at most 128 TiB, so mmap fails with ENOMEM) though every check before
+the first large send passes."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.integration.helpers import Collector, wait_until
+
+WAIT = 30.0
+UNMAPPABLE = 1 << 50
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "memfd_create"), reason="Linux only")
+
+
+def test_a_node_whose_arena_cannot_be_mapped_sends_through_the_socket(node_factory: Any) -> None:
+    rx = node_factory("rx")
+    got = Collector()
+    rx.listen("frames", got)
+    tx = node_factory("tx", shm_pool_size=UNMAPPABLE)
+    tx.wait_for_listener("frames", timeout=WAIT)
+    tx.send("frames", b"hello")  # dials; the receiver offers shared memory on the link
+    assert got.wait_for(1, WAIT)[0] == b"hello"
+    assert wait_until(lambda: tx.stats()["shm"]["links"] >= 1, WAIT)
+    frame = np.arange(1 << 20, dtype=np.uint8)
+    tx.send("frames", frame)
+    loaned = tx.loan((1 << 17,), "uint8")
+    loaned[:] = 7
+    tx.send("frames", loaned)
+    data = got.wait_for(3, WAIT)
+    assert np.array_equal(data[1], frame)
+    assert np.array_equal(data[2], np.full(1 << 17, 7, dtype=np.uint8))
