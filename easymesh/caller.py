@@ -42,7 +42,6 @@ from easymesh.decoder import Decoder
 from easymesh.errors import (
     CodecError,
     ConnectionLost,
-    MeshError,
     NodeClosed,
     NoProviderError,
     RequestTimeout,
@@ -421,7 +420,7 @@ class Caller:
             else:
                 try:
                     result = self._outcome(p.service, ftype, codec_id, body)
-                except MeshError as exc:
+                except BaseException as exc:  # a custom codec's SystemExit too: never pending
                     future.set_exception(exc)
                 else:
                     future.set_result(result)

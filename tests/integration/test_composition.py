@@ -83,6 +83,31 @@ def test_done_callbacks_run_on_the_futures_thread(node_factory: Any) -> None:
     assert set(ran_on) == {"easymesh-cli-futures"}
 
 
+class ExitingCodec(RecordingCodec):
+    """Decoding a reply raises SystemExit (user code may)."""
+
+    codec_id = 201
+
+    def __init__(self, exits: bool) -> None:
+        super().__init__()
+        self.exits = exits
+
+    def decode(self, data: Any) -> Any:
+        value = super().decode(data)
+        if self.exits and value == "exit":
+            raise SystemExit(3)
+        return value
+
+
+def test_a_future_whose_decoding_raises_systemexit_still_completes(node_factory: Any) -> None:
+    srv = node_factory("srv", codec=ExitingCodec(exits=False))
+    srv.add_service("echo", lambda d: d)
+    cli = node_factory("cli", codec=ExitingCodec(exits=True))
+    cli.wait_for_service("echo", timeout=WAIT)
+    assert isinstance(cli.request_future("echo", "exit", timeout=WAIT).exception(WAIT), SystemExit)
+    assert cli.request_future("echo", "fine", timeout=WAIT).result(WAIT) == "fine"
+
+
 def test_custom_codec_decodes_replies_off_the_io_thread(node_factory: Any) -> None:
     srv_codec, cli_codec = RecordingCodec(), RecordingCodec()
     srv = node_factory("srv", codec=srv_codec)
