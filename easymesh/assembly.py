@@ -93,7 +93,7 @@ class Settings:
     transport: str
     watch: str = "needed"  # or "all"
     shm: bool = True
-    shm_threshold: int = 64 * 1024
+    shm_threshold: int = 256 * 1024
     shm_pool_size: int = 256 * 1024 * 1024
 
 

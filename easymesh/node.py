@@ -84,7 +84,7 @@ class Node:
     ``watch``: ``'needed'`` (default): the node learns only of the listeners of topics it
     sends to or waits for and the providers of services it calls or waits for (a join
     storm costs it nothing it does not use); ``'all'``: of every node (tools, bridges).
-    ``shm``: send large buffers (numpy arrays, bytes... of at least ``shm_threshold``, 64 KiB)
+    ``shm``: send large buffers (numpy arrays, bytes... of at least ``shm_threshold``, 256 KiB)
     to peers on this host through shared memory: written once, received without a copy as
     read-only views (README, "Large messages"). Silently the socket path on TCP links, other
     OSes, a codec other than pickle, or ``shm=False``. On by default: small messages cost the
@@ -117,7 +117,7 @@ class Node:
         transport: str = "auto",
         watch: str = "needed",
         shm: bool = True,
-        shm_threshold: int = 64 * 1024,
+        shm_threshold: int = 256 * 1024,
         shm_pool_size: int = 256 * 1024 * 1024,
     ) -> None:
         _check_args(name, transport)
