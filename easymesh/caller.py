@@ -271,16 +271,13 @@ class Caller:
                 raise ConnectionLost(
                     f"cannot reach node {node.name!r} ({node.id}) providing {service!r}"
                 )
-            p = Pending(future, link, service, node.id, timeout)
             try:
-                rid = self.table.insert(p)  # TooManyRequests
-                if self._closed is not None:  # see _add()
-                    self.table.discard(rid)
-                    raise NodeClosed(str(self._closed))
-            except BaseException:
+                p = self._add(Pending(future, link, service, node.id, timeout))
+            except BaseException:  # TooManyRequests, NodeClosed
                 if enc is not None:
                     enc.close()  # its blocks in the pool: nothing else gives them back
                 raise
+            rid = p.rid
             if enc is not None:
                 with enc:
                     ok = self.shm.send(link, name, PICKLE_SHM_ID, enc, rid, REQUEST)  # type: ignore
@@ -338,13 +335,8 @@ class Caller:
                 continue
             if frame[0] == REPLY and not allowed[frame[1]]:
                 self.decoder.refuse(link, frame[1], "a reply")
-                exc = CodecError(f"the reply to {p.service!r} came in a refused codec")
-                if type(p.future) is Waiter:
-                    p.error = exc
-                    p.future.release()
-                else:
-                    later.append((p, _FAILED, 0, exc))
-            elif type(p.future) is Waiter:
+                self._fail(p, CodecError(f"the reply to {p.service!r} came in a refused codec"))
+            elif type(p.future) is Waiter:  # _deliver(), inline: the common case
                 p.answer = (frame[0], frame[1], frame[4])
                 p.future.release()
             else:
