@@ -142,7 +142,8 @@ class Dispatcher:
 
     def put_many(self, items: Any) -> int:
         """Queue ``(item, nbytes)`` pairs, dropping per the policy; wakes the workers once.
-        Returns how many were queued (with ``drop='newest'``: the first that many). Queued items that ``stop()`` later discards go to
+        Returns how many were queued (with ``drop='newest'``: the first that many).
+        Queued items that ``stop()`` later discards go to
         the ``on_discard`` hook (a service answers their callers)."""
         q = self._q
         with self._cond:

@@ -87,8 +87,6 @@ class Publisher:
         self._large = min(allocator.LARGE_MESSAGE, max_message_size + 1)
         self.latches = LatchStore()
         self._latched = self.latches.topics
-        #: topics the registry has as published (a memo: asked on every send)
-        self._announced: set[str] = set()
         self.sent = Counter()
         self.no_listener = Counter()
         self.dropped = Counter()
@@ -96,9 +94,9 @@ class Publisher:
         self._hold_lock = threading.Lock()
 
     def send(self, topic: str, data: Any, latch: bool) -> None:
-        # The hot path: lock-free lookups in C, no Python call before send_encoded that a
-        # message to known listeners does not need.
-        if topic not in self._announced:
+        # The hot path: lock-free lookups, no Python call before encoding that a message
+        # to known listeners does not need.
+        if topic not in self.registry.published:
             self._first_send(topic)
         if latch or topic in self._latched:
             self._send_latched(topic, data)  # a latched topic keeps its newest value
@@ -114,11 +112,7 @@ class Publisher:
                 return
         shm = self.shm
         if shm is None or not shm.ready:
-            try:
-                body = self.decoder.encode(data)
-            except Exception as exc:
-                raise CodecError(f"cannot encode data for topic {topic!r}: {exc}") from exc
-            self.send_encoded(topic, nodes, self.decoder.codec_id, body)
+            self.send_encoded(topic, nodes, self.decoder.codec_id, self._encode(topic, data))
             return
         try:
             body = shm.inband(data)  # None: data holds a large buffer
@@ -140,8 +134,6 @@ class Publisher:
     def _first_send(self, topic: str) -> None:
         self.registry.publish(topic)
         self.view.want_topic(topic)
-        if self.registry.is_published(topic):  # not past the registry's bound
-            self._announced.add(topic)
 
     def _send_shm(self, shm: ShmHub, topic: str, nodes: Any, data: Any) -> None:
         """One message to the chosen receivers: pickle-shm where the link accepts it (one

@@ -66,7 +66,9 @@ class Registry:
         self._lock = threading.Lock()
         self._topics: dict[bytes, TopicEntry] = {}
         self._services: dict[bytes, ServiceEntry] = {}
-        self._published: frozenset[str] = frozenset()
+        #: Topics this node has sent on: a frozenset replaced (never changed) under the
+        #: lock, so senders test ``topic in registry.published`` without one.
+        self.published: frozenset[str] = frozenset()
         self._threadless: tuple[Dispatcher, ...] = ()
         #: topic -> listeners' dispatchers told to stop whose workers may still run
         self._ending: dict[bytes, list[Dispatcher]] = {}
@@ -83,7 +85,7 @@ class Registry:
         return self._services.get(name)
 
     def is_published(self, topic: str) -> bool:
-        return topic in self._published
+        return topic in self.published
 
     def snapshot(self) -> Snapshot:
         with self._lock:
@@ -93,7 +95,7 @@ class Registry:
         return Snapshot(
             frozenset(e.topic for e in self._topics.values() if e.sinks),
             frozenset(s.name for s in self._services.values()),
-            self._published,
+            self.published,
         )
 
     def _changed(self) -> None:
@@ -209,9 +211,9 @@ class Registry:
         ``MAX_PUBLISHED`` topics the record stops growing (sending is not affected; the
         coordinator bounds a record's size)."""
         with self._lock:
-            if topic in self._published or len(self._published) >= MAX_PUBLISHED:
+            if topic in self.published or len(self.published) >= MAX_PUBLISHED:
                 return
-            self._published = self._published | {topic}
+            self.published = self.published | {topic}
             self._changed()
 
     # -- services --------------------------------------------------------------------------
