@@ -15,6 +15,7 @@ import pytest
 pytest.importorskip("foxglove")
 pytest.importorskip("websockets")
 
+from tests.conftest import _readline_with_timeout  # noqa: E402
 from tests.foxglove.client import FoxgloveClient  # noqa: E402
 
 
@@ -47,16 +48,7 @@ class BridgeProcess:
             self.stderr.append(line)
 
     def _readline(self, timeout: float) -> str:
-        out: list[str] = []
-
-        def read() -> None:
-            assert self.proc.stdout is not None
-            out.append(self.proc.stdout.readline())
-
-        t = threading.Thread(target=read, daemon=True, name="test-bridge-readline")
-        t.start()
-        t.join(timeout)
-        return out[0] if out else ""
+        return _readline_with_timeout(self.proc, timeout)
 
     def stop(self, timeout: float = 15.0) -> int:
         """SIGTERM, then SIGKILL if it does not exit within ``timeout``."""
