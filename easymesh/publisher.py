@@ -153,6 +153,8 @@ class Publisher:
             if not all(t[2] for t in targets):
                 body = bytes(self.decoder.encode(data))
                 self._check_size(topic, 16 + len(name) + len(body))
+                if len(body) >= self._large:
+                    allocator.tune()  # a large body through the socket (see send_encoded)
         except Exception as exc:
             if enc is not None:
                 enc.close()

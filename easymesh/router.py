@@ -59,6 +59,7 @@ from easymesh.protocol.frames import (
     REPLY_ERROR,
     REQUEST,
     SHM_ARENA,
+    SHM_ASK,
     SHM_OFFER,
     SHM_RELEASE,
     TOPIC,
@@ -382,12 +383,12 @@ class Router:
         shm = self._shm
         try:
             if shm is None:
-                if f[0] == SHM_OFFER:
-                    return None  # a peer that could map ours; we share nothing
+                if f[0] in (SHM_ASK, SHM_OFFER):
+                    return None  # a peer that would share (or map ours); we do neither
                 if f[0] in (SHM_ARENA, SHM_RELEASE):
                     raise ProtocolError("shared memory on a link that did not offer it")
                 return f  # inline-only pickle-shm (e.g. a recording): decoded as it is
-            if f[0] in (SHM_OFFER, SHM_ARENA, SHM_RELEASE):
+            if f[0] in (SHM_OFFER, SHM_ARENA, SHM_RELEASE, SHM_ASK):
                 shm.on_frame(conn, f)
                 return None
             return shm.resolve(conn, f)

@@ -7,12 +7,19 @@ whether our arena was announced to it (sending side), the
 :class:`~easymesh.shm.release.Remote` of the arenas it shared with us (receiving side). Other
 parts reach this state only through the methods below; nothing here reaches into theirs.
 
-Negotiation. A link carries shared memory only where both ends can: this node was built with
-``shm=True``, the OS has ``memfd_create`` and seals (Linux), the node's codec is pickle, the
-link is a Unix socket (so on this host). Such a link reads with ``recvmsg_into`` (the
-connection's ``carry_fds``) and, once open, says so with an empty ``SHM_OFFER`` frame. A peer
-that got the offer may send ``pickle-shm`` frames on that link; before the offer arrives, and
-on every other link, messages take the socket path, silently.
+Negotiation, once per link and direction, when the first large message wants it. A link
+carries shared memory only where both ends can: this node was built with ``shm=True``, the OS
+has ``memfd_create`` and seals (Linux), the node's codec is pickle, the link is a Unix socket
+(so on this host). The sender's first large message for such a link goes through the socket
+and sends ``SHM_ASK`` (:meth:`accepts`); a receiver that can map answers ``SHM_OFFER`` and
+from then on reads with ``recvmsg_into``; the sender answers that with ``SHM_ARENA`` and the
+arena's fd, and sends ``pickle-shm`` frames after it; the receiver maps the arena and reads
+with plain ``recv_into`` again. Why the round trip: a read that can receive descriptors
+(``recvmsg_into``) costs about 4,500 more instructions than ``recv_into``, paid on every read
+of every same-host link, and the kernel drops fds that reach a plain read; so a link reads
+that way only while an fd is on its way, and a link that never carries a large message (most
+of them: requests, small topics) never pays. Until the arena went, and on every other link,
+messages take the socket path, silently.
 
 Path of a large message (see docs/architecture.md): the publisher asks :meth:`accepts` for the
 links it chose, encodes once (:meth:`encode`: pickle 5, buffers of at least ``threshold``
@@ -43,6 +50,7 @@ from easymesh.errors import FrameTooLarge, ProtocolError
 from easymesh.protocol.frames import (
     HEADER,
     SHM_ARENA,
+    SHM_ASK,
     SHM_OFFER,
     SHM_RELEASE,
     TOPIC,
@@ -57,7 +65,9 @@ __all__ = ["ShmHub", "shm_available"]
 #: Largest arena a peer may share with us (its pool size): 4 GiB.
 MAX_PEER_ARENA = 4 * 1024 * 1024 * 1024
 _OFFER = encode_frame(SHM_OFFER)
+_ASK = encode_frame(SHM_ASK)
 _new_frame = tuple.__new__
+_dumps = pickle.dumps
 
 
 #: How deep and how wide :meth:`ShmHub.inband` looks for large bytes-likes in containers.
@@ -69,6 +79,25 @@ _SCALARS = frozenset((str, int, float, bool, type(None), complex))
 
 class _Large(Exception):
     """Raised by the buffer callback to stop pickling at the first large buffer."""
+
+
+def _stopper(threshold: int) -> Callable[[pickle.PickleBuffer], bool]:
+    """A ``buffer_callback`` for ``pickle.dumps(obj, 5)`` that raises :class:`_Large` at the
+    first out-of-band-capable buffer (numpy arrays, PickleBuffer) of at least ``threshold``
+    bytes, before it is copied. (A closure, not a bound method: none is built per call;
+    and not in a ``functools.partial``, whose keyword merge costs more than the pickling of
+    a small message.)"""
+
+    def stop_at_large(buffer: pickle.PickleBuffer) -> bool:
+        try:
+            nbytes = buffer.raw().nbytes
+        except BufferError:  # not contiguous: pickled in band anyway
+            return True
+        if nbytes >= threshold:
+            raise _Large
+        return True
+
+    return stop_at_large
 
 
 def _scan(data: Any, threshold: int, depth: int) -> bool:
@@ -126,7 +155,9 @@ class _LinkShm:
 
     __slots__ = (
         "conn",
+        "asked",
         "offered",
+        "answered",
         "ledger",
         "announced",
         "remote",
@@ -137,11 +168,13 @@ class _LinkShm:
 
     def __init__(self, conn: Any) -> None:
         self.conn = conn
-        self.offered = False  # the peer maps what we share: we may send pickle-shm
+        self.asked = False  # sender side: we sent SHM_ASK
+        self.offered = False  # sender side: the peer answered, it maps what we share
+        self.answered = False  # receiver side: we answered the peer's SHM_ASK
         self.ledger: Any = None  # sender side: blocks the peer holds
-        self.announced = False  # our arena's fd went to the peer
+        self.announced = False  # our arena's fd went to the peer: we may send pickle-shm
         self.remote: Any = None  # receiver side: what the peer shared with us
-        self.lock = threading.Lock()  # announcing the arena
+        self.lock = threading.Lock()  # asking, announcing the arena
         self.flush_due = False  # a release flush is scheduled on the I/O thread
 
     def close(self) -> None:
@@ -186,8 +219,10 @@ class ShmHub:
         self._call_soon = call_soon
         self._lock = threading.Lock()
         self._links: dict[Any, _LinkShm] = {}
-        #: True once some peer offered: the publisher looks for shm links only then.
-        self.ready = False
+        #: Whether the publisher looks for large buffers (the pool works).
+        self.ready = self.enabled
+        self._early: weakref.WeakSet[Any] = weakref.WeakSet()  # asked before they opened
+        self._stop = _stopper(threshold)
         self.pool: Any = None
         if self.enabled:
             from easymesh.shm.pool import Pool
@@ -199,13 +234,14 @@ class ShmHub:
     # -- links (I/O thread) ----------------------------------------------------------------
 
     def on_open(self, conn: Any) -> None:
-        """A link opened: offer to map the peer's memory if this link can carry fds."""
+        """A link opened: if it can carry fds, shared memory may be negotiated on it."""
         if self.enabled and conn.fdq is not None:
-            from easymesh.shm.release import Remote
-
-            st = self._state(conn)
-            st.remote = Remote(wake=_weak_wake(self, st))
-            conn.send(_OFFER, 16, False)
+            self._state(conn)
+            with self._lock:
+                early = conn in self._early
+                self._early.discard(conn)
+            if early:
+                self.accepts(conn)  # a large message went before the link opened: ask now
 
     def _state(self, conn: Any) -> _LinkShm:
         with self._lock:
@@ -218,31 +254,39 @@ class ShmHub:
         """A link closed: what its peer held is ours again; its mappings go with their views."""
         with self._lock:
             st = self._links.pop(conn, None)
+            self._early.discard(conn)
         if st is not None:
             st.close()
 
     def on_frame(self, conn: Any, frame: Frame) -> None:
         """SHM_OFFER / SHM_ARENA / SHM_RELEASE. Raises ProtocolError (the link closes)."""
         ftype = frame[0]
-        if ftype == SHM_OFFER:
-            # only where we carry fds ourselves: a Unix link (this host), never TCP
-            if self.enabled and self.pool is not None and conn.fdq is not None:
+        # only on a link that carries fds: a Unix link (this host), never TCP
+        st = self._links.get(conn) if self.enabled and conn.fdq is not None else None
+        if ftype == SHM_ASK:
+            if st is not None and not st.answered:  # a second ask is ignored
+                from easymesh.shm.release import Remote
+
+                st.answered = True
+                st.remote = Remote(wake=_weak_wake(self, st))
+                conn.expect_fds(True)  # before the offer leaves: the fd follows it
+                conn.send(_OFFER, 16, False)
+        elif ftype == SHM_OFFER:
+            if st is not None and st.asked and not st.offered and self.pool is not None:
                 from easymesh.shm.release import Ledger
 
-                mine = self._state(conn)
-                if mine.ledger is None:
-                    mine.ledger = Ledger(self.pool)
-                mine.offered = True
-                self.ready = True
-            return
-        st = self._links.get(conn)
-        if ftype == SHM_ARENA:
-            if st is None or st.remote is None or conn.fdq is None:
+                st.ledger = Ledger(self.pool)
+                st.offered = True
+                self._announce(st)
+        elif ftype == SHM_ARENA:
+            if st is None or st.remote is None:
                 raise ProtocolError("SHM_ARENA on a link that did not offer shared memory")
             from easymesh.shm.descriptor import decode_arena
 
             arena, size = decode_arena(frame[4], MAX_PEER_ARENA)
             st.remote.add_arena(arena, size, conn.fdq.pop())
+            if not len(conn.fdq):
+                conn.expect_fds(False)  # the fd came: plain reads again
         elif ftype == SHM_RELEASE:
             if st is None or st.ledger is None:
                 raise ProtocolError("SHM_RELEASE on a link that carries no shared memory")
@@ -286,11 +330,14 @@ class ShmHub:
         """(requests, replies) ``(body, None)`` with ``encode(data)``'s ordinary body, or
         ``(None, Encoded)`` when ``conn`` takes shared memory and ``data`` holds a large buffer
         (send it with :meth:`send`, then ``close()`` it)."""
-        st = self._links.get(conn) if self.ready else None
-        if st is None or not st.offered:  # (accepts(), inline: this runs per request)
+        if not self.ready:
             return encode(data), None
         body = self.inband(data)
-        return (body, None) if body is not None else (None, self.encode(data))
+        if body is not None:
+            return body, None
+        if self.accepts(conn):
+            return None, self.encode(data)
+        return encode(data), None
 
     def inband(self, data: Any) -> bytes | None:
         """The ordinary pickle body of ``data``, or None if it holds a buffer worth sharing.
@@ -305,26 +352,34 @@ class ShmHub:
         if (t is bytes or t is bytearray) and len(data) >= self.threshold:
             return None
         try:
-            body = pickle.dumps(data, 5, buffer_callback=self._stop_at_large)
+            body = _dumps(data, 5, buffer_callback=self._stop)
         except _Large:
             return None
         if len(body) >= self.threshold and _scan(data, self.threshold, SCAN_DEPTH):
             return None
         return body
 
-    def _stop_at_large(self, buffer: pickle.PickleBuffer) -> bool:
-        try:
-            nbytes = buffer.raw().nbytes
-        except BufferError:  # not contiguous: pickled in band anyway
-            return True
-        if nbytes >= self.threshold:
-            raise _Large
-        return True
-
     def accepts(self, conn: Any) -> bool:
-        """Whether ``conn``'s peer maps our shared memory."""
+        """Whether ``conn``'s peer maps our shared memory (our arena went to it). (Any
+        thread) Asked for a large message: the first time on a link that could, it asks the
+        peer (``SHM_ASK``) and says no; the message takes the socket (see Negotiation)."""
         st = self._links.get(conn)
-        return st is not None and st.offered
+        if st is None or st.announced:
+            return st is not None or self._ask_early(conn)
+        if not st.asked and self.pool is not None:
+            with st.lock:
+                if not st.asked:
+                    st.asked = True
+                    st.conn.send(_ASK, 16, False)
+        return False
+
+    def _ask_early(self, conn: Any) -> bool:
+        """accepts() for a link that is not open yet: ask once it opens (if it carries fds)."""
+        with self._lock:
+            known = conn in self._links  # it opened meanwhile
+            if not known and self.enabled:
+                self._early.add(conn)
+        return self.accepts(conn) if known else False
 
     def encode(self, obj: Any) -> Any:
         """Pickle ``obj`` once for every same-host link (an ``Encoded``: release it with
@@ -342,7 +397,7 @@ class ShmHub:
         st = self._links.get(conn)
         if st is None or st.ledger is None:
             return False
-        if enc.blocks and not st.announced and not self._announce(st):
+        if enc.blocks and not st.announced:  # (callers asked accepts() first)
             return False
         ledger, blocks = st.ledger, enc.blocks
         head = HEADER.pack(ftype, codec_id, len(name), enc.nbytes, rid)
@@ -357,25 +412,23 @@ class ShmHub:
         ledger.unsent(blocks)
         return False
 
-    def _announce(self, st: _LinkShm) -> bool:
-        """Send our arena's fd on ``st``'s link once, before any message that uses it."""
+    def _announce(self, st: _LinkShm) -> None:
+        """(I/O thread) The peer answered our ask: send our arena's fd (creating the arena if
+        no message needed it yet), before any message that uses it. Nothing if the kernel
+        refuses the arena (the pool closes itself): the link keeps the socket path."""
         from easymesh.shm.descriptor import encode_arena
 
+        arena = self.pool.open_arena()
         with st.lock:
-            if st.announced:
-                return True
-            arena = self.pool.arena
-            if arena is None:
-                return False
+            if st.announced or arena is None:
+                return
             body = encode_arena(self.pool.arena_id, self.pool.size)
             try:
                 fd = os.dup(arena.fd)
             except OSError:  # the pool was closed meanwhile (the node is closing)
-                return False
-            if not st.conn.send_fd(encode_frame(SHM_ARENA, b"", body), 16 + len(body), fd):
-                return False
-            st.announced = True
-            return True
+                return
+            if st.conn.send_fd(encode_frame(SHM_ARENA, b"", body), 16 + len(body), fd):
+                st.announced = True
 
     def loan(self, shape: Any, dtype: Any = None) -> Any:
         """A writable buffer in shared memory (see ``Node.loan``); an ordinary one when shm is
@@ -392,7 +445,7 @@ class ShmHub:
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
-            links = sum(1 for st in self._links.values() if st.offered)
+            links = sum(1 for st in self._links.values() if st.announced)
         out: dict[str, Any] = {
             "enabled": self.enabled,
             "links": links,

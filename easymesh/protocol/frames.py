@@ -30,8 +30,9 @@ Frame types::
     33 REQUEST      name = service, body = data encoded with `codec`, request_id set
     34 REPLY        body = result encoded with `codec`, request_id of the request
     35 REPLY_ERROR  body = msgpack [kind, type name, message, traceback]
-    40 SHM_OFFER    empty: "this end of a Unix link reads descriptors and maps shared
-                    memory" (sent once, first thing after the handshake; easymesh.shm)
+    43 SHM_ASK      empty: "I would send you shared memory" (once per link, by the end that
+                    first has a large message for it; easymesh.shmhub)
+    40 SHM_OFFER    empty, the answer: "this end now reads descriptors and maps your memory"
     41 SHM_ARENA    body = easymesh.shm.descriptor ARENA; the arena's fd rides with it
     42 SHM_RELEASE  body = easymesh.shm.descriptor RELEASE (blocks given back)
 
@@ -91,6 +92,7 @@ REPLY_ERROR = 35
 SHM_OFFER = 40
 SHM_ARENA = 41
 SHM_RELEASE = 42
+SHM_ASK = 43
 
 TYPE_NAMES = {
     HELLO: "HELLO",
@@ -106,6 +108,7 @@ TYPE_NAMES = {
     SHM_OFFER: "SHM_OFFER",
     SHM_ARENA: "SHM_ARENA",
     SHM_RELEASE: "SHM_RELEASE",
+    SHM_ASK: "SHM_ASK",
 }
 ALL_TYPES = frozenset(TYPE_NAMES)
 HANDSHAKE_TYPES = frozenset({HELLO, AUTH, ERROR})

@@ -72,9 +72,28 @@ class Pool:
     def arena(self) -> Arena | None:
         return self._arena
 
-    def _arena_locked(self) -> Arena:
+    def open_arena(self) -> Arena | None:
+        """The arena, created now if no allocation did yet; None if the pool is closed (or
+        the kernel refused the arena: see above)."""
+        with self._lock:
+            return self._open_locked()
+
+    def _open_locked(self) -> Arena | None:
+        if self._closed:
+            return None
         if self._arena is None:
-            self._arena = Arena(self.size, self.name)
+            try:
+                self._arena = Arena(self.size, self.name)
+            except OSError as exc:
+                self._closed = True  # asked once: the socket path from now on
+                log.warning(
+                    "easymesh: no shared memory for %s (%d bytes): %s; large messages take"
+                    " the socket",
+                    self.name,
+                    self.size,
+                    exc,
+                )
+                return None
             # a pool dropped without close() still unmaps (a live loan holds the pool)
             weakref.finalize(self, self._arena.close)
         return self._arena
@@ -89,19 +108,7 @@ class Pool:
         pool is full or closed. Never blocks."""
         with self._lock:
             self._drain()
-            if self._closed:
-                return None
-            try:
-                self._arena_locked()
-            except OSError as exc:
-                self._closed = True  # asked once: the socket path from now on
-                log.warning(
-                    "easymesh: no shared memory for %s (%d bytes): %s; large messages take"
-                    " the socket",
-                    self.name,
-                    self.size,
-                    exc,
-                )
+            if self._open_locked() is None:
                 return None
             off = self._blocks.alloc(nbytes)
             if off is None:

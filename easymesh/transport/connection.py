@@ -20,9 +20,11 @@ peer costs little memory and nothing it sends is decoded. A write that fails (EP
 peer closed) loses nothing the peer sent first: a Unix socket keeps it readable, so it is read
 and delivered (up to ``DRAIN_LIMIT`` bytes) before the link closes.
 
-Descriptors. A Unix link built with ``carry_fds`` reads with ``recvmsg_into`` and queues the
-fds that arrive (``fdq``, stream order) before decoding that read's frames (see
-:mod:`easymesh.shm.fdpass`); others use ``recv_into`` (the kernel drops fds sent to them).
+Descriptors. A Unix link built with ``carry_fds`` has an ``fdq``; while its owner expects
+descriptors (:meth:`Connection.expect_fds`) it reads with ``recvmsg_into`` and queues the fds
+that arrive (stream order) before decoding that read's frames (see :mod:`easymesh.shm.fdpass`).
+Otherwise, and on every other link, it reads with ``recv_into``, which costs less per read; the
+kernel closes fds sent to such a read (the shm hub asks for them first: ``SHM_ASK``).
 
 Stalls. A partial frame that receives no byte for ``stall_timeout`` seconds (the
 owner passes its heartbeat timeout, four heartbeat intervals) closes the link: a
@@ -135,6 +137,7 @@ class Connection:
         self.send_fd = outbox.send_fd
         self.carry_fds = carry_fds
         self.fdq: FdQueue | None = None  # fds received, stream order (Unix, carry_fds)
+        self._fd_reads = False  # read with recvmsg_into (expect_fds)
         self._hs_timer: Any = None
         self._stall_timer: Any = None
         self._linger: BaseException | None = None  # close_when_flushed() was called
@@ -228,22 +231,16 @@ class Connection:
 
     def _handshake_timeout(self) -> None:
         if self.state in (CONNECTING, HANDSHAKE):
-            log.warning(
-                "easymesh: %s: no handshake within %g s, closing",
-                self.describe(),
-                HANDSHAKE_TIMEOUT,
-            )
+            why = "easymesh: %s: no handshake within %g s, closing"
+            log.warning(why, self.describe(), HANDSHAKE_TIMEOUT)
             self._fail(ConnectionLost(f"handshake with {self.peer_address} timed out"))
 
     def _on_connect_ready(self, _mask: int) -> None:
         assert self.sock is not None
         err = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
-            self._fail(
-                ConnectionLost(
-                    f"cannot connect to {self.peer_address}: {errno.errorcode.get(err, err)}"
-                )
-            )
+            why = errno.errorcode.get(err, err)
+            self._fail(ConnectionLost(f"cannot connect to {self.peer_address}: {why}"))
             return
         self.loop.modify(self.sock, READ, self._on_event)
         self._begin_handshake()
@@ -313,12 +310,12 @@ class Connection:
             return
         decoder = self.decoder
         try:
-            if self.fdq is None:
+            if not self._fd_reads:
                 n = sock.recv_into(decoder.get_buffer())
             else:
                 n, fds = recv_into_with_fds(sock, decoder.get_buffer())
                 if fds:
-                    self.fdq.push(fds)  # before the frames of this read are decoded
+                    self.fdq.push(fds)  # type: ignore[union-attr]  # before this read's frames
         except (BlockingIOError, InterruptedError):
             return
         except ProtocolError as exc:  # get_buffer() parsed a full buffer and found garbage
@@ -414,17 +411,10 @@ class Connection:
         connecting side the caller gets the exception (Node() raises it)."""
         text = printable(exc, 300)
         if isinstance(exc, AuthenticationError):
-            reason = (
-                text
-                if text.startswith("authentication failed")
-                else f"authentication failed: {text}"
-            )
-            log.log(
-                logging.DEBUG if self.is_client else logging.WARNING,
-                "easymesh: %s: %s",
-                self.describe(),
-                reason,
-            )
+            auth = text.startswith("authentication failed")
+            reason = text if auth else f"authentication failed: {text}"
+            level = logging.DEBUG if self.is_client else logging.WARNING
+            log.log(level, "easymesh: %s: %s", self.describe(), reason)
         else:
             log.warning("easymesh: %s: protocol error, closing: %s", self.describe(), text)
             reason = f"protocol error: {text}"
@@ -439,6 +429,11 @@ class Connection:
         self._fail(exc, log_it=False)
 
     reject = _reject  # (I/O thread) for owners that find a bad frame the decoder could not
+
+    def expect_fds(self, on: bool) -> None:
+        """(I/O thread) Read with ``recvmsg_into`` (descriptors may come) or not; see
+        Descriptors. Only a link that carries fds (``fdq``) can turn it on."""
+        self._fd_reads = on and self.fdq is not None
 
     # -- closing -----------------------------------------------------------------------------
 

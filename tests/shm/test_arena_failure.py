@@ -23,16 +23,20 @@ UNMAPPABLE = 1 << 50
 pytestmark = pytest.mark.skipif(not hasattr(os, "memfd_create"), reason="Linux only")
 
 
-def test_a_node_whose_arena_cannot_be_mapped_sends_through_the_socket(node_factory: Any) -> None:
+def test_a_node_whose_arena_cannot_be_mapped_sends_through_the_socket(
+    node_factory: Any, caplog: Any
+) -> None:
     rx = node_factory("rx")
     got = Collector()
     rx.listen("frames", got)
     tx = node_factory("tx", shm_pool_size=UNMAPPABLE)
     tx.wait_for_listener("frames", timeout=WAIT)
-    tx.send("frames", b"hello")  # dials; the receiver offers shared memory on the link
-    assert got.wait_for(1, WAIT)[0] == b"hello"
-    assert wait_until(lambda: tx.stats()["shm"]["links"] >= 1, WAIT)
     frame = np.arange(1 << 20, dtype=np.uint8)
+    tx.send("frames", frame)  # dials; through the socket, and asks rx for shared memory
+    assert np.array_equal(got.wait_for(1, WAIT)[0], frame)
+    # rx offers; tx creates its arena to announce it, the kernel refuses, tx says so once
+    assert wait_until(lambda: "no shared memory for" in caplog.text, WAIT)
+    assert tx.stats()["shm"]["links"] == 0
     tx.send("frames", frame)
     loaned = tx.loan((1 << 17,), "uint8")
     loaned[:] = 7

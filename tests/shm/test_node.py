@@ -43,12 +43,17 @@ def shm(node: easymesh.Node) -> dict[str, Any]:
     return node.stats()["shm"]
 
 
+#: A large message that goes before the test's own: on each link the first one travels the
+#: socket and asks the receiver for shared memory (SHM_ASK, SHM_OFFER, SHM_ARENA follow).
+WARM = b"w" * MB
+
+
 def linked(tx: easymesh.Node, topic: str, rx: list[Collector], links: int | None = None) -> None:
-    """Send a small message until every receiver has one and ``tx`` has ``links`` links that
-    offered shared memory (the first message dials; the offer follows the handshake)."""
-    tx.send(topic, b"hello")
+    """Send a large message until every receiver has it and ``tx`` has ``links`` links that
+    carry its shared memory (the first message dials and asks; the arena follows)."""
+    tx.send(topic, WARM)
     for c in rx:
-        assert c.wait_for(1, WAIT)[0] == b"hello"  # and nothing before it
+        assert c.wait_for(1, WAIT)[0] == WARM  # and nothing before it
     assert wait_until(lambda: shm(tx)["links"] >= (links or len(rx)), WAIT), shm(tx)
     for c in rx:
         with c._cond:
@@ -235,7 +240,7 @@ def test_receive_faces_subscription_wait_spin_and_raw(node_factory: Any) -> None
     tx = node_factory("tx", shm=True)
     for topic in ("s", "spin", "raw"):
         tx.wait_for_listener(topic, WAIT)
-    tx.send("raw", b"hello")
+    tx.send("raw", WARM)  # through the socket; asks for shared memory
     raw.wait_for(1, WAIT)
     assert wait_until(lambda: shm(tx)["links"] >= 1, WAIT)
     frame = np.arange(MB, dtype=np.uint8)
@@ -276,7 +281,8 @@ def test_requests_and_replies_through_shared_memory(node_factory: Any) -> None:
     srv.add_service("double", double)
     cli = node_factory("cli", shm=True)
     cli.wait_for_service("double", WAIT)
-    assert cli.request("double", 21, timeout=WAIT) == 42  # dials; the offers follow
+    # dials; the request and its reply take the socket, and each side asks the other
+    assert float(cli.request("double", np.ones(MB // 8), timeout=WAIT)[0]) == 2.0
     assert wait_until(lambda: shm(cli)["links"] >= 1 and shm(srv)["links"] >= 1, WAIT)
     out = cli.request("double", np.ones(MB // 8), timeout=WAIT)
     assert out.shape == (MB // 8,) and float(out[0]) == 2.0
@@ -312,7 +318,7 @@ def test_the_asyncio_face_gets_shared_arrays(node_factory: Any, coordinator: Any
 
             await rx.listen("t", on_frame)
             await asyncio.get_running_loop().run_in_executor(None, linked_async, tx)
-            assert await asyncio.wait_for(got.get(), WAIT) == b"hello"
+            assert await asyncio.wait_for(got.get(), WAIT) == WARM
             tx.send("t", np.full(MB, 4, dtype=np.uint8))
             a = await asyncio.wait_for(got.get(), WAIT)
             return int(a[0]), in_shared_memory(a)
@@ -322,7 +328,7 @@ def test_the_asyncio_face_gets_shared_arrays(node_factory: Any, coordinator: Any
 
 def linked_async(tx: easymesh.Node) -> None:
     tx.wait_for_listener("t", WAIT)
-    tx.send("t", b"hello")
+    tx.send("t", WARM)
     assert wait_until(lambda: shm(tx)["links"] >= 1, WAIT)
 
 
@@ -332,7 +338,7 @@ SENDER = """
 import sys, time, numpy as np, easymesh
 tx = easymesh.Node("far-tx", coordinator=sys.argv[1] if len(sys.argv) > 1 else {addr!r}, shm=True)
 tx.wait_for_listener("cam", 30)
-tx.send("cam", b"hello")
+tx.send("cam", bytes(1 << 20))  # through the socket; asks for shared memory
 while tx.stats()["shm"]["links"] < 1:
     time.sleep(0.01)
 for i in range(3):
@@ -394,7 +400,7 @@ def test_a_killed_receiver_gives_everything_back(
     receiver.wait_for_line("listening", WAIT)
     tx = node_factory("tx", shm=True)
     tx.wait_for_listener("cam", WAIT)
-    tx.send("cam", b"hello")
+    tx.send("cam", WARM)
     assert wait_until(lambda: shm(tx)["links"] >= 1, WAIT)
     for i in range(3):
         tx.send("cam", np.full(MB, i, dtype=np.uint8))
@@ -422,14 +428,33 @@ def _message(arena: int, offset: int, length: int, block: int = 0) -> bytes:
     return encode_message_head(len(stream), [Entry(arena, 0, block, offset, length)]) + stream
 
 
+def _asked(kh: KeyHolder) -> None:
+    """Ask the node for shared memory, as a sender does, and wait for its offer."""
+    kh.send_frame(F.SHM_ASK)
+    while True:
+        frame = kh.next_frame(WAIT)
+        assert frame is not None, "the node closed the link instead of offering"
+        if frame.type == F.SHM_OFFER:
+            return
+
+
 @pytest.mark.parametrize(
-    "attack", ["unknown-arena", "past-the-end", "not-a-memfd", "arena-without-fd", "release"]
+    "attack",
+    ["unknown-arena", "past-the-end", "not-a-memfd", "arena-without-fd", "release", "unasked"],
 )
 def test_hostile_descriptors_are_refused_like_a_bad_frame(node_factory: Any, attack: str) -> None:
     rx, got, address = _hostile_setup(node_factory)
     with KeyHolder(address, None) as kh:
-        kh.send_frame(F.SHM_OFFER)
-        if attack == "unknown-arena":
+        if attack != "unasked":
+            _asked(kh)
+        if attack == "unasked":
+            # an fd the node did not ask for reaches a plain read: the kernel closes it, and
+            # the ARENA frame that came with it has none
+            arena = Arena(MB, "easymesh-hostile")
+            frame = b"".join(bytes(b) for b in F.encode_frame(F.SHM_ARENA, b"", encode_arena(1, MB)))
+            send_with_fds(kh.sock, [frame], [arena.fd])
+            arena.close()
+        elif attack == "unknown-arena":
             kh.send_frame(F.TOPIC, b"t", _message(1, 0, MB), PICKLE_SHM_ID)
         elif attack == "past-the-end":
             arena = Arena(MB, "easymesh-hostile")

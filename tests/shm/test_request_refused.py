@@ -27,7 +27,8 @@ def test_a_request_refused_by_max_in_flight_gives_its_blocks_back(node_factory: 
     cli = node_factory("cli", shm=True, max_in_flight=1)
     cli.wait_for_service("hold", timeout=WAIT)
     go.set()
-    assert cli.request("hold", b"x", timeout=WAIT) == 1  # the link is open...
+    # the link is open (a large request through the socket asks for shared memory)...
+    assert cli.request("hold", bytes(1 << 20), timeout=WAIT) == 1 << 20
     assert wait_until(lambda: cli.stats()["shm"]["links"] >= 1, WAIT)  # ...and takes shm
     go.clear()
     first = cli.request_future("hold", b"y", timeout=WAIT)  # the only slot
