@@ -466,6 +466,7 @@ class Router:
                 "dropped": c.dropped,
                 "frames_in": c.frames_in,
                 "frames_out": c.frames_out,
+                "reads_fds": c.reads_fds,  # a shared-memory arena is on its way (shmhub)
             }
         return peers
 

@@ -167,6 +167,10 @@ class Connection:
         return self._close_reason or self._outbox.failure
 
     @property
+    def reads_fds(self) -> bool:  # see Descriptors
+        return self._fd_reads
+
+    @property
     def frames_out(self) -> int:
         return self._outbox.frames_out
 

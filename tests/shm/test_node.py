@@ -60,6 +60,38 @@ def linked(tx: easymesh.Node, topic: str, rx: list[Collector], links: int | None
             c.items.clear()
 
 
+def test_links_read_descriptors_only_while_an_arena_is_on_its_way(node_factory: Any) -> None:
+    """Small traffic never negotiates (every read stays a plain ``recv_into``, the cheap one);
+    the first large message takes the socket and starts the round trip; after the arena came,
+    the receiver reads plainly again and the next large message is in shared memory."""
+    rx = node_factory("rx", shm=True)
+    got = Collector()
+    rx.listen("t", got)
+    rx.add_service("echo", lambda x: x)
+    tx = node_factory("tx", shm=True)
+    tx.wait_for_listener("t", WAIT)
+    for i in range(20):
+        tx.send("t", i)
+        assert tx.request("echo", i, timeout=WAIT) == i
+    assert got.wait_for(20, WAIT) == list(range(20))
+    assert shm(tx)["links"] == 0 and shm(rx)["links"] == 0
+
+    def fd_reads(node: easymesh.Node) -> list[bool]:
+        return [p["reads_fds"] for p in node.stats()["peers"].values()]
+
+    assert fd_reads(rx) and not any(fd_reads(rx)) and not any(fd_reads(tx))
+    frame = np.arange(MB, dtype=np.uint8)
+    tx.send("t", frame)
+    first = got.wait_for(21, WAIT)[20]
+    assert (first == frame).all() and not in_shared_memory(first)  # the socket; it asked
+    assert wait_until(lambda: shm(tx)["links"] == 1, WAIT)
+    tx.send("t", frame)
+    second = got.wait_for(22, WAIT)[21]
+    assert (second == frame).all() and in_shared_memory(second)
+    assert not any(fd_reads(rx))  # the arena came: plain reads again
+    assert shm(rx)["links"] == 0  # rx never sent anything large: it never asked
+
+
 def released(node: easymesh.Node) -> bool:
     gc.collect()
     return wait_until(lambda: shm(node)["blocks"] == 0, WAIT)
