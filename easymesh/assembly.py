@@ -126,18 +126,16 @@ class Parts:
             call_soon=self.loop.call_soon,
         )  # fmt: skip
         self.registry = Registry(self._record_changed)
+        self.host = ServiceHost(
+            name, self.registry, self.decoder, lambda *answer: self.caller.complete_local(*answer),
+            self.shm,
+        )  # fmt: skip
         self.router = Router(
             loop=self.loop, node_name=name, node_id=node_id, authkey=cfg.authkey,
             use_unix=cfg.transport == "auto", host_key=self._host_key,
             max_message_size=cfg.max_message_size, max_pending_bytes=cfg.max_pending_bytes,
             socket_dir=cfg.socket_dir, stall_timeout=cfg.heartbeat_timeout, decoder=self.decoder, entry=self.registry.entry,
-            on_requests=lambda link, frames: self.host.on_requests(link, frames),
-            on_answers=lambda link, frames: self.caller.on_answers(link, frames),
-            on_link_closed=lambda link, exc: self.caller.fail_link(link, exc), shm=self.shm,
-        )  # fmt: skip
-        self.host = ServiceHost(
-            name, self.registry, self.decoder, lambda *answer: self.caller.complete_local(*answer),
-            self.shm,
+            on_requests=self.host.on_requests, shm=self.shm,
         )  # fmt: skip
         self.caller = Caller(
             node_name=name, node_id=node_id, view=self.view, registry=self.registry,
@@ -146,6 +144,7 @@ class Parts:
             in_io_thread=in_io,
             request_timeout=cfg.request_timeout, max_in_flight=cfg.max_in_flight, shm=self.shm,
         )  # fmt: skip
+        self.router.answers_to(self.caller.on_answers, self.caller.fail_link)
         self.publisher = Publisher(
             node_id=node_id, view=self.view, registry=self.registry, decoder=self.decoder,
             balancer=balancer, link_to=self.router.link_to, links=self.router.links,

@@ -113,8 +113,8 @@ class Router:
         decoder: Decoder,
         entry: Callable[[bytes], TopicEntry | None],
         on_requests: Callable[[Connection, list[Frame]], None],
-        on_answers: Callable[[Connection, list[Frame]], None],
-        on_link_closed: Callable[[Connection, BaseException], None],
+        on_answers: Callable[[Connection, list[Frame]], None] = lambda link, frames: None,
+        on_link_closed: Callable[[Connection, BaseException], None] = lambda link, exc: None,
         shm: ShmHub | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -302,6 +302,16 @@ class Router:
             conn.close(ConnectionLost("the node left the mesh"))
 
     # -- inbound (I/O thread) --------------------------------------------------------------
+
+    def answers_to(
+        self,
+        on_answers: Callable[[Connection, list[Frame]], None],
+        on_link_closed: Callable[[Connection, BaseException], None],
+    ) -> None:
+        """Where answers and closed links go, for an owner that builds their taker after the
+        router (it needs the router's links): wired before start, then read on the I/O thread."""
+        self._on_answers = on_answers
+        self._on_link_closed = on_link_closed
 
     def _on_frames(self, conn: Connection, frames: list[Frame]) -> None:
         # Consecutive TOPIC frames of one topic (the usual batch) go to its entry in one
