@@ -217,7 +217,12 @@ class Caller:
         """Sleep on the lock of ``p`` for up to ``timeout`` s (inf: forever); its answer,
         or raise its error, or RequestTimeout(``what()``) once the entry is taken back."""
         waiter = p.future
-        if not waiter.acquire(True, -1 if timeout == _INF else min(timeout, TIMEOUT_MAX)):
+        try:
+            got = waiter.acquire(True, -1 if timeout == _INF else min(timeout, TIMEOUT_MAX))
+        except BaseException:  # e.g. KeyboardInterrupt: nobody waits for this answer now
+            self.table.discard(p.rid)
+            raise
+        if not got:
             if self.table.discard(p.rid) is not None:
                 raise RequestTimeout(what())
             waiter.acquire()  # completed at this very moment: its answer is being set
