@@ -6,7 +6,8 @@ node, and then speaks raw frames (tests/reliability/keyholder.py). It tries to:
 * take over another node's traffic by claiming that node's id on its link (Ident);
 * complete someone else's pending request with a reply of its choice;
 * make a node whose codec is msgpack unpickle its data: topic messages and requests sent
-  to it, and, as a provider it dialled, the reply to its request.
+  to it, and, as a provider it dialled, the reply to its request;
+* as a provider, never read the requests sent to it, so that they pile up in the node.
 
 Each negative check ends with a positive marker on the same link: the attacker sends a
 PING and reads until the PONG, so every frame the node would have sent it before is
@@ -204,6 +205,51 @@ def test_a_msgpack_node_never_unpickles_a_reply(coordinator_factory: Any, tmp_pa
         assert outcome[1] == "after"
         assert not os.path.exists(marker)
         assert node.stats()["refused_codec"] == 1
+    finally:
+        listener.close()
+        for n in made:
+            n.close()
+
+
+def test_requests_to_a_provider_that_stops_reading_fail_with_the_reason(
+    coordinator_factory: Any,
+) -> None:
+    """The attacker registers as a provider and never reads what the node sends it. The
+    requests queued towards it (must-deliver frames) pass ``max_pending_bytes`` (1 MiB
+    here): the node disconnects it, and every request that went out on that link fails
+    with ConnectionLost saying why, instead of the queue growing."""
+    coord = coordinator_factory(authkey=KEY, heartbeat_interval=5.0)  # see above
+    made: list[easymesh.Node] = []
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)  # inherited
+    port = listener.getsockname()[1]
+    try:
+        with KeyHolder(("127.0.0.1", coord.port), KEY) as registration:
+            registration.register(
+                record(name="sink", tcp=f"127.0.0.1:{port}", services=frozenset({"sink"}))
+            )
+            assert registration.answer()[0] == "welcome"
+            node = easymesh.Node(
+                "caller", coordinator=coord.address, authkey=KEY, max_pending_bytes=1 << 20
+            )
+            made.append(node)
+            node.wait_for_service("sink", timeout=10)
+            first = node.request_future("sink", b"", timeout=60)  # dials the attacker
+            with AcceptedKeyHolder(listener, KEY):
+                futures = [first]
+                refused: Exception | None = None
+                while refused is None and len(futures) < 400:  # 40 MB at most
+                    try:
+                        futures.append(node.request_future("sink", b"x" * 100_000, timeout=60))
+                    except easymesh.ConnectionLost as exc:  # the one that found it closed
+                        refused = exc
+                errors = [f.exception(30) for f in futures]
+        assert refused is not None, "400 requests (40 MB) queued towards a peer that never reads"
+        assert len(futures) > 1
+        for exc in errors:
+            assert isinstance(exc, easymesh.ConnectionLost), exc
+            assert "stopped reading" in str(exc) and "disconnected" in str(exc), exc
+        assert len(node._caller.table) == 0
     finally:
         listener.close()
         for n in made:
