@@ -4,7 +4,7 @@ No sockets and, except where the behaviour is about threads (the request table a
 the counter under contention), no threads: the request table gets a fake clock,
 the latch store fake listener tables and a recording ``send``, the backoff an
 injected ``rand``. The router, the topology view and the registry are in
-test_parts_router.py.
+test_parts_router.py; the caller and the service host in test_parts_caller.py.
 """
 
 from __future__ import annotations
