@@ -28,6 +28,10 @@ other topics, services, heartbeats and the coordinator link go on.
   the new callback never run at the same time.
 * Stopping is two steps, :meth:`begin_stop` and :meth:`join`, so that an owner with
   many dispatchers (a closing node) stops them all together under one deadline.
+* Counters (``received``, ``dropped``, ``handled``, ``errors``) change only under the
+  queue's lock: several workers (or spinning threads) share them, and an unlocked ``+=``
+  from two threads can lose counts. A worker adds what it ran when it takes the lock for
+  its next batch, so the counts cost no lock round of their own.
 """
 
 from __future__ import annotations
