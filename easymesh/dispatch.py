@@ -28,6 +28,10 @@ other topics, services, heartbeats and the coordinator link go on.
   the new callback never run at the same time.
 * Stopping is two steps, :meth:`begin_stop` and :meth:`join`, so that an owner with
   many dispatchers (a closing node) stops them all together under one deadline.
+* Counters (``received``, ``dropped``, ``handled``, ``errors``) change only under the
+  queue's lock: several workers (or spinning threads) share them, and an unlocked ``+=``
+  from two threads can lose counts. A worker adds what it ran when it takes the lock for
+  its next batch, so the counts cost no lock round of their own.
 """
 
 from __future__ import annotations
@@ -222,8 +226,18 @@ class Dispatcher:
         run = self.run
         batch: list[Any] = []
         nworkers = len(self._threads)
+        # What this worker ran (and what raised) since it last held the lock: added to the
+        # shared counters under it, once per batch (several workers share them: an
+        # unlocked ``+=`` from two of them can lose counts).
+        ran = failed = 0
         while True:
             with cond:
+                if ran:
+                    self.handled += ran
+                    ran = 0
+                    if failed:
+                        self.errors += failed
+                        failed = 0
                 while not q:
                     if self._stopping:
                         return
@@ -249,14 +263,17 @@ class Dispatcher:
                         break  # large items one by one: bounded memory, the newest sooner
             for i, item in enumerate(batch):
                 if self._abandon:
+                    with cond:
+                        self.handled += ran + i
+                        self.errors += failed
                     self._discard(batch[i:])
                     return
                 try:
                     run(item)
                 except BaseException:  # SystemExit from a callback must not end the worker
-                    self.errors += 1
+                    failed += 1
                     log.exception("easymesh: %s raised", self.describe)
-            self.handled += len(batch)
+            ran += len(batch)
             batch.clear()
             item = None  # the last message too is dropped now (shared memory goes back)
 
@@ -272,12 +289,14 @@ class Dispatcher:
                     break
                 item, nbytes = q.popleft()
                 self._bytes -= nbytes
+                # Counted as it is taken, under the lock: two threads may spin one queue.
+                self.handled += 1
             try:
                 self.run(item)
             except Exception:
-                self.errors += 1
+                with self._cond:
+                    self.errors += 1
                 log.exception("easymesh: %s raised", self.describe)
-            self.handled += 1
             ran += 1
         return ran
 

@@ -43,8 +43,7 @@ from easymesh.workers import ServiceEntry, TopicListener
 
 __all__ = ["Node", "build_node", "build_mesh_node"]
 
-#: Nodes not closed yet. Strong references: a node's threads and sockets live on when the
-#: user drops the Node object (a node made in ``main()``), and it must still close at exit.
+
 def _check_args(name: Any, transport: str) -> None:
     if not isinstance(name, str) or not name or len(name) > 256:
         raise ValueError("a node name must be a non-empty string of at most 256 characters")

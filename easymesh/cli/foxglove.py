@@ -39,13 +39,13 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
 import threading
 from typing import Any
 
 from docopt import docopt
 
+from easymesh import signals
 from easymesh.cli.options import run_main, setup_logging
 from easymesh.errors import MeshError
 from easymesh.tools.session import UsageError, number
@@ -126,16 +126,13 @@ def serve(node_kwargs: dict[str, Any], **bridge_kwargs: Any) -> int:
 
 
 def _wait_for_signal(node: Any) -> None:
-    """Block until Ctrl-C, SIGTERM or the node closes."""
+    """Block until Ctrl-C, SIGTERM or the node closes (the signal helper sets ``stop``
+    from its own thread: a handler that set it on the main thread could deadlock on the
+    Event's lock that the main thread holds while it waits)."""
     stop = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
-        while not stop.wait(0.5) and not node.closed:
+    with signals.stopping_on(lambda _signum: stop.set()):
+        while not stop.wait(signals.WAIT_SLICE) and not node.closed:
             pass
-    except KeyboardInterrupt:
-        pass
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def entry() -> None:

@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from easymesh.protocol import frames as F
-from easymesh.protocol.auth import ClientHandshake
+from easymesh.protocol.auth import ClientHandshake, ServerHandshake
 from easymesh.protocol.frames import CONTROL, ERROR, Frame, FrameDecoder, encode_frame
 from easymesh.protocol.messages import NodeInfo, Register, decode_control, encode_control
 
@@ -131,3 +131,25 @@ class KeyHolder:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+class AcceptedKeyHolder(KeyHolder):
+    """The same attacker on a link a node dialled to it: it accepts one connection on
+    ``listener`` and completes the server side of the real handshake (it registered an
+    endpoint of its own with the coordinator, so a node that wants its service dials it)."""
+
+    def __init__(self, listener: socket.socket, authkey: str, timeout: float = 20.0) -> None:
+        listener.settimeout(timeout)
+        self.sock, _ = listener.accept()
+        self.sock.settimeout(timeout)
+        self.decoder = FrameDecoder(max_body=F.HANDSHAKE_MAX_BODY, allowed_types=F.HANDSHAKE_TYPES,
+                                    buffer_size=F.HANDSHAKE_BUFFER_SIZE, max_name=F.HANDSHAKE_MAX_NAME)
+        hs = ServerHandshake(authkey.encode())
+        deadline = time.monotonic() + timeout
+        done = False
+        while not done:
+            out, done = hs.receive(self._next(deadline, handshake=True))
+            if out:
+                self.sock.sendall(out)
+        self.decoder.set_limits(1 << 30, F.SESSION_TYPES)
+        self.eof = False

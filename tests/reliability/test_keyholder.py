@@ -11,8 +11,8 @@ What it tries, and what must happen:
 * a second Register on one link: refused, and the first record leaves with the link;
 * endpoints that point anywhere but at the registering node: refused;
 * too many topics, too large a record, a mesh filled to its limits: refused with clear
-  errors; once the filler leaves, a real node joins a mesh whose Welcome takes several
-  frames;
+  errors (a real ``Node()`` gets RegistrationRefused with the reason at once); once the
+  filler leaves, a real node joins a mesh whose Welcome takes several frames;
 * requests whose replies it never reads (must-deliver frames): the node disconnects it
   once its queue passes the bound, and its memory stays under the stated bound;
 * a frame header announcing a large body, then silence: the link is closed after the
@@ -239,6 +239,23 @@ def test_limits_are_refused_clearly_and_the_mesh_stays_joinable(spawn: Any) -> N
     finally:
         for kh in fillers:
             kh.close()
+    assert "refused: the mesh is full" in coord.log
+
+
+def test_a_real_node_refused_by_the_coordinator_fails_at_once_with_the_reason(spawn: Any) -> None:
+    """The node that exceeds a limit is told so: ``Node()`` raises RegistrationRefused with
+    the coordinator's reason at once, instead of retrying until ``connect_timeout`` and
+    reporting the coordinator as unavailable."""
+    import time
+
+    import easymesh
+
+    coord, addr = start_coordinator(spawn, max_nodes=1)
+    start_agent(spawn, "first", addr)
+    start = time.monotonic()
+    with pytest.raises(easymesh.RegistrationRefused, match="the mesh is full"):
+        easymesh.Node("second", coordinator=f"{addr[0]}:{addr[1]}", authkey=KEY, connect_timeout=20)
+    assert time.monotonic() - start < 10.0
     assert "refused: the mesh is full" in coord.log
 
 

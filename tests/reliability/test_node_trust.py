@@ -5,7 +5,9 @@ node, and then speaks raw frames (tests/reliability/keyholder.py). It tries to:
 
 * take over another node's traffic by claiming that node's id on its link (Ident);
 * complete someone else's pending request with a reply of its choice;
-* make a node whose codec is msgpack unpickle its data.
+* make a node whose codec is msgpack unpickle its data: topic messages and requests sent
+  to it, and, as a provider it dialled, the reply to its request;
+* as a provider, never read the requests sent to it, so that they pile up in the node.
 
 Each negative check ends with a positive marker on the same link: the attacker sends a
 PING and reads until the PONG, so every frame the node would have sent it before is
@@ -16,10 +18,12 @@ from __future__ import annotations
 
 import os
 import pickle
+import socket
 import threading
 from typing import Any
 
 import easymesh
+from easymesh.protocol.codecs import MSGPACK_ID, PICKLE_ID
 from easymesh.protocol.frames import (
     CONTROL,
     PING,
@@ -33,7 +37,7 @@ from easymesh.protocol.frames import (
 from easymesh.protocol.messages import Ident, encode_control
 
 from ..integration.helpers import Collector, wait_until
-from .keyholder import KeyHolder
+from .keyholder import AcceptedKeyHolder, KeyHolder, record
 
 KEY = "trust-test-key"
 
@@ -154,5 +158,99 @@ def test_a_msgpack_node_never_unpickles(coordinator_factory: Any, tmp_path: Any)
         assert not os.path.exists(marker)
         assert wait_until(lambda: node.stats()["refused_codec"] == 2, timeout=5)
     finally:
+        for n in made:
+            n.close()
+
+
+def test_a_msgpack_node_never_unpickles_a_reply(coordinator_factory: Any, tmp_path: Any) -> None:
+    """The attacker registers as the provider of a service (a record of its own, its own
+    TCP endpoint) and answers the node's request with a pickle. The reply is dropped
+    unread, counted, and fails the request with CodecError; a second request on the same
+    link, answered in msgpack, shows the link still works (the positive marker)."""
+    # The attacker's registration answers no PING: a heartbeat timeout (4 x 5 s) it outlives.
+    coord = coordinator_factory(authkey=KEY, heartbeat_interval=5.0)
+    made: list[easymesh.Node] = []
+    marker = str(tmp_path / "pickle-ran")
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    try:
+        with KeyHolder(("127.0.0.1", coord.port), KEY) as registration:
+            registration.register(record(name="provider", tcp=f"127.0.0.1:{port}",
+                                         services=frozenset({"svc"})))
+            assert registration.answer()[0] == "welcome"
+            node = easymesh.Node("strict", coordinator=coord.address, authkey=KEY, codec="msgpack")
+            made.append(node)
+            node.wait_for_service("svc", timeout=10)
+            outcome: list[Any] = []
+
+            def call() -> None:
+                for data in ("first", "second"):
+                    try:
+                        outcome.append(node.request("svc", data, timeout=20))
+                    except Exception as exc:  # noqa: BLE001 - recorded for the test
+                        outcome.append(exc)
+
+            caller = threading.Thread(target=call)
+            caller.start()
+            with AcceptedKeyHolder(listener, KEY) as attacker:
+                replies = [(pickle.dumps(_Marker(marker)), PICKLE_ID), (b"\xa5after", MSGPACK_ID)]
+                for body, codec in replies:
+                    request = attacker.next_frame(20)
+                    while request is not None and request.type != REQUEST:
+                        request = attacker.next_frame(20)  # the node's Ident first
+                    assert request is not None
+                    attacker.send_frame(REPLY, body=body, codec=codec, rid=request.request_id)
+                caller.join(30)
+        assert isinstance(outcome[0], easymesh.CodecError), outcome
+        assert outcome[1] == "after"
+        assert not os.path.exists(marker)
+        assert node.stats()["refused_codec"] == 1
+    finally:
+        listener.close()
+        for n in made:
+            n.close()
+
+
+def test_requests_to_a_provider_that_stops_reading_fail_with_the_reason(
+    coordinator_factory: Any,
+) -> None:
+    """The attacker registers as a provider and never reads what the node sends it. The
+    requests queued towards it (must-deliver frames) pass ``max_pending_bytes`` (1 MiB
+    here): the node disconnects it, and every request that went out on that link fails
+    with ConnectionLost saying why, instead of the queue growing."""
+    coord = coordinator_factory(authkey=KEY, heartbeat_interval=5.0)  # see above
+    made: list[easymesh.Node] = []
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)  # inherited
+    port = listener.getsockname()[1]
+    try:
+        with KeyHolder(("127.0.0.1", coord.port), KEY) as registration:
+            registration.register(
+                record(name="sink", tcp=f"127.0.0.1:{port}", services=frozenset({"sink"}))
+            )
+            assert registration.answer()[0] == "welcome"
+            node = easymesh.Node(
+                "caller", coordinator=coord.address, authkey=KEY, max_pending_bytes=1 << 20
+            )
+            made.append(node)
+            node.wait_for_service("sink", timeout=10)
+            first = node.request_future("sink", b"", timeout=60)  # dials the attacker
+            with AcceptedKeyHolder(listener, KEY):
+                futures = [first]
+                refused: Exception | None = None
+                while refused is None and len(futures) < 400:  # 40 MB at most
+                    try:
+                        futures.append(node.request_future("sink", b"x" * 100_000, timeout=60))
+                    except easymesh.ConnectionLost as exc:  # the one that found it closed
+                        refused = exc
+                errors = [f.exception(30) for f in futures]
+        assert refused is not None, "400 requests (40 MB) queued towards a peer that never reads"
+        assert len(futures) > 1
+        for exc in errors:
+            assert isinstance(exc, easymesh.ConnectionLost), exc
+            assert "stopped reading" in str(exc) and "disconnected" in str(exc), exc
+        assert len(node._caller.table) == 0
+    finally:
+        listener.close()
         for n in made:
             n.close()

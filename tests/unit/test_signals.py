@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import logging
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -138,3 +140,47 @@ def test_the_coordinator_stops_on_sigterm_with_status_0(tmp_path) -> None:
             proc.communicate(timeout=10)
     assert proc.returncode == 0, err
     assert "coordinator stopped" in out
+
+
+def _handler_setters(path: pathlib.Path) -> list[int]:
+    """Lines of ``path`` that set a signal handler (``signal.signal(...)``, or
+    ``signal(...)`` imported from the signal module)."""
+    tree = ast.parse(path.read_text())
+    direct = {
+        a.asname or a.name
+        for n in ast.walk(tree)
+        if isinstance(n, ast.ImportFrom) and n.module == "signal"
+        for a in n.names
+        if a.name == "signal"
+    }
+    lines = []
+    for n in ast.walk(tree):
+        if not isinstance(n, ast.Call):
+            continue
+        f = n.func
+        if (
+            isinstance(f, ast.Attribute)
+            and f.attr == "signal"
+            and isinstance(f.value, ast.Name)
+            and f.value.id == "signal"
+        ):
+            lines.append(n.lineno)
+        elif isinstance(f, ast.Name) and f.id in direct:
+            lines.append(n.lineno)
+    return lines
+
+
+def test_only_the_signal_helper_sets_signal_handlers() -> None:
+    """One signal helper for the coordinator, the node and every command (issue 11): a
+    handler set elsewhere (meshfoxglove set its own, which called ``Event.set`` inside
+    the handler, on the main thread) escapes what easymesh/signals.py guarantees."""
+    package = pathlib.Path(signals.__file__).parent
+    found = {
+        str(p.relative_to(package)): lines
+        for p in sorted(package.rglob("*.py"))
+        if p.name != "signals.py" or p.parent != package
+        for lines in [_handler_setters(p)]
+        if lines
+    }
+    assert found == {}
+    assert _handler_setters(pathlib.Path(signals.__file__))  # the finder finds them
