@@ -292,7 +292,10 @@ class Caller:
             if not ok:
                 self.table.discard(rid)
                 self._check_open()
-                raise ConnectionLost(f"connection to node {node.name!r} is closed")
+                why = link.close_reason  # e.g. the peer stopped reading past the bound
+                raise ConnectionLost(
+                    str(why) if why else f"connection to node {node.name!r} is closed"
+                )
         if timeout is not None and timeout != _INF:
             self._arm_sweep()
         return p

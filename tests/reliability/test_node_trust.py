@@ -245,6 +245,7 @@ def test_requests_to_a_provider_that_stops_reading_fail_with_the_reason(
                         refused = exc
                 errors = [f.exception(30) for f in futures]
         assert refused is not None, "400 requests (40 MB) queued towards a peer that never reads"
+        assert "stopped reading" in str(refused), refused  # the one that tripped it says why
         assert len(futures) > 1
         for exc in errors:
             assert isinstance(exc, easymesh.ConnectionLost), exc
