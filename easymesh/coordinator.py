@@ -432,6 +432,7 @@ class Coordinator:
         for (up_ids, rem_ids, ack_seq), wids in groups.items():
             records = [topo.record(i) for i in up_ids]
             bodies = diff_bodies(topo.version, records, list(rem_ids), ack_seq, self.welcome_part_bytes)
+            wids = self.audience.by_process(wids)  # (its docstring says why)
             for pieces in bodies:
                 bufs, nbytes = encode_frame_parts(CONTROL, b"diff", pieces)
                 for wid in wids:

@@ -37,7 +37,8 @@ between the two (``idle_cpu_us_per_node_s``: heartbeats, the background a change
 with). ``coordinator_side`` (a coordinator in this process only): when, after t2, the new
 listener's update reached the coordinator (``update_in_ms``) and when it had written the
 last diff of it (``last_written_ms``), with the broadcast passes that wrote them (how
-many, how long each took, bytes each wrote: one pass writes every watcher's diff).
+many, how long each took and its thread's CPU, bytes each wrote: one pass writes every
+watcher's diff).
 ``MESH_SCALE_DEBUG=1`` also prints per worker when its first, median and last node
 learned of the change, and the garbage collector's CPU during the join.
 
@@ -300,9 +301,9 @@ def _watch_broadcasts(coord: Any) -> dict[str, list[Any]]:
         change(node_id, changed)
 
     def timed_broadcast() -> None:
-        t0, b0 = now(), coord.bytes_sent
+        t0, b0, c0 = now(), coord.bytes_sent, time.thread_time()
         broadcast()
-        seen["passes"].append((t0, now(), coord.bytes_sent - b0))
+        seen["passes"].append((t0, now(), coord.bytes_sent - b0, time.thread_time() - c0))
 
     coord._change, coord._broadcast = timed_change, timed_broadcast
     return seen
@@ -320,6 +321,7 @@ def _coordinator_side(seen: dict[str, list[Any]], t_change: float) -> dict[str, 
         out["last_written_ms"] = round((passes[-1][1] - t_change) * 1000, 1)
         out["pass_ms"] = [round((p[1] - p[0]) * 1000, 1) for p in passes]
         out["pass_bytes"] = [p[2] for p in passes]
+        out["pass_cpu_ms"] = [round(p[3] * 1000, 1) for p in passes]  # the coordinator thread's
     return out
 
 
