@@ -296,6 +296,7 @@ class LoopThread:
                 fn(*timer.args)
             except Exception:
                 log.exception("easymesh %s: timer failed", self.name)
+            timer.fn, timer.args = _noop, ()  # what it referenced may go (see Timer.cancel)
 
     def _close_all(self) -> None:
         self.abort(list(self._selector.get_map().values()))

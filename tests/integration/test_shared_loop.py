@@ -160,3 +160,29 @@ def test_a_forked_child_runs_its_own_io_thread(node_factory: Any, coordinator: A
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert parent.request("echo", "after", timeout=WAIT) == "after"
+
+
+def test_a_blocking_call_on_the_shared_thread_raises_for_every_node(node_factory: Any) -> None:
+    """The thread that runs a's I/O runs b's too: b.request() made there could never
+    complete, so it raises at once, as on a node's own I/O thread."""
+    a, b = node_factory("a"), node_factory("b")
+    b.add_service("echo", lambda d: d)
+    b.wait_for_service("echo", timeout=WAIT)
+    seen: list[Any] = []
+    done = threading.Event()
+
+    def on_the_io_thread() -> None:
+        for call in (
+            lambda: b.request("echo", 1, timeout=30),
+            lambda: a.request("echo", 1, timeout=30),
+        ):
+            try:
+                seen.append(call())
+            except Exception as exc:  # noqa: BLE001 - recorded for the test
+                seen.append(exc)
+        done.set()
+
+    a._loop.call_soon(on_the_io_thread)
+    assert done.wait(WAIT)
+    assert all(isinstance(x, easymesh.WouldDeadlock) for x in seen) and len(seen) == 2
+    assert a.request("echo", 2, timeout=WAIT) == 2  # and from here it works

@@ -154,9 +154,7 @@ def test_an_error_in_one_owners_handler_leaves_the_others_running(
         assert _on_thread(b, lambda: "alive") == "alive"
 
         def failures() -> int:
-            return sum(
-                1 for r in caplog.records if r.exc_info and "a's bug" in str(r.exc_info[1])
-            )
+            return sum(1 for r in caplog.records if r.exc_info and "a's bug" in str(r.exc_info[1]))
 
         # the call, the timer and the handler each failed, were logged, and the loop went on
         assert _on_thread(b, failures) >= 2
