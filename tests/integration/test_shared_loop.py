@@ -137,6 +137,7 @@ def test_a_dying_io_thread_fails_every_node_on_it_loudly(
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")  # 3.12+: threads and fork
 def test_a_forked_child_runs_its_own_io_thread(node_factory: Any, coordinator: Any) -> None:
     parent = node_factory("parent")
     parent.add_service("echo", lambda d: d)

@@ -220,6 +220,7 @@ def test_shared_loop_is_one_thread_until_its_last_owner_leaves() -> None:
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")  # 3.12+: threads and fork
 def test_a_forked_child_never_reuses_the_parents_thread() -> None:
     parent = shared_loop("parent")
     parent.start()
