@@ -264,7 +264,7 @@ class Parts:
         subscriptions and ``wait_for_message`` included (runs on the dying I/O thread,
         before its sockets close: no flush, the Bye still leaves)."""
         reason = NodeClosed(f"node {self.name!r} failed: its I/O thread died ({exc!r})")
-        # The thread may be shared: each of its nodes says so, the reason once in the log.
+        # The thread may be shared: each node on it logs that it failed (the thread logged why).
         log.error("easymesh: %s", printable(reason, 300))
         with self._close_lock:
             self.closing = True
