@@ -12,6 +12,7 @@ failing loudly if the I/O thread dies. It holds no table of its own.
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import socket
 import threading
@@ -20,10 +21,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from easymesh import config
 from easymesh.caller import Caller
 from easymesh.coordclient import CoordinatorClient
 from easymesh.decoder import Decoder
 from easymesh.errors import NodeClosed
+from easymesh.escape import printable
 from easymesh.loadbalancing import resolve_load_balancer
 from easymesh.protocol.codecs import PICKLE_ID
 from easymesh.protocol.messages import Diff, NodeInfo, Welcome
@@ -34,10 +37,12 @@ from easymesh.servicehost import ServiceHost
 from easymesh.shmhub import ShmHub
 from easymesh.transport.connection import Connection
 from easymesh.transport.listener import host_key
-from easymesh.transport.loop import IOLoop
+from easymesh.transport.loop import IOLoop, shared_loop
 from easymesh.view import TopologyView
 
 __all__ = ["Parts", "Settings", "track", "untrack"]
+
+log = logging.getLogger("easymesh.node")
 
 _open: set[Any] = set()  # nodes of this process not yet closed (strong refs: see below)
 
@@ -116,14 +121,14 @@ class Parts:
         self.closed = threading.Event()
         self.decoder = Decoder(cfg.codec, cfg.accept_codecs, name)
         balancer = resolve_load_balancer(cfg.load_balancer)
-        self.loop = IOLoop(name, on_crash=self._on_io_crash)
+        self.loop = self._make_loop(name)
         self._loop_started = False
         in_io = self.loop.in_loop_thread
         self.view = TopologyView(in_io, watch_all=cfg.watch == "all")
         self.shm = ShmHub(
             enabled=cfg.shm and cfg.transport == "auto" and self.decoder.codec_id == PICKLE_ID,
             threshold=cfg.shm_threshold, pool_size=cfg.shm_pool_size, node_name=name,
-            call_soon=self.loop.call_soon,
+            call_soon=lambda fn, *args: self.loop.call_soon(fn, *args),  # none once closed
         )  # fmt: skip
         self.registry = Registry(self._record_changed)
         self.host = ServiceHost(
@@ -157,6 +162,13 @@ class Parts:
             on_topology=self._on_topology, stall_timeout=cfg.heartbeat_timeout,
         )  # fmt: skip
         self.view.on_interest = self.coordinator.send_update
+
+    def _make_loop(self, name: str) -> IOLoop:
+        """Every node of the process on one I/O thread (``transport/loop.py`` says why),
+        unless ``EASYMESH_IO_LOOP=own``."""
+        if config.io_loop() == "own":
+            return IOLoop(name, on_crash=self._on_io_crash)
+        return shared_loop(name, on_crash=self._on_io_crash)
 
     def start(self, connect_timeout: float) -> None:
         """Bind, start the I/O thread, join the mesh (the caller's thread).
@@ -251,6 +263,8 @@ class Parts:
         subscriptions and ``wait_for_message`` included (runs on the dying I/O thread,
         before its sockets close: no flush, the Bye still leaves)."""
         reason = NodeClosed(f"node {self.name!r} failed: its I/O thread died ({exc!r})")
+        # The thread may be shared: each node on it logs that it failed (the thread logged why).
+        log.error("easymesh: %s", printable(reason, 300))
         with self._close_lock:
             self.closing = True
             self.close_reason = reason

@@ -5,6 +5,8 @@ Environment variables (read when a node or tool starts, never cached):
 ``EASYMESH_COORDINATOR``  ``host[:port]`` of the coordinator (default ``localhost:6374``)
 ``EASYMESH_AUTHKEY``      shared secret for the HMAC handshake (default: none)
 ``EASYMESH_SOCKET_DIR``   folder for node Unix sockets; unset on Linux = abstract sockets
+``EASYMESH_IO_LOOP``      ``shared`` (default: every node of a process on one I/O thread)
+                          or ``own`` (a thread per node; see easymesh/transport/loop.py)
 
 The key on a command line (``--authkey KEY``) can be read by every local user in
 ``/proc/<pid>/cmdline``; a process's environment (``/proc/<pid>/environ``) only by its
@@ -125,6 +127,16 @@ def socket_dir(value: str | None = None) -> str | None:
 
 #: Largest key file read (a key is a short secret; this bounds a mistaken path like a log).
 MAX_KEY_FILE = 64 * 1024
+
+
+def io_loop() -> str:
+    """``EASYMESH_IO_LOOP``: ``shared`` (default) or ``own``; anything else logs a warning and
+    means ``shared``."""
+    value = os.environ.get("EASYMESH_IO_LOOP", "shared").strip().lower() or "shared"
+    if value not in ("shared", "own"):
+        log.warning("EASYMESH_IO_LOOP=%r: expected 'shared' or 'own'; using 'shared'", value)
+        return "shared"
+    return value
 
 
 def read_authkey_file(path: str) -> bytes:

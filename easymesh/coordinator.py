@@ -112,6 +112,8 @@ log = logging.getLogger("easymesh.coordinator")
 REGISTER_TIMEOUT = 2 * HANDSHAKE_TIMEOUT
 #: Seconds between two broadcasts while changes keep coming (a storm).
 COALESCE = 0.002
+#: Accept queue (the kernel caps it at somaxconn): 1,000 joins at once overflowed 512 (issue 15).
+ACCEPT_BACKLOG = 4096
 
 
 class Coordinator:
@@ -181,7 +183,7 @@ class Coordinator:
     def start(self) -> Coordinator:
         if self._started:
             return self
-        sock = tcp_server_socket(self.host, self.requested_port)
+        sock = tcp_server_socket(self.host, self.requested_port, backlog=ACCEPT_BACKLOG)
         self.port = sock.getsockname()[1]
         warning = unprotected_warning(sock.getsockname()[0], self.authkey, self.port)
         if warning:
@@ -432,6 +434,7 @@ class Coordinator:
         for (up_ids, rem_ids, ack_seq), wids in groups.items():
             records = [topo.record(i) for i in up_ids]
             bodies = diff_bodies(topo.version, records, list(rem_ids), ack_seq, self.welcome_part_bytes)
+            wids = self.audience.by_process(wids)  # (its docstring says why)
             for pieces in bodies:
                 bufs, nbytes = encode_frame_parts(CONTROL, b"diff", pieces)
                 for wid in wids:

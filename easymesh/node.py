@@ -17,8 +17,9 @@ paths of a message, a request and a topology change):
 * :class:`~easymesh.decoder.Decoder` — the node's codec and the codecs it accepts.
 
 The Node holds no table of its own: each part owns its state and its lock and gets
-the few collaborators it needs as callables. Threads: one I/O thread
-(``easymesh-<name>-io``) owns the sockets and never runs user code; each listener and
+the few collaborators it needs as callables. Threads: one I/O thread, shared by every
+node of the process (``easymesh-io``; see easymesh/transport/loop.py), owns the sockets
+and never runs user code; each listener and
 service has its worker pool; request futures are completed on ``easymesh-<name>-futures``.
 """
 

@@ -1,274 +1,237 @@
-"""One selector-based I/O thread per Node or Coordinator.
+"""An owner's I/O loop: its share of a selector thread. Every ``Node`` of a process
+shares one thread.
 
-Only this thread owns sockets and protocol state (with one exception: a user
-thread may write a frame straight to an idle connection under that
-connection's lock, see connection.py). Other threads hand work to the loop with
-:meth:`IOLoop.call_soon` / :meth:`IOLoop.call_later`, which wake it with one
-byte on a socketpair; wake-ups are coalesced (one byte per batch of calls).
+:class:`IOLoop` is what a node's parts (router, connections, listeners, coordinator
+client) and the coordinator schedule calls and timers on and register sockets with. It
+is a view of a :class:`~easymesh.transport.loopthread.LoopThread` (the thread: selector,
+call queue, timers) that remembers which sockets and timers are its owner's, so that
+:meth:`IOLoop.stop` removes exactly those and leaves the thread serving its other owners.
 
-A handler that raises is logged and the loop carries on: an exception never
-kills the I/O thread. Should the thread end any other way (a ``BaseException``
-such as ``KeyboardInterrupt`` delivered to it, or a bug in the loop itself), the
-owner hears of it through ``on_crash(exc)`` — a node then fails loudly (marks
-itself closed with the reason, fails its pending requests) instead of hanging.
+* ``IOLoop(name)``: a private thread (``easymesh-<name>-io``), ended by ``stop()``. The
+  coordinator and the transport tests use it.
+* :func:`shared_loop`: every ``Node`` of a process gets a view of one shared thread
+  (``easymesh-io``), created with the first node and stopped when the last view stops
+  (counted under the thread's lock); a node created after that starts a new thread.
+  ``EASYMESH_IO_LOOP=own`` gives each node a private thread again (kept to measure the
+  two side by side in one run, and as a way back should a program depend on per-node
+  threads, e.g. their names).
+
+Why one thread per process (issue 15). With a thread per node, a topology change that
+concerns 100 nodes of a process woke 100 threads: a GIL hand-over and a context switch
+each, ~0.285 ms of CPU per node against ~0.130 ms when one thread wakes once and serves
+them all (``scripts/bench/thread_floor.py``); a join storm of 1,000 nodes spent most of
+its CPU there. One thread also means one selector, one wake-up pair and one timer heap
+per process instead of per node. What it costs: the nodes of a process share one
+thread's time (none of it runs user code, see docs/architecture.md "Threads"), and if
+that thread dies every node on it fails (each is told, marked closed and logs it).
+
+The hot path costs what it did: ``call_soon``, ``modify`` and ``in_loop_thread`` *are*
+the thread's bound methods (instance attributes set once, no forwarding frame). A
+blocking call made on the thread raises at once whichever node it belongs to
+(``in_loop_thread`` compares with the shared thread: it is the one that would wait).
+
+Leaving (``stop``) takes two turns of the thread: the first aborts the owner's sockets,
+whose closers may queue notifications (``on_close``) or register a socket (a connect
+queued just before); the second, queued behind those, aborts what is left, cancels the
+owner's timers and from then on drops its calls, as a private thread that stopped never
+ran them. On the thread itself ``stop`` does not wait for the second turn (it cannot wait
+on itself). Bounded by ``timeout`` either way.
+
+Fork: a child process has a copy of the parent's views and thread object but not the
+thread; :func:`shared_loop` in the child starts a new one (``os.register_at_fork`` and a
+pid check).
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import logging
-import selectors
+import os
 import socket
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from easymesh.transport.loopthread import READ, WRITE, LoopThread, Timer
+
 log = logging.getLogger("easymesh.loop")
 
-READ = selectors.EVENT_READ
-WRITE = selectors.EVENT_WRITE
+__all__ = ["IOLoop", "LoopThread", "READ", "WRITE", "Timer", "shared_loop", "SHARED_THREAD_NAME"]
+
+SHARED_THREAD_NAME = "easymesh-io"
 
 
-def _noop(*_args: Any) -> None:
-    pass
-
-
-class Timer:
-    """A scheduled call; ``cancel()`` is safe from any thread."""
-
-    __slots__ = ("when", "fn", "args", "cancelled")
-
-    def __init__(self, when: float, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
-        self.when = when
-        self.fn = fn
-        self.args = args
-        self.cancelled = False
-
-    def cancel(self) -> None:
-        self.cancelled = True
-        # A cancelled timer stays in the heap until its deadline; let go of the callable
-        # now so that what it references (a closed connection and its read buffer) can
-        # be freed: under churn, 5 s of cancelled handshake timers held ~400 closed
-        # connections (100 MB) in the coordinator. One atomic store: the loop thread may
-        # be reading fn and args at this moment, and _noop takes any arguments.
-        self.fn = _noop
+def _drop(*_args: Any) -> None:
+    """``call_soon`` of a view that left: its owner is closed."""
 
 
 class IOLoop:
-    """The I/O thread: a selector, a call queue, timers and a wake-up socketpair."""
+    """One owner's share of an I/O thread: schedule calls and timers on it, register
+    sockets with it. ``thread``: a view of that (shared) thread; default: a private one."""
 
-    def __init__(self, name: str, on_crash: Callable[[BaseException], None] | None = None) -> None:
+    #: Run ``fn(*args)`` on the I/O thread, soon. Safe from any thread.
+    call_soon: Callable[..., None]
+    #: (I/O thread) Change what a registered socket waits for.
+    modify: Callable[[socket.socket, int, Callable[[int], None]], None]
+    #: Whether the calling thread is the I/O thread.
+    in_loop_thread: Callable[[], bool]
+
+    def __init__(
+        self,
+        name: str,
+        on_crash: Callable[[BaseException], None] | None = None,
+        *,
+        thread: LoopThread | None = None,
+    ) -> None:
         self.name = name
         self.on_crash = on_crash
-        #: Why the thread ended, if it ended by an exception (None otherwise).
-        self.crashed: BaseException | None = None
-        self._selector = selectors.DefaultSelector()
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
-        self._selector.register(self._wake_r, READ, self._drain_wake)
-        self._calls: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque()
-        self._wake_pending = False
-        self._timers: list[tuple[float, int, Timer]] = []
-        self._timer_lock = threading.Lock()
-        self._seq = itertools.count()
-        self._next_deadline = float("inf")
-        self._stopping = False
-        self._thread = threading.Thread(target=self._run, name=f"easymesh-{name}-io", daemon=True)
-        self._ident: int | None = None
-        self.stopped = threading.Event()
+        if thread is None:
+            thread = LoopThread(f"easymesh-{name}-io", name)
+        self.thread = thread
+        self.call_soon = thread.call_soon
+        self.modify = thread.modify
+        self.in_loop_thread = thread.in_loop_thread
+        self._owned: dict[Any, Callable[[int], None]] = {}  # I/O thread only
+        self._timers: set[Timer] = set()
+        self._lock = threading.Lock()  # _timers, _prune_at, _leaving
+        self._prune_at = 64
+        self._leaving = False
+        #: Set once this view left (or the thread is gone).
+        self.left = threading.Event()
+        thread.attach(self)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._thread.start()
+        """Start the thread unless it runs already (shared: another owner started it)."""
+        self.thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop the loop and close the selector. Joins the thread unless called from it."""
-        self.call_soon(self._set_stopping)
-        if not self.in_loop_thread() and self._thread.is_alive():
-            self._thread.join(timeout)
+        """Leave: close this owner's sockets, cancel its timers, drop its later calls; the
+        thread stops when its last owner left. Idempotent; waits up to ``timeout`` unless
+        called on the I/O thread."""
+        deadline = time.monotonic() + timeout
+        thread = self.thread
+        with self._lock:
+            already, self._leaving = self._leaving, True
+        if already:
+            if not thread.in_loop_thread():
+                self.left.wait(timeout)
+            return
+        if thread.in_loop_thread():
+            self._abort_owned()
+            thread.call_soon(self._finish_leaving)
+        elif thread.started and thread.running:
+            thread.call_soon(self._leave)
+            self.left.wait(timeout)
+        else:  # never started, or ended: no thread runs, nothing to wait for
+            self._finish_leaving()
+        if thread.detach(self):
+            thread.stop(max(0.0, deadline - time.monotonic()))
 
-    def _set_stopping(self) -> None:
-        self._stopping = True
+    def _leave(self) -> None:
+        self._abort_owned()
+        self.thread.call_soon(self._finish_leaving)  # behind what the closers queued
+
+    def _finish_leaving(self) -> None:
+        self._abort_owned()
+        with self._lock:
+            timers, self._timers = self._timers, set()
+        for timer in timers:
+            timer.cancel()
+        self.call_soon = _drop
+        self.left.set()
+
+    def _abort_owned(self) -> None:
+        keys = [key for key in map(self.thread.key, list(self._owned)) if key is not None]
+        self._owned.clear()
+        self.thread.abort(keys)
+
+    def crashed_with(self, exc: BaseException) -> None:
+        """(the dying I/O thread) Tell the owner, before its sockets close."""
+        if self.on_crash is None:
+            return
+        try:
+            self.on_crash(exc)
+        except BaseException:
+            log.exception("easymesh %s: the crash handler failed", self.name)
 
     @property
     def stopping(self) -> bool:
-        """True once stop() was requested (and processed) or the loop ended."""
-        return self._stopping or self.stopped.is_set()
-
-    def in_loop_thread(self) -> bool:
-        return threading.get_ident() == self._ident
+        """True once this owner began to leave, or the thread is stopping or ended."""
+        return self._leaving or self.thread.stopping
 
     @property
     def running(self) -> bool:
-        return self._thread.is_alive() and not self._stopping
+        return not self._leaving and self.thread.running
 
-    # -- scheduling (any thread) -------------------------------------------------------------
+    @property
+    def crashed(self) -> BaseException | None:
+        """Why the thread ended, if it ended by an exception."""
+        return self.thread.crashed
 
-    def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Run ``fn(*args)`` on the I/O thread, soon. Safe from any thread."""
-        self._calls.append((fn, args))
-        if not self._wake_pending and threading.get_ident() != self._ident:
-            self._wake_pending = True
-            self._wake()
+    @property
+    def stopped(self) -> threading.Event:
+        """Set once the thread ended (shared: not when only this owner left)."""
+        return self.thread.stopped
+
+    # -- timers (any thread) -----------------------------------------------------------------
 
     def call_later(self, delay: float, fn: Callable[..., Any], *args: Any) -> Timer:
-        """Run ``fn(*args)`` on the I/O thread after ``delay`` seconds. Safe from any thread;
-        wakes the loop only if this deadline is earlier than the one it sleeps towards."""
-        when = time.monotonic() + max(0.0, delay)
-        timer = Timer(when, fn, args)
-        with self._timer_lock:
-            heapq.heappush(self._timers, (when, next(self._seq), timer))
-            earlier = when < self._next_deadline
-            if earlier:
-                self._next_deadline = when  # the loop sleeps towards this one from now on
-        if earlier and threading.get_ident() != self._ident:
-            self._wake()
+        """Run ``fn(*args)`` on the I/O thread after ``delay`` seconds. Safe from any
+        thread. After ``stop()`` the timer is returned cancelled."""
+        with self._lock:
+            if self._leaving:
+                timer = Timer(0.0, fn, args)
+                timer.cancel()
+                return timer
+        timer = self.thread.call_later(delay, fn, *args)
+        with self._lock:
+            timers = self._timers
+            timers.add(timer)
+            if len(timers) > self._prune_at:  # spent and cancelled ones go, amortised O(1)
+                self._timers = timers = {t for t in timers if not t.cancelled}
+                self._prune_at = max(64, 2 * len(timers))
         return timer
-
-    def _wake(self) -> None:
-        try:
-            self._wake_w.send(b"\0")
-        except (BlockingIOError, InterruptedError):
-            pass  # the pipe is full: the loop is awake anyway
-        except OSError:
-            pass  # closed: the loop is gone
-
-    def _drain_wake(self, _mask: int) -> None:
-        try:
-            while self._wake_r.recv(4096):
-                pass
-        except (BlockingIOError, InterruptedError):
-            pass
 
     # -- selector (I/O thread only) ----------------------------------------------------------
 
     def register(self, sock: socket.socket, events: int, handler: Callable[[int], None]) -> None:
-        self._selector.register(sock, events, handler)
-
-    def modify(self, sock: socket.socket, events: int, handler: Callable[[int], None]) -> None:
-        self._selector.modify(sock, events, handler)
+        self.thread.register(sock, events, handler)
+        self._owned[sock] = handler
 
     def unregister(self, sock: socket.socket) -> None:
-        try:
-            self._selector.unregister(sock)
-        except (KeyError, ValueError, OSError):
-            pass
+        self.thread.unregister(sock)
+        self._owned.pop(sock, None)
 
-    # -- the thread --------------------------------------------------------------------------
 
-    def _run(self) -> None:
-        self._ident = threading.get_ident()
-        select = self._selector.select
-        calls = self._calls
-        monotonic = time.monotonic
-        inf = float("inf")
-        try:
-            while True:
-                # The checks inline are the common case (nothing queued, no timer due):
-                # no Python call for it on every wake-up.
-                if calls or self._wake_pending:
-                    self._run_calls(calls)
-                if self._stopping:
-                    break
-                now = monotonic()
-                next_deadline = self._next_deadline
-                if next_deadline <= now:
-                    timeout = self._run_timers()
-                else:
-                    timeout = None if next_deadline == inf else next_deadline - now
-                if calls:
-                    timeout = 0.0
-                try:
-                    events = select(timeout)
-                except InterruptedError:
-                    continue
-                for key, mask in events:
-                    try:
-                        key.data(mask)
-                    except Exception:
-                        log.exception("easymesh %s: I/O handler failed", self.name)
-        except BaseException as exc:
-            self.crashed = exc
-            log.critical("easymesh %s: the I/O thread died", self.name, exc_info=True)
-            self._stopping = True
-        finally:
-            # The owner hears of a crash before the sockets close: closing them fails
-            # what went out on them with a bland "closing" error, and the reason must win.
-            if self.crashed is not None and self.on_crash is not None:
-                try:
-                    self.on_crash(self.crashed)
-                except BaseException:
-                    log.exception("easymesh %s: the crash handler failed", self.name)
+# -- the process's shared thread -------------------------------------------------------------
+
+_shared_lock = threading.Lock()
+_shared: LoopThread | None = None
+
+
+def shared_loop(name: str, on_crash: Callable[[BaseException], None] | None = None) -> IOLoop:
+    """A view of this process's shared I/O thread for the owner ``name``; the thread is
+    created (not started: :meth:`IOLoop.start`) if none runs, or the last one is ending,
+    or it belongs to the parent of this forked process."""
+    global _shared
+    with _shared_lock:
+        thread = _shared
+        if thread is not None and thread.pid == os.getpid():
             try:
-                self._close_all()
-            except BaseException:
-                log.exception("easymesh %s: closing the sockets failed", self.name)
-            self.stopped.set()
+                return IOLoop(name, on_crash, thread=thread)
+            except RuntimeError:
+                pass  # its last owner just left: it is stopping
+        thread = _shared = LoopThread(SHARED_THREAD_NAME, "io")
+        return IOLoop(name, on_crash, thread=thread)
 
-    def _run_calls(self, calls: deque[tuple[Callable[..., Any], tuple[Any, ...]]]) -> None:
-        self._wake_pending = False
-        for _ in range(len(calls)):
-            fn, args = calls.popleft()
-            try:
-                fn(*args)
-            except Exception:
-                log.exception("easymesh %s: scheduled call failed", self.name)
 
-    def _run_timers(self) -> float | None:
-        """Run due timers; the seconds until the next one (None: no timers)."""
-        timers = self._timers
-        while True:
-            with self._timer_lock:
-                if not timers:
-                    self._next_deadline = float("inf")
-                    return None
-                when, _, timer = timers[0]
-                now = time.monotonic()
-                if timer.cancelled:
-                    heapq.heappop(timers)
-                    continue
-                if when > now:
-                    self._next_deadline = when
-                    return when - now
-                heapq.heappop(timers)
-            try:
-                timer.fn(*timer.args)
-            except Exception:
-                log.exception("easymesh %s: timer failed", self.name)
+def _forget_after_fork() -> None:
+    # The child has a copy of the parent's thread object but no thread: never reuse it.
+    global _shared, _shared_lock
+    _shared = None
+    _shared_lock = threading.Lock()
 
-    def _close_all(self) -> None:
-        self._abort_registered()
-        # calls queued before or by the closers (on_close notifications) run now; one of
-        # them may register a new socket (a connect queued just before the stop): abort
-        # whatever is registered once more.
-        self._run_calls(self._calls)
-        self._abort_registered()
-        self._selector.close()
-        self._wake_r.close()
-        self._wake_w.close()
 
-    def _abort_registered(self) -> None:
-        closers = []
-        for key in list(self._selector.get_map().values()):
-            if key.fileobj is self._wake_r:
-                continue
-            owner = getattr(key.data, "__self__", None)
-            close = getattr(owner, "abort", None)
-            if callable(close):
-                closers.append(close)
-            else:
-                self.unregister(key.fileobj)  # type: ignore[arg-type]
-                try:
-                    key.fileobj.close()  # type: ignore[union-attr]
-                except OSError:
-                    pass
-        for close in closers:
-            try:
-                close()
-            except Exception:
-                log.exception("easymesh %s: closing failed", self.name)
+os.register_at_fork(after_in_child=_forget_after_fork)

@@ -34,7 +34,12 @@ CPU figures are user+system seconds of the processes (less noisy than wall time 
 shared machine): during the join; while the change propagates (``change_cpu_s``: from a
 "mark" sent once every wait is set up until the last waiter returned); and at rest
 between the two (``idle_cpu_us_per_node_s``: heartbeats, the background a change competes
-with). ``MESH_SCALE_DEBUG=1`` also prints per worker when its first, median and last node
+with). ``coordinator_side`` (a coordinator in this process only): when, after t2, the new
+listener's update reached the coordinator (``update_in_ms``) and when it had written the
+last diff of it (``last_written_ms``), with the broadcast passes that wrote them (how
+many, how long each took and its thread's CPU, bytes each wrote: one pass writes every
+watcher's diff).
+``MESH_SCALE_DEBUG=1`` also prints per worker when its first, median and last node
 learned of the change, and the garbage collector's CPU during the join.
 
 The netns storm: 10 namespaces ``emscale<pid>-0..9`` with 100 nodes each, plus one for
@@ -206,6 +211,7 @@ def storm(nodes: int, procs: int, host: str, ns: str | None = None, address: str
     if not address:
         coord = Coordinator(host, 0).start()  # (its warning about no authkey is not counted)
         address = f"{host}:{coord.port}"
+    passes = _watch_broadcasts(coord) if coord is not None else None
     warnings = Warnings()
     logging.getLogger("easymesh").addHandler(warnings)
     per = nodes // procs
@@ -255,6 +261,7 @@ def storm(nodes: int, procs: int, host: str, ns: str | None = None, address: str
                 tuple(round((float(x) - t_change) * 1000) for x in (s[4], s[3], s[1])) for s in seen])
         missing = sum(int(s[2]) for s in seen)
         sent3 = getattr(coord, "bytes_sent", None)
+        coord_side = _coordinator_side(passes, t_change) if passes is not None else None
         changer.close()
         for w in workers:
             w.wait(30)
@@ -267,6 +274,8 @@ def storm(nodes: int, procs: int, host: str, ns: str | None = None, address: str
                # the mesh at rest (heartbeats) between the join and the change
                "idle_cpu_us_per_node_s": round(statistics.mean(float(s[6]) for s in seen)),
                "change_half_ms": round(change_mid_ms, 1), "missing": missing, "first_problems": first + warnings.first[:1]}
+        if coord_side is not None:
+            out["coordinator_side"] = coord_side
         if sent0 is not None:
             out["bytes_per_join"] = round((sent1 - sent0) / nodes)
             out["bytes_per_change"] = sent3 - sent2
@@ -279,6 +288,41 @@ def storm(nodes: int, procs: int, host: str, ns: str | None = None, address: str
         if coord is not None:
             coord.close()
         logging.getLogger("easymesh").removeHandler(warnings)
+
+
+def _watch_broadcasts(coord: Any) -> dict[str, list[Any]]:
+    """Record, in the coordinator of this process, when a node's change arrives
+    (``_change``) and each broadcast pass (``_broadcast``: start, end, bytes written)."""
+    seen: dict[str, list[Any]] = {"changes": [], "passes": []}
+    change, broadcast = coord._change, coord._broadcast
+
+    def timed_change(node_id: str, changed: bool) -> None:
+        seen["changes"].append(now())
+        change(node_id, changed)
+
+    def timed_broadcast() -> None:
+        t0, b0, c0 = now(), coord.bytes_sent, time.thread_time()
+        broadcast()
+        seen["passes"].append((t0, now(), coord.bytes_sent - b0, time.thread_time() - c0))
+
+    coord._change, coord._broadcast = timed_change, timed_broadcast
+    return seen
+
+
+def _coordinator_side(seen: dict[str, list[Any]], t_change: float) -> dict[str, Any]:
+    """The coordinator's part of "a new listener reaches all": from ``t_change`` to the
+    listener's update arriving, to the last diff written; the passes that wrote it."""
+    changes = [t for t in seen["changes"] if t >= t_change]
+    passes = [p for p in seen["passes"] if p[0] >= t_change and p[2] > 0]
+    out: dict[str, Any] = {"passes": len(passes)}
+    if changes:
+        out["update_in_ms"] = round((changes[0] - t_change) * 1000, 1)
+    if passes:
+        out["last_written_ms"] = round((passes[-1][1] - t_change) * 1000, 1)
+        out["pass_ms"] = [round((p[1] - p[0]) * 1000, 1) for p in passes]
+        out["pass_bytes"] = [p[2] for p in passes]
+        out["pass_cpu_ms"] = [round(p[3] * 1000, 1) for p in passes]  # the coordinator thread's
+    return out
 
 
 # -- network namespaces ------------------------------------------------------------------

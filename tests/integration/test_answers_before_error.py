@@ -60,8 +60,13 @@ def _from_provider(frame: bytes) -> Callable[[easymesh.Node, easymesh.Node], Non
     ids=["their-error", "bad-shm-frame", "bad-control-frame"],
 )
 def test_a_reply_read_with_a_frame_that_ends_the_link_completes_its_request(
-    coordinator: Any, ender: Callable[[easymesh.Node, easymesh.Node], None]
+    coordinator: Any,
+    ender: Callable[[easymesh.Node, easymesh.Node], None],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # The caller's I/O thread is held while the provider replies: each node needs its own
+    # (the nodes of a process share one by default).
+    monkeypatch.setenv("EASYMESH_IO_LOOP", "own")
     with (
         easymesh.Node("provider", coordinator=coordinator.address, connect_timeout=15) as srv,
         easymesh.Node("caller", coordinator=coordinator.address, connect_timeout=15) as cli,

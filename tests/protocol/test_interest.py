@@ -151,3 +151,18 @@ def test_malformed_watches_are_refused(bad):
     body = msgpack.packb({"node": rec("x").to_wire(), "watch": bad})
     with pytest.raises(ProtocolError):
         decode_control(b"register", body)
+
+
+def test_by_process_puts_the_nodes_of_one_process_together():
+    """The coordinator writes a change's diffs in this order: one wake-up per process."""
+    a = Audience()
+    where = {"n1": ("h1", 10), "n2": ("h1", 20), "n3": ("h1", 10), "n4": ("h2", 10), "n5": ("h1", 20)}
+    for node_id, (host, pid) in where.items():
+        a.put(NodeInfo(id=node_id, name=node_id, host_key=host, pid=pid))
+    order = a.by_process(["n1", "n2", "n4", "n3", "n5", "unknown"])
+    assert sorted(order) == sorted(["n1", "n2", "n4", "n3", "n5", "unknown"])
+    runs = [where.get(i, ("", 0)) for i in order]
+    changes = sum(1 for x, y in zip(runs, runs[1:], strict=False) if x != y)
+    assert changes == 3  # four processes ('' for the unknown id), each in one run
+    assert order[runs.index(("h1", 10)):][:2] == ["n1", "n3"]  # stable: arrival order kept
+    assert a.by_process(["n2"]) == ["n2"]
