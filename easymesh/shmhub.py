@@ -11,7 +11,8 @@ Negotiation, once per link and direction, when the first large message wants it.
 carries shared memory only where both ends can: this node was built with ``shm=True``, the OS
 has ``memfd_create`` and seals (Linux), the node's codec is pickle, the link is a Unix socket
 (so on this host). The sender's first large message for such a link goes through the socket
-and sends ``SHM_ASK`` (:meth:`accepts`); a receiver that can map answers ``SHM_OFFER`` and
+and sends ``SHM_ASK`` (:meth:`accepts`; it creates the arena first, and a node whose kernel
+refuses it never asks); a receiver that can map answers ``SHM_OFFER`` and
 from then on reads with ``recvmsg_into``; the sender answers that with ``SHM_ARENA`` and the
 arena's fd, and sends ``pickle-shm`` frames after it; the receiver maps the arena and reads
 with plain ``recv_into`` again. Why the round trip: a read that can receive descriptors
@@ -370,7 +371,10 @@ class ShmHub:
             with st.lock:
                 if not st.asked:
                     st.asked = True
-                    st.conn.send(_ASK, 16, False)
+                    # Only with an arena to pass: a peer that offers reads with recvmsg_into
+                    # until its fd comes (the kernel refused it, the node closes: no ask).
+                    if self.pool.open_arena() is not None:
+                        st.conn.send(_ASK, 16, False)
         return False
 
     def _ask_early(self, conn: Any) -> bool:
@@ -413,9 +417,9 @@ class ShmHub:
         return False
 
     def _announce(self, st: _LinkShm) -> None:
-        """(I/O thread) The peer answered our ask: send our arena's fd (creating the arena if
-        no message needed it yet), before any message that uses it. Nothing if the kernel
-        refuses the arena (the pool closes itself): the link keeps the socket path."""
+        """(I/O thread) The peer answered our ask: send our arena's fd (created when we
+        asked), before any message that uses it. Nothing if the pool closed meanwhile (the
+        node is closing): the link keeps the socket path."""
         from easymesh.shm.descriptor import encode_arena
 
         arena = self.pool.open_arena()
