@@ -18,12 +18,13 @@ sends them to the listeners it names, or counts them then. ``send`` still never 
 While a topic has held messages, later sends on it go through the same lock, so they
 never overtake the held ones.
 
-Large messages to same-host peers (:mod:`easymesh.shmhub`): when some link offered shared
-memory and ``data`` holds a large buffer (``ShmHub.inband`` finds it while pickling, and
+Large messages to same-host peers (:mod:`easymesh.shmhub`): when the node shares memory
+(``ShmHub.ready``) and ``data`` holds a large buffer (``ShmHub.inband`` finds it while pickling, and
 returns the ordinary body otherwise), the chosen receivers are split:
 those whose link accepts shared memory get one ``pickle-shm`` encoding (buffers written once
 into the pool; the same descriptor bytes to each of them), the others (TCP, this node itself)
-the node's ordinary pickle body. Latched values always take the socket path.
+the node's ordinary pickle body, as do links still negotiating (the first large message on
+a link asks the peer for it: see the hub). Latched values always take the socket path.
 
 Counters (exact from any thread): ``sent``, ``no_listener`` (sent while nobody
 listened), ``dropped_outbound`` (a link refused the frame: its bound was full or

@@ -1,8 +1,9 @@
 """The shared-memory hub: this node's pool and the shared-memory state of each link.
 
-Owns (``_lock``): the node's :class:`~easymesh.shm.pool.Pool` (one memfd arena, created on the
-first large send) and, per link, a :class:`_LinkShm`: whether the peer offered to map our
-memory (``SHM_OFFER``), the :class:`~easymesh.shm.release.Ledger` of the blocks it holds and
+Owns (``_lock``): the node's :class:`~easymesh.shm.pool.Pool` (one memfd arena, created when
+the first link is asked or the first large message is encoded) and, per link, a
+:class:`_LinkShm`: whether we asked (``SHM_ASK``) and the peer offered to map our memory
+(``SHM_OFFER``), whether we answered its ask, the :class:`~easymesh.shm.release.Ledger` of the blocks it holds and
 whether our arena was announced to it (sending side), the
 :class:`~easymesh.shm.release.Remote` of the arenas it shared with us (receiving side). Other
 parts reach this state only through the methods below; nothing here reaches into theirs.
@@ -11,7 +12,8 @@ Negotiation, once per link and direction, when the first large message wants it.
 carries shared memory only where both ends can: this node was built with ``shm=True``, the OS
 has ``memfd_create`` and seals (Linux), the node's codec is pickle, the link is a Unix socket
 (so on this host). The sender's first large message for such a link goes through the socket
-and sends ``SHM_ASK`` (:meth:`accepts`); a receiver that can map answers ``SHM_OFFER`` and
+and sends ``SHM_ASK`` (:meth:`accepts`; it creates the arena first, and a node whose kernel
+refuses it never asks); a receiver that can map answers ``SHM_OFFER`` and
 from then on reads with ``recvmsg_into``; the sender answers that with ``SHM_ARENA`` and the
 arena's fd, and sends ``pickle-shm`` frames after it; the receiver maps the arena and reads
 with plain ``recv_into`` again. Why the round trip: a read that can receive descriptors
@@ -22,10 +24,11 @@ of them: requests, small topics) never pays. Until the arena went, and on every 
 messages take the socket path, silently.
 
 Path of a large message (see docs/architecture.md): the publisher asks :meth:`accepts` for the
-links it chose, encodes once (:meth:`encode`: pickle 5, buffers of at least ``threshold``
-bytes out of band into the pool: one copy, none for a loan) and calls :meth:`send` per link:
-the first time, ``SHM_ARENA`` with a dup of the arena's read-only fd (under the link's
-lock, so no message can overtake it); then the ledger takes one reference per block, and
+links it chose (True only once ``SHM_ARENA`` and a dup of the arena's read-only fd were
+queued on the link, by :meth:`_announce` on the peer's offer: no message can overtake it),
+encodes once (:meth:`encode`: pickle 5, buffers of at least ``threshold`` bytes out of band
+into the pool: one copy, none for a loan) and calls :meth:`send` per link: the ledger takes
+one reference per block, and
 the frame (the same descriptor buffers for every link: fan-out copies nothing) is handed to
 the connection; a frame the connection drops or refuses gives its references back. The
 receiver's I/O thread :meth:`resolve`-s the body into views of the mapping; when the last
@@ -259,7 +262,8 @@ class ShmHub:
             st.close()
 
     def on_frame(self, conn: Any, frame: Frame) -> None:
-        """SHM_OFFER / SHM_ARENA / SHM_RELEASE. Raises ProtocolError (the link closes)."""
+        """SHM_ASK / SHM_OFFER / SHM_ARENA / SHM_RELEASE. Raises ProtocolError (the link
+        closes)."""
         ftype = frame[0]
         # only on a link that carries fds: a Unix link (this host), never TCP
         st = self._links.get(conn) if self.enabled and conn.fdq is not None else None
@@ -370,7 +374,10 @@ class ShmHub:
             with st.lock:
                 if not st.asked:
                     st.asked = True
-                    st.conn.send(_ASK, 16, False)
+                    # Only with an arena to pass: a peer that offers reads with recvmsg_into
+                    # until its fd comes (the kernel refused it, the node closes: no ask).
+                    if self.pool.open_arena() is not None:
+                        st.conn.send(_ASK, 16, False)
         return False
 
     def _ask_early(self, conn: Any) -> bool:
@@ -413,9 +420,9 @@ class ShmHub:
         return False
 
     def _announce(self, st: _LinkShm) -> None:
-        """(I/O thread) The peer answered our ask: send our arena's fd (creating the arena if
-        no message needed it yet), before any message that uses it. Nothing if the kernel
-        refuses the arena (the pool closes itself): the link keeps the socket path."""
+        """(I/O thread) The peer answered our ask: send our arena's fd (created when we
+        asked), before any message that uses it. Nothing if the pool closed meanwhile (the
+        node is closing): the link keeps the socket path."""
         from easymesh.shm.descriptor import encode_arena
 
         arena = self.pool.open_arena()

@@ -32,9 +32,9 @@ def test_a_node_whose_arena_cannot_be_mapped_sends_through_the_socket(
     tx = node_factory("tx", shm_pool_size=UNMAPPABLE)
     tx.wait_for_listener("frames", timeout=WAIT)
     frame = np.arange(1 << 20, dtype=np.uint8)
-    tx.send("frames", frame)  # dials; through the socket, and asks rx for shared memory
+    tx.send("frames", frame)  # dials; through the socket
     assert np.array_equal(got.wait_for(1, WAIT)[0], frame)
-    # rx offers; tx creates its arena to announce it, the kernel refuses, tx says so once
+    # tx creates its arena to ask rx for shared memory, the kernel refuses, tx says so once
     assert wait_until(lambda: "no shared memory for" in caplog.text, WAIT)
     assert tx.stats()["shm"]["links"] == 0
     tx.send("frames", frame)
@@ -44,3 +44,24 @@ def test_a_node_whose_arena_cannot_be_mapped_sends_through_the_socket(
     data = got.wait_for(3, WAIT)
     assert np.array_equal(data[1], frame)
     assert np.array_equal(data[2], np.full(1 << 17, 7, dtype=np.uint8))
+
+
+def test_a_node_whose_arena_cannot_be_mapped_never_asks_for_shared_memory(
+    node_factory: Any, caplog: Any
+) -> None:
+    """It has no arena to pass, so it must not ask: a receiver that answered an ask reads
+    with ``recvmsg_into`` (the dearer read) until an arena's fd comes, which would be never."""
+    rx = node_factory("rx")
+    got = Collector()
+    rx.listen("frames", got)
+    tx = node_factory("tx", shm_pool_size=UNMAPPABLE)
+    tx.wait_for_listener("frames", timeout=WAIT)
+    frame = np.arange(1 << 20, dtype=np.uint8)
+    tx.send("frames", frame)  # through the socket; the kernel refuses the arena
+    assert wait_until(lambda: "no shared memory for" in caplog.text, WAIT)
+    tx.send("frames", frame)
+    # a round trip on the same link after both: an ask, had one gone, was read before it
+    tx.ping("rx", timeout=WAIT)
+    assert len(got.wait_for(2, WAIT)) == 2
+    peers = rx.stats()["peers"].values()
+    assert peers and not any(p["reads_fds"] for p in peers), list(peers)

@@ -232,8 +232,9 @@ def test_fallbacks_take_the_socket_path(node_factory: Any, kind: str) -> None:
     tx.send("t", b"hello")
     got.wait_for(1, WAIT)
     frame = np.arange(MB, dtype=np.uint8)
-    tx.send("t", frame)
-    tx.send("t", frame)  # a second one, after any offer could have arrived
+    tx.send("t", frame)  # would ask for shared memory
+    tx.ping("rx", timeout=WAIT)  # a round trip after the ask: an offer would be in by now
+    tx.send("t", frame)  # so this one would take shared memory, had rx offered
     _hello, a, b = got.wait_for(3, WAIT)
     assert (a == frame).all() and (b == frame).all()
     assert not in_shared_memory(a) and not in_shared_memory(b)
