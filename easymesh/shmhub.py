@@ -60,6 +60,7 @@ from easymesh.protocol.frames import (
     Frame,
     encode_frame,
 )
+from easymesh.transport.connection import OPEN
 
 log = logging.getLogger("easymesh.node")
 
@@ -378,13 +379,16 @@ class ShmHub:
                     # until its fd comes (the kernel refused it, the node closes: no ask).
                     if self.pool.open_arena() is not None:
                         st.conn.send(_ASK, 16, False)
+                    else:
+                        self.ready = False  # no arena ever: stop looking for large buffers
         return False
 
     def _ask_early(self, conn: Any) -> bool:
         """accepts() for a link that is not open yet: ask once it opens (if it carries fds)."""
         with self._lock:
             known = conn in self._links  # it opened meanwhile
-            if not known and self.enabled:
+            # (an open link the hub does not know carries no fds: TCP; nothing to remember)
+            if not known and self.enabled and conn.state != OPEN:
                 self._early.add(conn)
         return self.accepts(conn) if known else False
 

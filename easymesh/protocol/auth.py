@@ -41,7 +41,10 @@ from easymesh.escape import printable
 from easymesh.protocol.frames import AUTH, ERROR, HELLO, Frame, frame_bytes
 
 MAGIC = b"EMSH"
-VERSION = 1
+#: 2 since shared memory is negotiated per link on demand (SHM_ASK, 2026-12-01): a node of
+#: version 1 would send its arena's fd to a plain read and have its links closed; the
+#: handshake refuses the mix instead, with a message that says why.
+VERSION = 2
 NONCE_SIZE = 32
 PROOF_SIZE = 32
 FLAG_AUTH = 0x01

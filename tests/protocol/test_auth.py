@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from easymesh.errors import AuthenticationError, ProtocolError
 from easymesh.protocol import frames as F
-from easymesh.protocol.auth import ClientHandshake, ServerHandshake
+from easymesh.protocol.auth import VERSION, ClientHandshake, ServerHandshake
 from easymesh.protocol.frames import FrameDecoder
 
 
@@ -74,12 +74,12 @@ def test_reflection_attack_fails():
     victim = ServerHandshake(key)
     attacker_nonce = b"A" * 32
     hello1 = frames_of(ClientHandshake(None, nonce=attacker_nonce).start())[0]
-    hello1 = hello1._replace(body=b"EMSH\x01\x01" + attacker_nonce)
+    hello1 = hello1._replace(body=b"EMSH" + bytes((VERSION, 1)) + attacker_nonce)
     out1, _ = victim.receive(hello1)
     s_nonce = frames_of(out1)[0].body[6:38]
     # second connection: send the server's nonce as our nonce
     victim2 = ServerHandshake(key)
-    hello2 = hello1._replace(body=b"EMSH\x01\x01" + bytes(s_nonce))
+    hello2 = hello1._replace(body=b"EMSH" + bytes((VERSION, 1)) + bytes(s_nonce))
     out2, _ = victim2.receive(hello2)
     proof_from_2 = frames_of(out2)[0].body[38:70]
     # try to use server-2's proof as our client proof on connection 1
@@ -89,7 +89,7 @@ def test_reflection_attack_fails():
 
 def test_server_rejects_its_own_nonce_reflected():
     s = ServerHandshake(b"k")
-    hello = F.Frame(F.HELLO, 0, b"", 0, b"EMSH\x01\x01" + s.nonce)
+    hello = F.Frame(F.HELLO, 0, b"", 0, b"EMSH" + bytes((VERSION, 1)) + s.nonce)
     with pytest.raises(AuthenticationError):
         s.receive(hello)
 

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from easymesh.errors import AuthenticationError, ProtocolError
 from easymesh.protocol import frames as F
-from easymesh.protocol.auth import FLAG_AUTH, ClientHandshake, ServerHandshake
+from easymesh.protocol.auth import FLAG_AUTH, VERSION, ClientHandshake, ServerHandshake
 from easymesh.protocol.frames import FrameDecoder, frame_bytes
 
 KEY = b"the-key"
@@ -154,7 +154,7 @@ def test_arbitrary_client_bytes_never_authenticate(data, cuts, keyed_hello_first
     """Bytes that were not computed with the key never pass a keyed server, whatever
     precedes them (optionally a well-formed HELLO that claims a key)."""
     if keyed_hello_first:
-        data = frame_bytes(F.HELLO, body=b"EMSH\x01" + bytes((FLAG_AUTH,)) + os.urandom(32)) + data
+        data = frame_bytes(F.HELLO, body=b"EMSH" + bytes((VERSION, FLAG_AUTH)) + os.urandom(32)) + data
     try:
         done, _ = serve(chunks(data, cuts), KEY)
     except (ProtocolError, AuthenticationError):
