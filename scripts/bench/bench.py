@@ -190,7 +190,8 @@ class Bench:
         self.problems: list[str] = []
         self.n = 0
         self.coordinator = ""
-        self.coord_proc: Proc | None = None
+        self.base_coordinator = ""
+        self.coord_procs: list[Proc] = []
         self.stub: Proc | None = None
 
     def log(self, msg: str) -> None:
@@ -204,20 +205,25 @@ class Bench:
 
     # -- infrastructure ---------------------------------------------------------------------
 
-    def start_coordinator(self) -> None:
+    def start_coordinator(self, py: list[str], name: str) -> tuple[Proc, str]:
+        """A coordinator run by ``py`` (each checkout's nodes talk to its own: the protocol
+        version may differ between them); (its process, its address)."""
         port = free_port()
         limit = str(int(self.time_limit + 300))
-        self.coord_proc = Proc(["timeout", "-s", "KILL", limit, self.em_py, "-m", "easymesh",
-                                "--host", "127.0.0.1", "--port", str(port)], self.logfile("coordinator"))
-        self.coordinator = f"127.0.0.1:{port}"
+        proc = Proc(["timeout", "-s", "KILL", limit, *py, "-m", "easymesh",
+                     "--host", "127.0.0.1", "--port", str(port)], self.logfile(name))
         deadline = now() + 20
         while now() < deadline:
             try:
                 socket.create_connection(("127.0.0.1", port), 0.5).close()
-                return
+                return proc, f"127.0.0.1:{port}"
             except OSError:
                 time.sleep(0.1)
-        raise RuntimeError("the easymesh coordinator did not start; see " + self.logfile("coordinator"))
+        raise RuntimeError("the easymesh coordinator did not start; see " + self.logfile(name))
+
+    def base_py(self) -> list[str]:
+        """The baseline checkout's Python, run from its own tree (so `-m` imports its easymesh)."""
+        return ["env", f"--chdir={self.base_dir}", os.path.join(self.base_dir, ".venv/bin/python")]
 
     def start_stub(self) -> None:
         if "rosy" not in self.systems:
@@ -237,11 +243,11 @@ class Bench:
                   f"--message-size={size}", f"--rate={rate}", f"--in-flight={in_flight}"]
         timeout = self.seconds + self.warmup + 40
         if system in ("easymesh", "baseline"):
-            py = [self.em_py]
-            if system == "baseline":  # run from its own tree, so `-m` imports its easymesh
-                py = ["env", f"--chdir={self.base_dir}", os.path.join(self.base_dir, ".venv/bin/python")]
+            py, coordinator = [self.em_py], self.coordinator
+            if system == "baseline":
+                py, coordinator = self.base_py(), self.base_coordinator
             cmd = [*py, "-m", "easymesh.demo.speedtest", role, "--once", "--json",
-                   f"--coordinator={self.coordinator}", f"--topic=bench-{tag}",
+                   f"--coordinator={coordinator}", f"--topic=bench-{tag}",
                    f"--transport={'tcp' if transport == 'tcp' else 'auto'}", f"--timeout={timeout}",
                    *common]
             if role in ("recv", "serve"):
@@ -380,7 +386,11 @@ class Bench:
         self_cpu0 = resource.getrusage(resource.RUSAGE_SELF)
         kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         wall0 = now()
-        self.start_coordinator()
+        proc, self.coordinator = self.start_coordinator([self.em_py], "coordinator")
+        self.coord_procs.append(proc)
+        if self.base_dir:
+            proc, self.base_coordinator = self.start_coordinator(self.base_py(), "coordinator-base")
+            self.coord_procs.append(proc)
         self.start_stub()
         self.log(f"systems: {', '.join(self.systems)}; transports: {', '.join(self.transports)}; "
                  f"{self.reps} rep(s) x {self.seconds} s; logs in {self.work}")
@@ -388,7 +398,7 @@ class Bench:
             for section in self.sections:
                 getattr(self, "coordinator_scale" if section == "coordinator" else section)()
         finally:
-            for p in (self.stub, self.coord_proc):
+            for p in (self.stub, *self.coord_procs):
                 if p is not None:
                     p.kill()
             kill_all()
