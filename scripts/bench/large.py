@@ -3,6 +3,7 @@
 Usage:
   large.py [--quick] [--systems=LIST] [--sizes=LIST] [--receivers=LIST] [--rates=LIST]
            [--seconds=S] [--repeats=N] [--peers-python=PATH] [--out=DIR] [--no-kill]
+           [--baseline=PATH]
   large.py --render=JSON
   large.py -h | --help
 
@@ -21,6 +22,9 @@ Options:
                         ~/.cache/easymesh-bench/large-venv/bin/python; created if missing].
   --out=DIR             Where the Markdown table goes [default: scripts/bench/results].
   --render=JSON         Print the Markdown report again from a run's .json (no runs).
+  --baseline=PATH       Also run every node-* system from the easymesh checkout at PATH (as
+                        ``node-*@base``, interleaved with this checkout's): before/after
+                        ratios from the same run.
   --no-kill             Skip the SIGKILL check (after the runs, once per system: the sender
                         of a 1 MiB 30 Hz stream is killed; files left in /dev/shm and
                         shared-memory fds the surviving receiver holds once it noticed).
@@ -125,8 +129,8 @@ def peers_python(option: str | None) -> str:
 class Proc:
     """A role process; its stdout lines go to a queue."""
 
-    def __init__(self, python: str, *args: str) -> None:
-        env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    def __init__(self, python: str, *args: str, root: str = str(ROOT)) -> None:
+        env = dict(os.environ, PYTHONPATH=root, PYTHONUNBUFFERED="1")
         self.p = subprocess.Popen(
             [python, ROLES, *args],
             stdin=subprocess.PIPE,
@@ -177,6 +181,10 @@ class Proc:
             except subprocess.TimeoutExpired:
                 self.p.kill()
                 self.p.wait(5)
+
+
+#: The checkout that ``node-*@base`` systems run from (``--baseline``).
+BASELINE: list[str] = []
 
 
 def free_port() -> int:
@@ -323,6 +331,8 @@ def _run_processes(
     coordinator: str,
 ) -> dict[str, Any]:
     common = [f"--name={name}", f"--coordinator={coordinator}", f"--timeout={seconds + 90}"]
+    system, _, base = system.partition("@")
+    root = BASELINE[0] if base else str(ROOT)
     sender = Proc(
         py,
         system,
@@ -332,13 +342,14 @@ def _run_processes(
         f"--receivers={k}",
         f"--rate={rate}",
         f"--seconds={seconds}",
+        root=root,
     )
     procs = [sender]
     try:
         word, info = sender.expect("READY", "UNAVAILABLE")
         if word == "UNAVAILABLE":
             return {"na": info["why"]}
-        receivers = [Proc(py, system, "recv", *common) for _ in range(k)]
+        receivers = [Proc(py, system, "recv", *common, root=root) for _ in range(k)]
         procs += receivers
         for r in receivers:
             word, info = r.expect("READY", "UNAVAILABLE")
@@ -421,6 +432,10 @@ def ratios(
         return None if r is None or "na" in r else r.get(key)
 
     parts = []
+    for s in ("node-shm", "node-loan"):  # this checkout against --baseline's
+        a, b = get(s, "p50" if rate else "fps"), get(f"{s}@base", "p50" if rate else "fps")
+        if a and b:
+            parts.append(f"{s}/{s}@base {'p50' if rate else 'frames/s'} {a / b:.2f}")
     if rate:  # paced: latency against the loaned-memory systems, and loss
         for loan in ("proto-loan", "node-loan"):
             for ref in ("ring", "iceoryx2"):
@@ -517,7 +532,7 @@ def measure(
                         flush=True,
                     )
         for system in systems if kill else []:
-            if system != "copyto":
+            if system != "copyto" and "@" not in system:
                 n += 1
                 kills[system] = kill_check(system, tmp, pyth, coordinator, n)
                 print(f"[kill] {system:10} {kills[system]}", file=sys.stderr, flush=True)
@@ -570,6 +585,9 @@ def main() -> int:
     if unknown:
         print(f"large.py: unknown systems {sorted(unknown)}", file=sys.stderr)
         return 2
+    if args["--baseline"]:
+        BASELINE.append(str(Path(args["--baseline"]).resolve()))
+        systems = [x for s in systems for x in ([s, f"{s}@base"] if s.startswith("node-") else [s])]
     sizes = [parse_size(s) for s in opt("--sizes", "1Mi,8294400").split(",")]
     ks = [int(x) for x in opt("--receivers", "1,3").split(",")]
     rates = [float(x) for x in opt("--rates", "0,30").split(",")]
