@@ -34,6 +34,7 @@ import pickle
 import sys
 import threading
 import weakref
+from collections import deque
 from collections.abc import Callable
 from itertools import islice
 from typing import Any
@@ -48,6 +49,7 @@ from easymesh.protocol.frames import (
     TOPIC,
     Frame,
     encode_frame,
+    frame_bytes,
 )
 
 log = logging.getLogger("easymesh.node")
@@ -110,6 +112,11 @@ def _scan(data: Any, threshold: int, depth: int) -> bool:
     return False
 
 
+def _ndarray_type() -> Any:
+    """``numpy.ndarray`` if numpy is imported (never imports it), else None."""
+    return getattr(sys.modules.get("numpy"), "ndarray", None)
+
+
 def shm_available() -> bool:
     """Whether this OS has what the shared-memory path needs (Linux: memfd, seals, fd passing)."""
     if not sys.platform.startswith("linux") or not hasattr(os, "memfd_create"):
@@ -132,6 +139,7 @@ class _LinkShm:
         "remote",
         "lock",
         "flush_due",
+        "unsent",
         "__weakref__",
     )
 
@@ -143,6 +151,7 @@ class _LinkShm:
         self.remote: Any = None  # receiver side: what the peer shared with us
         self.lock = threading.Lock()  # announcing the arena
         self.flush_due = False  # a release flush is scheduled on the I/O thread
+        self.unsent: deque[bytes] = deque()  # releases a finalizer could not write at once
 
     def close(self) -> None:
         if self.ledger is not None:
@@ -189,6 +198,9 @@ class ShmHub:
         #: True once some peer offered: the publisher looks for shm links only then.
         self.ready = False
         self.pool: Any = None
+        #: ``numpy.ndarray`` once numpy is imported (looked up again when a link offers,
+        #: a loan is taken or a large buffer is found), for :meth:`inband`'s fast check.
+        self._ndarray: Any = _ndarray_type()
         if self.enabled:
             from easymesh.shm.pool import Pool
 
@@ -234,6 +246,7 @@ class ShmHub:
                     mine.ledger = Ledger(self.pool)
                 mine.offered = True
                 self.ready = True
+                self._ndarray = _ndarray_type()
             return
         st = self._links.get(conn)
         if ftype == SHM_ARENA:
@@ -267,13 +280,33 @@ class ShmHub:
         return _new_frame(Frame, (frame[0], frame[1], frame[2], frame[3], body))
 
     def _wake(self, st: _LinkShm) -> None:
-        """(any thread, in a finalizer: tiny) A view died; flush releases on the I/O thread."""
-        if not st.flush_due:
-            st.flush_due = True
-            self._call_soon(self._flush, st)
+        """(any thread, in a finalizer) A view died: send the releases from this thread if
+        the link's outbox is free at once, else on the I/O thread.
+
+        Sending here saves a wake-up of the I/O thread per frame (a worker drops the frame
+        right after its callback). A finalizer may run under any lock, this outbox's
+        included, so the write never waits for it (``try_send``); a flush already
+        scheduled on the I/O thread takes this release too."""
+        if st.flush_due:
+            return
+        remote = st.remote
+        if remote is None:
+            return
+        for body in remote.drain():
+            frame = frame_bytes(SHM_RELEASE, b"", body)
+            if not st.conn.try_send(frame):
+                st.unsent.append(frame)
+                if not st.flush_due:
+                    st.flush_due = True
+                    self._call_soon(self._flush, st)
 
     def _flush(self, st: _LinkShm) -> None:
+        """(I/O thread) Send the releases a finalizer could not write, and any queued since."""
         st.flush_due = False
+        unsent = st.unsent
+        while unsent:
+            frame = unsent.popleft()
+            st.conn.send([frame], len(frame), False)
         remote = st.remote
         if remote is None:
             return
@@ -302,11 +335,15 @@ class ShmHub:
         levels, the first 64 of each) only when the body came out large, which then cost one
         wasted copy. Small messages pay only the callback argument. Raises what pickle raises."""
         t = type(data)
-        if (t is bytes or t is bytearray) and len(data) >= self.threshold:
+        if t is self._ndarray:  # a camera frame: no pickling to find out
+            if data.nbytes >= self.threshold and not data.dtype.hasobject:
+                return None
+        elif (t is bytes or t is bytearray) and len(data) >= self.threshold:
             return None
         try:
             body = pickle.dumps(data, 5, buffer_callback=self._stop_at_large)
         except _Large:
+            self._ndarray = _ndarray_type()
             return None
         if len(body) >= self.threshold and _scan(data, self.threshold, SCAN_DEPTH):
             return None
@@ -380,6 +417,8 @@ class ShmHub:
     def loan(self, shape: Any, dtype: Any = None) -> Any:
         """A writable buffer in shared memory (see ``Node.loan``); an ordinary one when shm is
         off or the pool is full."""
+        if dtype is not None:
+            self._ndarray = _ndarray_type()
         if self.pool is not None:
             out = self.pool.loan(shape, dtype)
             if out is not None:

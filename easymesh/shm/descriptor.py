@@ -85,6 +85,16 @@ def encode_message_head(stream_len: int, entries: Sequence[Entry]) -> bytes:
     return b"".join(parts)
 
 
+_HEAD_ONE = struct.Struct("<BBHIIIQQQ")  # the head of a MESSAGE with one entry
+
+
+def encode_message_head_one(stream_len: int, entry: Entry) -> bytes:
+    """:func:`encode_message_head` for one entry (a camera frame), in one ``pack``."""
+    if stream_len > 0xFFFFFFFF:
+        raise ValueError("too long a pickle stream")
+    return _HEAD_ONE.pack(VERSION, 0, 1, stream_len, *entry)
+
+
 def decode_message(
     body: bytes | bytearray | memoryview,
     arena_size: Callable[[int], int | None],

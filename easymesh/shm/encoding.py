@@ -46,6 +46,7 @@ from easymesh.shm.descriptor import (
     Entry,
     Message,
     encode_message_head,
+    encode_message_head_one,
 )
 from easymesh.shm.pool import Pool
 
@@ -115,11 +116,14 @@ class Encoded:
         stream: bytes,
         inline: list[memoryview],
         entries: list[Entry],
+        inline_len: int = -1,
     ) -> None:
         self.pool = pool
         self.entries = entries
         self.buffers: list[Any] = [head, stream, *inline]
-        self.nbytes = sum(len(b) if isinstance(b, bytes) else b.nbytes for b in self.buffers)
+        if inline_len < 0:
+            inline_len = sum(b.nbytes for b in inline)
+        self.nbytes = len(head) + len(stream) + inline_len
         self.blocks = [e.block for e in entries if e.arena != INLINE]
         self._closed = False
 
@@ -172,8 +176,11 @@ def encode(
         else:
             entries.append(placed)
             taken.append(placed.block)
-    head = encode_message_head(len(stream), entries)
-    return Encoded(pool, head, stream, inline, entries)
+    if len(entries) == 1:  # one frame: one pack
+        head = encode_message_head_one(len(stream), entries[0])
+    else:
+        head = encode_message_head(len(stream), entries)
+    return Encoded(pool, head, stream, inline, entries, inline_len)
 
 
 def _plain_array_key(obj: Any, threshold: int) -> tuple[str, tuple[int, ...]] | None:
@@ -219,11 +226,9 @@ def _covers(array: Any, buffer: memoryview) -> bool:
 
 def _place(pool: Pool, raw: memoryview, flags: int) -> Entry | None:
     """An shm entry for ``raw`` holding one new reference, or None if the pool is full."""
-    found = pool.find(raw)
+    found = pool.hold(raw)  # a loan (or a view of one): no copy, one more reference
     if found is not None:
-        block, offset = found
-        pool.retain(block)
-        return Entry(pool.arena_id, flags, block, offset, raw.nbytes)
+        return Entry(pool.arena_id, flags, found[0], found[1], raw.nbytes)
     new = pool.alloc(raw.nbytes)
     if new is None:
         return None

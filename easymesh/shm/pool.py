@@ -201,6 +201,26 @@ class Pool:
                 return None
             return block, offset
 
+    def hold(self, buffer: Any) -> tuple[int, int] | None:
+        """Like :meth:`find`, and takes one reference on the block in the same lock round:
+        (block offset, offset) of a buffer that lies in a live block, else None."""
+        arena = self._arena
+        if arena is None:
+            return None
+        try:
+            address, nbytes = buffer_address(buffer)
+        except (BufferError, TypeError):
+            return None
+        offset = address - arena.base
+        if offset < 0 or offset + nbytes > self.size:
+            return None
+        with self._lock:
+            block = self._blocks.containing(offset, nbytes)
+            if block is None or block not in self._refs:
+                return None
+            self._refs[block] += 1
+            return block, offset
+
     def stats(self) -> dict[str, int]:
         with self._lock:
             self._drain()
