@@ -22,8 +22,20 @@ lock, so no message can overtake it); then the ledger takes one reference per bl
 the frame (the same descriptor buffers for every link: fan-out copies nothing) is handed to
 the connection; a frame the connection drops or refuses gives its references back. The
 receiver's I/O thread :meth:`resolve`-s the body into views of the mapping; when the last
-object made from them is gone, ``SHM_RELEASE`` goes back (:meth:`_flush`, on the I/O thread),
-and the sender's ledger frees the block. A link that closes gives back what its peer held.
+object made from them is gone, ``SHM_RELEASE`` goes back, written by the thread that dropped
+it when the link's outbox is free at once (:meth:`_wake`), else by the I/O thread
+(:meth:`_flush`), and the sender's ledger frees the block. A link that closes gives back what
+its peer held.
+
+Where a frame's time went, and why the paths are as they are (``scripts/bench/shm_stages.py``,
+8,294,400 B loaned, 30 Hz, 2026-12-01 22:41, load average 2.1): the sender's ``send`` took
+~760 µs (of which ``pickle.dumps`` only to learn the array is large: ~30 µs in a quiet loop,
+now skipped by a type check), the receiver's I/O thread read the frame ~250 µs after the write
+began and resolved it in ~130 µs, the hand-off to the worker took ~160 µs, decoding ~60 µs;
+then the release took another wake-up of the receiver's I/O thread (~100 µs) before it went
+back. The hand-offs are the floor: the hand-written ring has one wake-up (its receiver), a
+node two (its I/O thread, then the worker that runs the callback), since user code never runs
+on the I/O thread.
 """
 
 from __future__ import annotations

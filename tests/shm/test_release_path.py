@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from easymesh.errors import ProtocolError
 from easymesh.protocol.frames import SHM_RELEASE, FrameDecoder
 from easymesh.shm.descriptor import (
     INLINE,
@@ -219,3 +220,23 @@ def test_inband_knows_a_large_plain_array_without_pickling_it() -> None:
     body = hub.inband(objects)
     assert body is not None and len(pickle.loads(body)) == 1024
     assert hub.inband({"frame": np.zeros(4096, np.uint8)}) is None  # in a container: pickled
+
+
+def test_a_release_of_one_block_is_checked_like_any_release() -> None:
+    with Pool(4 * MB) as pool:
+        block = pool.alloc(4096)
+        assert block is not None
+        ledger = Ledger(pool)
+        ledger.sent([block])
+        ledger.sent([block])  # the same frame to this peer twice: two references
+        with pytest.raises(ProtocolError):
+            ledger.released([(pool.arena_id + 1, block)])  # an arena we never shared
+        with pytest.raises(ProtocolError):
+            ledger.released([(pool.arena_id, block + 4096)])  # a block it does not hold
+        assert ledger.held == 2 and pool.refs(block) == 3
+        ledger.released([(pool.arena_id, block)])
+        assert ledger.held == 1 and pool.refs(block) == 2
+        ledger.released([(pool.arena_id, block)])
+        with pytest.raises(ProtocolError):
+            ledger.released([(pool.arena_id, block)])  # once more than it held
+        assert ledger.held == 0 and pool.refs(block) == 1
