@@ -374,6 +374,11 @@ def _run_processes(
         if any(g["p50_us"] is not None for g in got)
         else None,
         "p99": max((g["p99_us"] for g in got if g["p99_us"] is not None), default=None),
+        # CPU of each process per frame it handled (all its threads, warm-up included)
+        "cpu_tx": sent["cpu"] / sent["frames"] * 1e6 if sent.get("frames") else None,
+        "cpu_rx": statistics.mean(g["cpu"] / g["seen"] * 1e6 for g in got)
+        if all(g.get("seen") for g in got)
+        else None,
     }
 
 
@@ -400,15 +405,15 @@ def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
     if not ok:
         return dict(runs[0], left=max(r.get("left", 0) for r in runs))
     out: dict[str, Any] = {"left": max(r.get("left", 0) for r in runs)}
-    for key in ("fps", "gbps", "loss", "p50", "p99"):
-        vals = [r[key] for r in ok if r[key] is not None]
+    for key in ("fps", "gbps", "loss", "p50", "p99", "cpu_tx", "cpu_rx"):
+        vals = [r[key] for r in ok if r.get(key) is not None]
         out[key] = statistics.median(vals) if vals else None
     return out
 
 
 def fmt_cell(r: dict[str, Any]) -> list[str]:
     if "na" in r:
-        return ["n/a", "", "", "", ""]
+        return ["n/a", "", "", "", "", ""]
 
     def us(v: float | None) -> str:
         if v is None:
@@ -421,6 +426,11 @@ def fmt_cell(r: dict[str, Any]) -> list[str]:
         f"{r['loss'] * 100:.0f} %",
         us(r["p50"]),
         us(r["p99"]),
+        "-"
+        if r.get("cpu_tx") is None
+        else f"{r['cpu_tx']:,.0f} / {r['cpu_rx']:,.0f}"
+        if r.get("cpu_rx") is not None
+        else f"{r['cpu_tx']:,.0f} / -",
     ]
 
 
@@ -472,9 +482,9 @@ def report(
     lines = [header, ""]
     lines.append(
         "| frame | K | rate | system | frames/s per receiver | GB/s per receiver | loss "
-        "| one-way p50 | p99 |"
+        "| one-way p50 | p99 | CPU µs per frame: sender / each receiver |"
     )
-    lines.append("|---|---|---|---|---|---|---|---|---|")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|")
     for size, k, rate in cases:
         for system in systems:
             r = results.get((system, size, k, rate))
