@@ -124,6 +124,20 @@ def _scan(data: Any, threshold: int, depth: int) -> bool:
     return False
 
 
+def _encode_lazily(obj: Any, pool: Any, threshold: int) -> Any:
+    from easymesh.shm.encoding import encode
+
+    return encode(obj, pool, threshold)
+
+
+def _resolve_lazily(raw: Any, remote: Any) -> Any:
+    """(a node without shared memory) an inline-only pickle-shm body, as it is, or
+    ProtocolError."""
+    from easymesh.shm.body import resolve
+
+    return resolve(raw, remote)
+
+
 def _ndarray_type() -> Any:
     """``numpy.ndarray`` if numpy is imported (never imports it), else None."""
     return getattr(sys.modules.get("numpy"), "ndarray", None)
@@ -210,13 +224,20 @@ class ShmHub:
         #: True once some peer offered: the publisher looks for shm links only then.
         self.ready = False
         self.pool: Any = None
+        self._encode: Any = _encode_lazily
+        self._resolve_body: Any = _resolve_lazily
         #: ``numpy.ndarray`` once numpy is imported (looked up again when a link offers,
         #: a loan is taken or a large buffer is found), for :meth:`inband`'s fast check.
         self._ndarray: Any = _ndarray_type()
         if self.enabled:
+            from easymesh.shm import body, encoding
             from easymesh.shm.pool import Pool
 
             self.pool = Pool(pool_size, name=f"easymesh-{node_name}"[:200])
+            # bound once: an import statement per frame costs more than it looks right after
+            # an 8 MB refill has pushed the interpreter out of the CPU caches
+            self._encode = encoding.encode
+            self._resolve_body = body.resolve
         self.sent = Counter()  # pickle-shm frames handed to links
         self.received = Counter()  # pickle-shm frames with shared buffers resolved
 
@@ -278,11 +299,9 @@ class ShmHub:
     def resolve(self, conn: Any, frame: Frame) -> Frame:
         """(I/O thread) A pickle-shm frame with its body validated against what the peer
         shared on ``conn`` and turned into views. ProtocolError if it points elsewhere."""
-        from easymesh.shm.body import ShmBody, resolve
-
         st = self._links.get(conn)
-        body = resolve(frame[4], st.remote if st is not None else None)
-        if type(body) is ShmBody:
+        body = self._resolve_body(frame[4], st.remote if st is not None else None)
+        if body is not frame[4]:  # an ShmBody: views of shared memory
             if len(body) > conn.max_body:  # the same limit as for a message in the socket
                 raise FrameTooLarge(
                     f"frame body of {len(body)} bytes (shared memory included) exceeds the"
@@ -378,9 +397,7 @@ class ShmHub:
     def encode(self, obj: Any) -> Any:
         """Pickle ``obj`` once for every same-host link (an ``Encoded``: release it with
         ``close()`` once sent). Buffers that find no room in the pool go inline."""
-        from easymesh.shm.encoding import encode
-
-        return encode(obj, self.pool, self.threshold)
+        return self._encode(obj, self.pool, self.threshold)
 
     def send(
         self, conn: Any, name: bytes, codec_id: int, enc: Any, rid: int = 0, ftype: int = TOPIC
