@@ -159,6 +159,13 @@ def encode(
     Returns None only with ``fallback=False`` when a buffer found no room. Raises what pickling
     raises (``pickle.PicklingError``, ``TypeError``...)."""
     stream, out = _pickled(obj, threshold, max_buffers)
+    if pool is not None and len(out) == 1:
+        block = pool.hold_loan(obj)  # the loaned array itself: no address lookup
+        if block is not None:
+            entry = Entry(pool.arena_id, out[0][1], block, block, out[0][0].nbytes)
+            return Encoded(
+                pool, encode_message_head_one(len(stream), entry), stream, [], [entry], 0
+            )
     entries: list[Entry] = []
     inline: list[memoryview] = []
     inline_len = 0

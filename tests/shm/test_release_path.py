@@ -240,3 +240,22 @@ def test_a_release_of_one_block_is_checked_like_any_release() -> None:
         with pytest.raises(ProtocolError):
             ledger.released([(pool.arena_id, block)])  # once more than it held
         assert ledger.held == 0 and pool.refs(block) == 1
+
+
+def test_the_loaned_array_itself_and_views_of_it_are_sent_without_a_copy() -> None:
+    with Pool(16 * MB) as pool:
+        frame = pool.loan((1080, 1920, 4), np.uint8)
+        assert pool.hold_loan(frame) == 0 and pool.refs(0) == 2  # the very object
+        pool.release(0)
+        part = frame[540:]  # another object over the same block: found by its address
+        assert pool.hold_loan(part) is None
+        enc = encode(part, pool, 1024)
+        assert enc is not None and enc.entries == [
+            Entry(pool.arena_id, 0, 0, 540 * 1920 * 4, part.nbytes)
+        ]
+        enc.close()
+        assert pool.hold_loan(np.zeros(4096, np.uint8)) is None
+        del part
+        del frame
+        gc.collect()
+        assert pool._loaned == {} and pool.refs(0) == 0  # forgotten with the array
