@@ -16,7 +16,8 @@ a read-only ``memoryview`` of the shared memory (call ``bytes(m)`` for a private
 ones arrive as the type that was sent.
 
 Copies. A buffer that already lies in one of the pool's live blocks (a loan, or a view of one)
-is sent as it is: no copy, one more reference on its block. Any other buffer is copied once into
+is sent as it is: no copy, one more reference on its block. The array ``Pool.loan`` returned is
+recognised by identity (``Pool.hold_loan``), a view of it by its address (``Pool.hold``). Any other buffer is copied once into
 a new block; when the pool is full it goes inline (the socket path), or, with
 ``fallback=False``, the message is refused (None) so the caller can drop and count it.
 The copy is a ``memmove`` through ctypes, which releases the GIL while it runs.
