@@ -20,6 +20,7 @@ Modules, by responsibility (dependencies point down)::
     arena.py       Arena (memfd, sealed, mapped RW) / Mapping (peer's memfd, mapped RO), views
     blocks.py      BlockAllocator: page-aligned first-fit ranges (sans-IO)
     descriptor.py  MESSAGE / ARENA / RELEASE byte layouts, validated decoding (sans-IO)
+    large.py       finding the buffers of a message worth sharing, while it pickles (sans-IO)
 
 Phase 2: wiring into the node (the plan these parts were built for)
 ===================================================================

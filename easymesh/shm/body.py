@@ -51,10 +51,11 @@ def resolve(raw: Any, remote: Remote | None) -> ShmBody | Any:
     (None: the link shares nothing). ProtocolError if it is malformed or points outside what
     the peer shared. A body with no shm entry stays as it is."""
     message = decode_message(raw, remote.arena_size if remote is not None else _none)
-    if all(e.arena == INLINE for e in message.entries):
+    shared = [e for e in message.entries if e.arena != INLINE]
+    if not shared:
         return raw
     assert remote is not None  # decode_message refused shm entries without arenas
-    return ShmBody(raw, message, [remote.view(e) for e in message.entries if e.arena != INLINE])
+    return ShmBody(raw, message, [remote.view(e) for e in shared])
 
 
 def _none(_arena: int) -> None:

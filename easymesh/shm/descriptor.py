@@ -85,6 +85,16 @@ def encode_message_head(stream_len: int, entries: Sequence[Entry]) -> bytes:
     return b"".join(parts)
 
 
+_HEAD_ONE = struct.Struct("<BBHIIIQQQ")  # the head of a MESSAGE with one entry
+
+
+def encode_message_head_one(stream_len: int, entry: Entry) -> bytes:
+    """:func:`encode_message_head` for one entry (a camera frame), in one ``pack``."""
+    if stream_len > 0xFFFFFFFF:
+        raise ValueError("too long a pickle stream")
+    return _HEAD_ONE.pack(VERSION, 0, 1, stream_len, *entry)
+
+
 def decode_message(
     body: bytes | bytearray | memoryview,
     arena_size: Callable[[int], int | None],
@@ -105,6 +115,12 @@ def decode_message(
     if inline_at > len(view):
         raise ProtocolError("shm message shorter than its entries and stream")
     inline_len = len(view) - inline_at
+    if nbuf == 1:  # one frame, in shared memory: the common case, checked inline
+        e = Entry._make(_ENTRY.unpack_from(view, HEAD_SIZE))
+        size = arena_size(e.arena) if e.arena != INLINE else None
+        if size is None or e.flags & ~KNOWN_FLAGS or not e.block <= e.offset <= size - e.length:
+            _check_entry(e, inline_len, arena_size)  # raises, or an inline entry that is fine
+        return Message([e], view[stream_at:inline_at], view[inline_at:])
     entries = []
     for i in range(nbuf):
         e = Entry(*_ENTRY.unpack_from(view, HEAD_SIZE + i * ENTRY_SIZE))

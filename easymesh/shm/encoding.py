@@ -16,7 +16,8 @@ a read-only ``memoryview`` of the shared memory (call ``bytes(m)`` for a private
 ones arrive as the type that was sent.
 
 Copies. A buffer that already lies in one of the pool's live blocks (a loan, or a view of one)
-is sent as it is: no copy, one more reference on its block. Any other buffer is copied once into
+is sent as it is: no copy, one more reference on its block. The array ``Pool.loan`` returned is
+recognised by identity (``Pool.hold_loan``), a view of it by its address (``Pool.hold``). Any other buffer is copied once into
 a new block; when the pool is full it goes inline (the socket path), or, with
 ``fallback=False``, the message is refused (None) so the caller can drop and count it.
 The copy is a ``memmove`` through ctypes, which releases the GIL while it runs.
@@ -46,6 +47,7 @@ from easymesh.shm.descriptor import (
     Entry,
     Message,
     encode_message_head,
+    encode_message_head_one,
 )
 from easymesh.shm.pool import Pool
 
@@ -115,11 +117,14 @@ class Encoded:
         stream: bytes,
         inline: list[memoryview],
         entries: list[Entry],
+        inline_len: int = -1,
     ) -> None:
         self.pool = pool
         self.entries = entries
         self.buffers: list[Any] = [head, stream, *inline]
-        self.nbytes = sum(len(b) if isinstance(b, bytes) else b.nbytes for b in self.buffers)
+        if inline_len < 0:
+            inline_len = sum(b.nbytes for b in inline)
+        self.nbytes = len(head) + len(stream) + inline_len
         self.blocks = [e.block for e in entries if e.arena != INLINE]
         self._closed = False
 
@@ -155,6 +160,13 @@ def encode(
     Returns None only with ``fallback=False`` when a buffer found no room. Raises what pickling
     raises (``pickle.PicklingError``, ``TypeError``...)."""
     stream, out = _pickled(obj, threshold, max_buffers)
+    if pool is not None and len(out) == 1:
+        block = pool.hold_loan(obj)  # the loaned array itself: no address lookup
+        if block is not None:
+            entry = Entry(pool.arena_id, out[0][1], block, block, out[0][0].nbytes)
+            return Encoded(
+                pool, encode_message_head_one(len(stream), entry), stream, [], [entry], 0
+            )
     entries: list[Entry] = []
     inline: list[memoryview] = []
     inline_len = 0
@@ -172,8 +184,11 @@ def encode(
         else:
             entries.append(placed)
             taken.append(placed.block)
-    head = encode_message_head(len(stream), entries)
-    return Encoded(pool, head, stream, inline, entries)
+    if len(entries) == 1:  # one frame: one pack
+        head = encode_message_head_one(len(stream), entries[0])
+    else:
+        head = encode_message_head(len(stream), entries)
+    return Encoded(pool, head, stream, inline, entries, inline_len)
 
 
 def _plain_array_key(obj: Any, threshold: int) -> tuple[str, tuple[int, ...]] | None:
@@ -219,11 +234,9 @@ def _covers(array: Any, buffer: memoryview) -> bool:
 
 def _place(pool: Pool, raw: memoryview, flags: int) -> Entry | None:
     """An shm entry for ``raw`` holding one new reference, or None if the pool is full."""
-    found = pool.find(raw)
+    found = pool.hold(raw)  # a loan (or a view of one): no copy, one more reference
     if found is not None:
-        block, offset = found
-        pool.retain(block)
-        return Entry(pool.arena_id, flags, block, offset, raw.nbytes)
+        return Entry(pool.arena_id, flags, found[0], found[1], raw.nbytes)
     new = pool.alloc(raw.nbytes)
     if new is None:
         return None

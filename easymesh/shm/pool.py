@@ -64,6 +64,9 @@ class Pool:
         self._blocks = BlockAllocator(self.size)
         self._refs: dict[int, int] = {}
         self._freed: deque[int] = deque()  # blocks whose loan is gone (appended by finalizers)
+        #: id(loaned numpy array) -> (weak reference to it, block): sending the very array a
+        #: loan returned finds its block without reading the buffer's address (ctypes)
+        self._loaned: dict[int, tuple[weakref.ref[Any], int]] = {}
         self._lock = threading.Lock()
         self._closed = False
         self.exhausted = 0  # allocations refused because the pool was full
@@ -187,7 +190,28 @@ class Pool:
             return view
         import numpy as np
 
-        return np.frombuffer(view, dtype=dt).reshape(shape)
+        array = np.frombuffer(view, dtype=dt).reshape(shape)
+        key, loaned = id(array), self._loaned
+
+        def gone(ref: weakref.ref[Any]) -> None:  # runs before the id can be reused
+            if loaned.get(key, (None, 0))[0] is ref:
+                del loaned[key]
+
+        loaned[key] = (weakref.ref(array, gone), off)
+        return array
+
+    def hold_loan(self, array: Any) -> int | None:
+        """The block of ``array`` with one more reference, if it is the very object a numpy
+        :meth:`loan` returned (and still starts its block), else None."""
+        entry = self._loaned.get(id(array))
+        if entry is None or entry[0]() is not array:
+            return None
+        block = entry[1]
+        with self._lock:
+            if block not in self._refs:
+                return None
+            self._refs[block] += 1
+        return block
 
     def find(self, buffer: Any) -> tuple[int, int] | None:
         """(block offset, offset) if ``buffer`` lies inside a live block of this pool, else None.
@@ -206,6 +230,26 @@ class Pool:
             block = self._blocks.containing(offset, nbytes)
             if block is None or block not in self._refs:
                 return None
+            return block, offset
+
+    def hold(self, buffer: Any) -> tuple[int, int] | None:
+        """Like :meth:`find`, and takes one reference on the block in the same lock round:
+        (block offset, offset) of a buffer that lies in a live block, else None."""
+        arena = self._arena
+        if arena is None:
+            return None
+        try:
+            address, nbytes = buffer_address(buffer)
+        except (BufferError, TypeError):
+            return None
+        offset = address - arena.base
+        if offset < 0 or offset + nbytes > self.size:
+            return None
+        with self._lock:
+            block = self._blocks.containing(offset, nbytes)
+            if block is None or block not in self._refs:
+                return None
+            self._refs[block] += 1
             return block, offset
 
     def stats(self) -> dict[str, int]:

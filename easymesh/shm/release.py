@@ -153,6 +153,19 @@ class Ledger:
         with self._lock:
             if self._closed:
                 return
+            if len(refs) == 1:  # one frame given back by one receiver: the common case
+                arena, b = refs[0]
+                if arena != self.pool.arena_id:
+                    raise ProtocolError(f"RELEASE for arena {arena}, which we never shared")
+                held = self._held.get(b, 0)
+                if held < 1:
+                    raise ProtocolError(f"RELEASE of block {b} the peer does not hold")
+                if held == 1:
+                    del self._held[b]
+                else:
+                    self._held[b] = held - 1
+                self.pool.release(b)
+                return
             want = Counter(b for _a, b in refs)
             for arena, _b in refs:
                 if arena != self.pool.arena_id:

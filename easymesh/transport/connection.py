@@ -134,7 +134,7 @@ class Connection:
         )
         self.send = outbox.send  # (buffers, nbytes, droppable) -> bool: see the outbox
         self.wait_flushed = outbox.wait_flushed  # until every queued frame was written
-        self.send_fd = outbox.send_fd
+        self.send_fd, self.try_send = outbox.send_fd, outbox.try_send  # try_send never waits
         self.carry_fds = carry_fds
         self.fdq: FdQueue | None = None  # fds received, stream order (Unix, carry_fds)
         self._fd_reads = False  # read with recvmsg_into (expect_fds)

@@ -158,6 +158,39 @@ class Outbox:
                 self.loop.call_soon(self.want_write)
             return ok
 
+    def try_send(self, data: bytes) -> bool:
+        """Write one small must-deliver frame now, from any thread, without ever waiting:
+        False (nothing written or queued) if the lock is taken — possibly by this very
+        thread, which is why it never blocks — or frames or fds are waiting, or the link is
+        not open; the caller then hands the frame to the I/O thread. True once the frame is
+        written or, when the kernel took only part of it, queued (the I/O thread finishes
+        it). Used by shared-memory releases, sent from whichever thread dropped the last
+        view of a frame (a finalizer that may run under any lock)."""
+        if not self.lock.acquire(blocking=False):
+            return False
+        try:
+            sock = self.sock
+            if sock is None or self.items or self.fds:
+                return False
+            try:
+                sent = sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError as exc:
+                self._write_failed(exc)
+                return True  # the link is closing: what the peer holds is moot
+            self.frames_out += 1
+            if sent < len(data):
+                self.items.append([[data], len(data), False])
+                self.nbytes += len(data)
+                self.head_sent = sent
+                if not self.writing:
+                    self.writing = True
+                    self.loop.call_soon(self.want_write)
+            return True
+        finally:
+            self.lock.release()
+
     def send_fd(self, buffers: Buffers, nbytes: int, fd: int) -> bool:
         """Queue or write a must-deliver frame with ``fd`` (ours to close) attached no later
         than its first byte. False (fd closed) if the link is closed or failing."""

@@ -3,6 +3,7 @@
 Usage:
   large.py [--quick] [--systems=LIST] [--sizes=LIST] [--receivers=LIST] [--rates=LIST]
            [--seconds=S] [--repeats=N] [--peers-python=PATH] [--out=DIR] [--no-kill]
+           [--baseline=PATH]
   large.py --render=JSON
   large.py -h | --help
 
@@ -21,6 +22,9 @@ Options:
                         ~/.cache/easymesh-bench/large-venv/bin/python; created if missing].
   --out=DIR             Where the Markdown table goes [default: scripts/bench/results].
   --render=JSON         Print the Markdown report again from a run's .json (no runs).
+  --baseline=PATH       Also run every node-* system from the easymesh checkout at PATH (as
+                        ``node-*@base``, interleaved with this checkout's): before/after
+                        ratios from the same run.
   --no-kill             Skip the SIGKILL check (after the runs, once per system: the sender
                         of a 1 MiB 30 Hz stream is killed; files left in /dev/shm and
                         shared-memory fds the surviving receiver holds once it noticed).
@@ -125,8 +129,8 @@ def peers_python(option: str | None) -> str:
 class Proc:
     """A role process; its stdout lines go to a queue."""
 
-    def __init__(self, python: str, *args: str) -> None:
-        env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    def __init__(self, python: str, *args: str, root: str = str(ROOT)) -> None:
+        env = dict(os.environ, PYTHONPATH=root, PYTHONUNBUFFERED="1")
         self.p = subprocess.Popen(
             [python, ROLES, *args],
             stdin=subprocess.PIPE,
@@ -177,6 +181,10 @@ class Proc:
             except subprocess.TimeoutExpired:
                 self.p.kill()
                 self.p.wait(5)
+
+
+#: The checkout that ``node-*@base`` systems run from (``--baseline``).
+BASELINE: list[str] = []
 
 
 def free_port() -> int:
@@ -323,6 +331,8 @@ def _run_processes(
     coordinator: str,
 ) -> dict[str, Any]:
     common = [f"--name={name}", f"--coordinator={coordinator}", f"--timeout={seconds + 90}"]
+    system, _, base = system.partition("@")
+    root = BASELINE[0] if base else str(ROOT)
     sender = Proc(
         py,
         system,
@@ -332,13 +342,14 @@ def _run_processes(
         f"--receivers={k}",
         f"--rate={rate}",
         f"--seconds={seconds}",
+        root=root,
     )
     procs = [sender]
     try:
         word, info = sender.expect("READY", "UNAVAILABLE")
         if word == "UNAVAILABLE":
             return {"na": info["why"]}
-        receivers = [Proc(py, system, "recv", *common) for _ in range(k)]
+        receivers = [Proc(py, system, "recv", *common, root=root) for _ in range(k)]
         procs += receivers
         for r in receivers:
             word, info = r.expect("READY", "UNAVAILABLE")
@@ -363,6 +374,11 @@ def _run_processes(
         if any(g["p50_us"] is not None for g in got)
         else None,
         "p99": max((g["p99_us"] for g in got if g["p99_us"] is not None), default=None),
+        # CPU of each process per frame it handled (all its threads, warm-up included)
+        "cpu_tx": sent["cpu"] / sent["frames"] * 1e6 if sent.get("frames") else None,
+        "cpu_rx": statistics.mean(g["cpu"] / g["seen"] * 1e6 for g in got)
+        if all(g.get("seen") for g in got)
+        else None,
     }
 
 
@@ -389,15 +405,15 @@ def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
     if not ok:
         return dict(runs[0], left=max(r.get("left", 0) for r in runs))
     out: dict[str, Any] = {"left": max(r.get("left", 0) for r in runs)}
-    for key in ("fps", "gbps", "loss", "p50", "p99"):
-        vals = [r[key] for r in ok if r[key] is not None]
+    for key in ("fps", "gbps", "loss", "p50", "p99", "cpu_tx", "cpu_rx"):
+        vals = [r[key] for r in ok if r.get(key) is not None]
         out[key] = statistics.median(vals) if vals else None
     return out
 
 
 def fmt_cell(r: dict[str, Any]) -> list[str]:
     if "na" in r:
-        return ["n/a", "", "", "", ""]
+        return ["n/a", "", "", "", "", ""]
 
     def us(v: float | None) -> str:
         if v is None:
@@ -410,6 +426,11 @@ def fmt_cell(r: dict[str, Any]) -> list[str]:
         f"{r['loss'] * 100:.0f} %",
         us(r["p50"]),
         us(r["p99"]),
+        "-"
+        if r.get("cpu_tx") is None
+        else f"{r['cpu_tx']:,.0f} / {r['cpu_rx']:,.0f}"
+        if r.get("cpu_rx") is not None
+        else f"{r['cpu_tx']:,.0f} / -",
     ]
 
 
@@ -421,6 +442,10 @@ def ratios(
         return None if r is None or "na" in r else r.get(key)
 
     parts = []
+    for s in ("node-shm", "node-loan"):  # this checkout against --baseline's
+        a, b = get(s, "p50" if rate else "fps"), get(f"{s}@base", "p50" if rate else "fps")
+        if a and b:
+            parts.append(f"{s}/{s}@base {'p50' if rate else 'frames/s'} {a / b:.2f}")
     if rate:  # paced: latency against the loaned-memory systems, and loss
         for loan in ("proto-loan", "node-loan"):
             for ref in ("ring", "iceoryx2"):
@@ -457,9 +482,9 @@ def report(
     lines = [header, ""]
     lines.append(
         "| frame | K | rate | system | frames/s per receiver | GB/s per receiver | loss "
-        "| one-way p50 | p99 |"
+        "| one-way p50 | p99 | CPU µs per frame: sender / each receiver |"
     )
-    lines.append("|---|---|---|---|---|---|---|---|---|")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|")
     for size, k, rate in cases:
         for system in systems:
             r = results.get((system, size, k, rate))
@@ -517,7 +542,7 @@ def measure(
                         flush=True,
                     )
         for system in systems if kill else []:
-            if system != "copyto":
+            if system != "copyto" and "@" not in system:
                 n += 1
                 kills[system] = kill_check(system, tmp, pyth, coordinator, n)
                 print(f"[kill] {system:10} {kills[system]}", file=sys.stderr, flush=True)
@@ -570,6 +595,9 @@ def main() -> int:
     if unknown:
         print(f"large.py: unknown systems {sorted(unknown)}", file=sys.stderr)
         return 2
+    if args["--baseline"]:
+        BASELINE.append(str(Path(args["--baseline"]).resolve()))
+        systems = [x for s in systems for x in ([s, f"{s}@base"] if s.startswith("node-") else [s])]
     sizes = [parse_size(s) for s in opt("--sizes", "1Mi,8294400").split(",")]
     ks = [int(x) for x in opt("--receivers", "1,3").split(",")]
     rates = [float(x) for x in opt("--rates", "0,30").split(",")]

@@ -221,6 +221,7 @@ def make_receiver(system: str, args: dict[str, Any]) -> Receiver:
 def run_send(tx: Sender, size: int, rate: float, seconds: float, warmup: float) -> dict[str, Any]:
     source = np.random.default_rng(1).integers(0, 256, size, dtype=np.uint8)
     sys.stdin.readline()  # GO: every receiver is attached
+    cpu0 = time.process_time()
     period = 1.0 / rate if rate > 0 else 0.0
     start = now()
     measure_at, end_at = start + warmup, start + warmup + seconds
@@ -257,12 +258,19 @@ def run_send(tx: Sender, size: int, rate: float, seconds: float, warmup: float) 
         del frame
         seq += 1
         time.sleep(0.05)
-    return {"sent": sent, "dropped": dropped, "seconds": last - first, "frames": seq}
+    cpu = time.process_time() - cpu0  # this process, all its threads, from GO (warm-up too)
+    out = {"sent": sent, "dropped": dropped, "seconds": last - first, "frames": seq, "cpu": cpu}
+    node = getattr(tx, "node", None)
+    if node is not None:  # easymesh: the pool's figures (fallbacks when it was full)
+        out["shm"] = node.stats().get("shm")
+    return out
 
 
 class Tally:
     def __init__(self) -> None:
         self.received = 0
+        self.seen = 0  # warm-up frames too
+        self.cpu0 = time.process_time()
         self.nbytes = 0
         self.lat: list[float] = []
         self.finished = threading.Event()
@@ -274,6 +282,9 @@ class Tally:
         n = len(frame) if not isinstance(frame, memoryview) else frame.nbytes
         _ = frame[n - 1]  # touch the end of the frame too
         self.last_seen = t
+        if not self.seen:
+            self.cpu0 = time.process_time()  # from the first frame (the sender's GO)
+        self.seen += 1
         if kind == DATA:
             self.received += 1
             self.nbytes += n
@@ -292,6 +303,8 @@ class Tally:
             "bytes": self.nbytes,
             "p50_us": pct(0.5),
             "p99_us": pct(0.99),
+            "seen": self.seen,
+            "cpu": time.process_time() - self.cpu0,
         }
 
 

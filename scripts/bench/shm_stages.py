@@ -51,32 +51,41 @@ from large import start_coordinator  # noqa: E402  (a sibling script)
 
 import easymesh  # noqa: E402
 from easymesh.router import Router  # noqa: E402
+from easymesh.shm.release import Ledger  # noqa: E402
 from easymesh.shmhub import ShmHub  # noqa: E402
+from easymesh.workers import TopicListener  # noqa: E402
 
 HEAD = struct.Struct("<Qd")  # seq, t0
 WARMUP = 10
 now = time.monotonic
 
 
-def hook(cls: Any, name: str, into: list[float]) -> None:
-    """Append the time each call of ``cls.name`` returned to ``into``."""
+def hook(cls: Any, name: str, into: list[float], enter: bool = False) -> None:
+    """Append the time each call of ``cls.name`` returned (``enter``: began) to ``into``."""
     original = getattr(cls, name)
 
     def timed(*args: Any, **kwargs: Any) -> Any:
+        if enter:
+            into.append(now())
         out = original(*args, **kwargs)
-        into.append(now())
+        if not enter:
+            into.append(now())
         return out
 
     setattr(cls, name, timed)
 
 
 def receiver(coordinator: str, frames: int, shm: bool) -> None:
-    io: list[float] = []
+    stamps: dict[str, list[float]] = {"read": [], "io": [], "worker": [], "freed": [], "flush": []}
     rows: list[tuple[int, float, float, float]] = []
     if shm:
-        hook(ShmHub, "resolve", io)
+        hook(ShmHub, "resolve", stamps["read"], enter=True)
+        hook(ShmHub, "resolve", stamps["io"])
+        hook(TopicListener, "run", stamps["worker"], enter=True)
+        hook(ShmHub, "_wake", stamps["freed"], enter=True)
+        hook(ShmHub, "_flush", stamps["flush"], enter=True)
     else:
-        hook(Router, "_deliver", io)
+        hook(Router, "_deliver", stamps["io"])
     done = []
     node = easymesh.Node("stages-rx", coordinator=coordinator, shm=shm)
 
@@ -96,9 +105,12 @@ def receiver(coordinator: str, frames: int, shm: bool) -> None:
     while not done and now() < deadline:
         time.sleep(0.05)
     node.close()
-    # the first resolve/_deliver calls belong to the small "hello" messages: keep the last ones
-    io = io[-len(rows) :]
-    out = [(s, t0, i, c, t) for (s, t0, c, t), i in zip(rows, io, strict=True)]
+    # the first calls belong to the small "hello" messages: keep the last ones, one per frame
+    out = [
+        {"seq": s, "t0": t0, "callback": c, "touched": t}
+        | {k: v[i - len(rows)] for k, v in stamps.items() if len(v) >= len(rows)}
+        for i, (s, t0, c, t) in enumerate(rows)
+    ]
     print("RESULT " + json.dumps(out), flush=True)
 
 
@@ -112,16 +124,20 @@ def sender(args: dict[str, Any]) -> None:
         stdout=subprocess.PIPE,
         text=True,
     )
+    stamps: dict[str, list[float]] = {"inband": [], "encoded": [], "written": [], "back": []}
     try:
         assert rx.stdout is not None and rx.stdout.readline().strip() == "READY"
-        encoded: list[float] = []
         if shm:
-            hook(ShmHub, "encode", encoded)
+            hook(ShmHub, "encode", stamps["encoded"])
+            hook(ShmHub, "send", stamps["written"])
+            hook(Ledger, "released", stamps["back"], enter=True)
         node = easymesh.Node("stages-tx", coordinator=addr, shm=shm)
         node.wait_for_listener("frames", 30)
         for _ in range(5):  # dial, let the offers cross
             node.send("frames", b"hello")
             time.sleep(0.05)
+        if shm:
+            hook(ShmHub, "inband", stamps["inband"])  # after the hellos: one call per frame
         source = np.random.default_rng(1).integers(0, 255, size, dtype=np.uint8)
         own = np.empty(size, np.uint8)
         t0s: list[float] = []
@@ -146,40 +162,51 @@ def sender(args: dict[str, Any]) -> None:
         rx.wait(30)
         coord.terminate()
         coord.wait(10)
-    report(args, rows, t0s, encoded[-len(t0s) :] if encoded else [], sent)
+    n = len(t0s)
+    mine = {k: v[-n:] for k, v in stamps.items() if len(v) >= n}
+    mine["sent"] = sent
+    report(args, rows, t0s, mine)
 
 
-def report(
-    args: dict[str, Any], rows: Any, t0s: list[float], enc: list[float], sent: list[float]
-) -> None:
-    got = {r[0]: r for r in rows if r[0] >= WARMUP}
-    stages: dict[str, list[float]] = {
-        "encoded": [],
-        "sent": [],
-        "io": [],
-        "callback": [],
-        "touched": [],
-    }
-    for seq in sorted(got):
-        _s, t0, t_io, t_cb, t_touch = got[seq]
-        if enc:
-            stages["encoded"].append(enc[seq] - t0)
-        stages["sent"].append(sent[seq] - t0)
-        stages["io"].append(t_io - t0)
-        stages["callback"].append(t_cb - t0)
-        stages["touched"].append(t_touch - t0)
+#: Stages in the order a frame passes them: (name, whose stamp, what it marks).
+STAGES = (
+    ("inband", "tx", "ShmHub.inband returned (pickle stopped at the array)"),
+    ("encoded", "tx", "ShmHub.encode returned (the copy into the pool; none for a loan)"),
+    ("written", "tx", "ShmHub.send returned (descriptor frame written)"),
+    ("sent", "tx", "Node.send returned"),
+    ("read", "rx", "receiver I/O thread: ShmHub.resolve began"),
+    ("io", "rx", "receiver I/O thread: resolved (or, shm off, router delivered)"),
+    ("worker", "rx", "worker: TopicListener.run began (after the hand-off)"),
+    ("callback", "rx", "the callback began (after decoding)"),
+    ("touched", "rx", "the callback read the frame's first and last bytes"),
+    ("freed", "rx", "the frame's last view died: release queued (finalizer)"),
+    ("flush", "rx", "receiver I/O thread: SHM_RELEASE being written"),
+    ("back", "tx", "sender I/O thread: the release arrived (Ledger.released)"),
+)
+
+
+def report(args: dict[str, Any], rows: Any, t0s: list[float], mine: dict[str, list[float]]) -> None:
+    got = [r for r in rows if r["seq"] >= WARMUP]
+    stages: dict[str, list[float]] = {}
+    for r in got:
+        seq, t0 = r["seq"], r["t0"]
+        for name, who, _what in STAGES:
+            t = r.get(name) if who == "rx" else (mine[name][seq] if name in mine else None)
+            if t is not None:
+                stages.setdefault(name, []).append(t - t0)
     total = int(args["--frames"])
     print(
         f"size {int(args['--size']):,} B, {float(args['--rate']):g} Hz, shm={args['--shm']},"
         f" loan={bool(args['--loan'])}: {len(got)}/{total} frames received;"
-        f" load average {os.getloadavg()[0]:.2f}"
+        f" load average {os.getloadavg()[0]:.2f}; µs after t0 (the refill done, before send)"
     )
-    for name, values in stages.items():
+    for name, _who, what in STAGES:
+        values = sorted(stages.get(name, ()))
         if values:
-            values.sort()
             p90 = values[int(0.9 * (len(values) - 1))]
             print(
-                f"  {name:9s} p50 {statistics.median(values) * 1e6:9.0f} µs   p90 {p90 * 1e6:9.0f} µs"
+                f"  {name:9s} p50 {statistics.median(values) * 1e6:7.0f}   p90 {p90 * 1e6:7.0f}"
+                f"   {what}"
             )
 
 
