@@ -116,13 +116,13 @@ class Publisher:
             self.send_encoded(topic, nodes, self.decoder.codec_id, self._encode(topic, data))
             return
         try:
-            body = shm.inband(data)  # None: data holds a large buffer
+            body = shm.inband(data)  # a tuple: data holds a large buffer
         except MeshError:
             raise
         except Exception as exc:
             raise CodecError(f"cannot encode data for topic {topic!r}: {exc}") from exc
-        if body is None:
-            self._send_shm(shm, topic, nodes, data)
+        if type(body) is tuple:
+            self._send_shm(shm, topic, nodes, data, body[0])
         else:
             self.send_encoded(topic, nodes, self.decoder.codec_id, body)
 
@@ -136,9 +136,12 @@ class Publisher:
         self.registry.publish(topic)
         self.view.want_topic(topic)
 
-    def _send_shm(self, shm: ShmHub, topic: str, nodes: Any, data: Any) -> None:
+    def _send_shm(
+        self, shm: ShmHub, topic: str, nodes: Any, data: Any, inline: bytes | None
+    ) -> None:
         """One message to the chosen receivers: pickle-shm where the link accepts it (one
-        encoding for all of them), the ordinary body elsewhere."""
+        encoding for all of them), the ordinary body elsewhere (``inline`` if inband() made
+        it already)."""
         name = topic.encode("utf-8")
         targets = []
         for node in self.balancer.choose_nodes(topic, nodes):
@@ -152,7 +155,7 @@ class Publisher:
                 enc = shm.encode(data)
                 self._check_size(topic, 16 + len(name) + enc.nbytes)
             if not all(t[2] for t in targets):
-                body = bytes(self.decoder.encode(data))
+                body = bytes(self.decoder.encode(data) if inline is None else inline)
                 self._check_size(topic, 16 + len(name) + len(body))
                 if len(body) >= self._large:
                     allocator.tune()  # a large body through the socket (see send_encoded)

@@ -86,6 +86,7 @@ _OFFER = encode_frame(SHM_OFFER)
 _ASK = encode_frame(SHM_ASK)
 _new_frame = tuple.__new__
 _dumps = pickle.dumps
+_NO_BODY: tuple[None] = (None,)  # inband(): large, and no ordinary body made
 
 
 def _encode_lazily(obj: Any, pool: Any, threshold: int) -> Any:
@@ -328,14 +329,17 @@ class ShmHub:
         if not self.ready:
             return encode(data), None
         body = self.inband(data)
-        if body is not None:
+        if type(body) is not tuple:
             return body, None
         if self.accepts(conn):
             return None, self.encode(data)
-        return encode(data), None
+        return (encode(data) if body[0] is None else body[0]), None
 
-    def inband(self, data: Any) -> bytes | None:
-        """The ordinary pickle body of ``data``, or None if it holds a buffer worth sharing.
+    def inband(self, data: Any) -> bytes | tuple[bytes | None]:
+        """The ordinary pickle body of ``data``; or, if it holds a buffer worth sharing, a
+        1-tuple: the ordinary body if pickling made it anyway (a large ``bytes`` in a
+        container), else None. (A link that cannot take shared memory sends that body: a large
+        message is not pickled twice on its way to a TCP peer.)
 
         One ``pickle.dumps`` (protocol 5), as for any message, with a ``buffer_callback`` that
         stops at the first out-of-band-capable buffer (numpy arrays, PickleBuffer) of at least
@@ -346,16 +350,16 @@ class ShmHub:
         t = type(data)
         if t is self._ndarray:  # a camera frame: no pickling to find out
             if data.nbytes >= self.threshold and not data.dtype.hasobject:
-                return None
+                return _NO_BODY
         elif (t is bytes or t is bytearray) and len(data) >= self.threshold:
-            return None
+            return _NO_BODY
         try:
             body = _dumps(data, 5, buffer_callback=self._stop)
         except Large:
             self._ndarray = ndarray_type()
-            return None
+            return _NO_BODY
         if len(body) >= self.threshold and scan(data, self.threshold, SCAN_DEPTH):
-            return None
+            return (body,)
         return body
 
     def accepts(self, conn: Any) -> bool:

@@ -212,14 +212,27 @@ def test_inband_knows_a_large_plain_array_without_pickling_it() -> None:
     hub = ShmHub(
         enabled=True, threshold=1024, pool_size=MB, node_name="t", call_soon=lambda *a: None
     )
-    assert hub.inband(np.zeros(4096, np.uint8)) is None
-    assert hub.inband(np.zeros((64, 64), np.uint8)[:, ::2]) is None  # large, not contiguous
+    assert hub.inband(np.zeros(4096, np.uint8)) == (None,)  # large, and no body made
+    assert hub.inband(np.zeros((64, 64), np.uint8)[:, ::2]) == (None,)  # large, not contiguous
     small = np.zeros(16, np.uint8)
-    assert np.array_equal(pickle.loads(hub.inband(small) or b""), small)
+    body = hub.inband(small)
+    assert type(body) is bytes and np.array_equal(pickle.loads(body), small)
     objects = np.array([None] * 1024, dtype=object)  # pickled in band, as before
     body = hub.inband(objects)
-    assert body is not None and len(pickle.loads(body)) == 1024
-    assert hub.inband({"frame": np.zeros(4096, np.uint8)}) is None  # in a container: pickled
+    assert type(body) is bytes and len(pickle.loads(body)) == 1024
+    assert hub.inband({"frame": np.zeros(4096, np.uint8)}) == (None,)  # in a container: pickled
+
+
+def test_a_large_bytes_in_a_container_is_pickled_once_for_the_socket() -> None:
+    """The body inband() made while finding the large bytes is the one a link that cannot
+    take shared memory (TCP) sends: the message is not pickled a second time."""
+    hub = ShmHub(
+        enabled=True, threshold=1024, pool_size=MB, node_name="t", call_soon=lambda *a: None
+    )
+    msg = {"seq": 1, "data": b"x" * 4096}
+    (body,) = hub.inband(msg)  # type: ignore[misc]
+    assert type(body) is bytes and pickle.loads(body) == msg
+    assert hub.inband(b"x" * 4096) == (None,)  # top level: found by type, nothing pickled
 
 
 def test_a_release_of_one_block_is_checked_like_any_release() -> None:
