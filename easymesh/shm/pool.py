@@ -216,25 +216,14 @@ class Pool:
     def find(self, buffer: Any) -> tuple[int, int] | None:
         """(block offset, offset) if ``buffer`` lies inside a live block of this pool, else None.
         Used to send a loaned buffer without copying it."""
-        arena = self._arena
-        if arena is None:
-            return None
-        try:
-            address, nbytes = buffer_address(buffer)
-        except (BufferError, TypeError):
-            return None
-        offset = address - arena.base
-        if offset < 0 or offset + nbytes > self.size:
-            return None
-        with self._lock:
-            block = self._blocks.containing(offset, nbytes)
-            if block is None or block not in self._refs:
-                return None
-            return block, offset
+        return self._locate(buffer, 0)
 
     def hold(self, buffer: Any) -> tuple[int, int] | None:
         """Like :meth:`find`, and takes one reference on the block in the same lock round:
         (block offset, offset) of a buffer that lies in a live block, else None."""
+        return self._locate(buffer, 1)
+
+    def _locate(self, buffer: Any, take: int) -> tuple[int, int] | None:
         arena = self._arena
         if arena is None:
             return None
@@ -249,7 +238,7 @@ class Pool:
             block = self._blocks.containing(offset, nbytes)
             if block is None or block not in self._refs:
                 return None
-            self._refs[block] += 1
+            self._refs[block] += take
             return block, offset
 
     def stats(self) -> dict[str, int]:
