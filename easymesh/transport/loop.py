@@ -187,6 +187,12 @@ class IOLoop:
                 return timer
         timer = self.thread.call_later(delay, fn, *args)
         with self._lock:
+            if self._leaving:
+                # stop() began since the check above, and its last turn may have cancelled
+                # the timers already: this one would run for a closed owner (the thread
+                # serves others and lives on), so it is cancelled here.
+                timer.cancel()
+                return timer
             timers = self._timers
             timers.add(timer)
             if len(timers) > self._prune_at:  # spent and cancelled ones go, amortised O(1)
