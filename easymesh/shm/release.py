@@ -93,13 +93,13 @@ class Remote:
         at once: the thread that dropped a view drains (``ShmHub._wake``) while another
         does, or the I/O thread flushes; each ref goes to exactly one of them."""
         refs: list[tuple[int, int]] = []
-        pop = self._released.popleft
-        # Not ``while q: q.popleft()``: another thread may take the last ref between the
-        # test and the pop, and the IndexError then lost every ref this call had taken.
+        q = self._released
         try:
-            while True:
-                refs.append(pop())
+            while q:
+                refs.append(q.popleft())
         except IndexError:
+            # another thread took the last ref between the test and the pop: uncaught, this
+            # lost every ref this call had taken (their blocks never went back)
             pass
         return [
             encode_release(refs[i : i + MAX_RELEASES]) for i in range(0, len(refs), MAX_RELEASES)
