@@ -205,6 +205,11 @@ class IOLoop:
     def register(self, sock: socket.socket, events: int, handler: Callable[[int], None]) -> None:
         self.thread.register(sock, events, handler)
         self._owned[sock] = handler
+        if self.left.is_set():
+            # A call queued by a thread that looked up call_soon just before this owner
+            # left (e.g. a peer dialled while the node closed) ran after it: nothing of a
+            # closed owner may stay on a thread that serves others. Closed at once.
+            self._abort_owned()
 
     def unregister(self, sock: socket.socket) -> None:
         self.thread.unregister(sock)

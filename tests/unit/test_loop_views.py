@@ -302,3 +302,24 @@ def test_no_owner_joins_a_thread_that_crashed() -> None:
     assert thread.stopped.wait(WAIT)
     assert len(late) == 1 and isinstance(late[0], RuntimeError), late
     a.stop(timeout=WAIT)
+
+
+def test_a_socket_registered_after_its_owner_left_is_closed(readers: list[Reader]) -> None:
+    # A call a left to the thread just before it left (a thread looked up a.call_soon, then
+    # a.stop() ran to its end, then the call was queued) registers a socket: it must not
+    # stay on the thread that serves b, read for a closed owner.
+    thread = LoopThread("easymesh-test-io", "test")
+    a, b = IOLoop("a", thread=thread), IOLoop("b", thread=thread)
+    a.start()
+    late_call_soon = a.call_soon  # looked up while a is still there
+    a.stop(timeout=WAIT)
+    assert a.left.is_set() and thread.running
+    ra = Reader(a)
+    readers.append(ra)
+    late_call_soon(ra.start)  # runs after a left
+    try:
+        assert ra.aborted.wait(WAIT)  # closed through its owner's abort()
+        assert _on_thread(b, lambda: thread.key(ra.sock)) is None
+    finally:
+        b.stop(timeout=WAIT)
+    assert thread.stopped.wait(WAIT)
