@@ -10,7 +10,7 @@ side that connected is the *client*, the side that accepted is the *server*::
 HELLO body layout (all sizes in bytes)::
 
     0  4   magic b"EMSH"
-    4  1   protocol version (1)
+    4  1   protocol version (VERSION: 2; a peer of another version is refused)
     5  1   flags: bit 0 = "I use an authkey"
     6  32  nonce
     38 32  proof (server HELLO only, when the server uses an authkey)

@@ -4,9 +4,10 @@ Receiver (:class:`Remote`, one per link): the peer's arenas, mapped read-only, a
 handed to the user. Each shm entry of a message becomes a view whose ctypes exporter carries a
 weakref callback (see :mod:`easymesh.shm.arena`): when the last numpy array or memoryview
 derived from it is gone, on whatever thread that happens, the finalizer appends
-``(arena, block)`` to a deque and calls ``wake`` (the integration's wake-up byte for the I/O
-thread). Nothing else runs in the finalizer. The I/O thread :meth:`Remote.drain`-s the deque
-into RELEASE frames. When the link closes, the mappings are closed: each is unmapped when its
+``(arena, block)`` to a deque and calls ``wake`` (the hub's ``ShmHub._wake``, which
+:meth:`Remote.drain`-s the deque into RELEASE frames and writes them from that very thread
+when the link's outbox is free, else leaves them to the I/O thread). So several threads may
+drain at once, each taking what the others did not. When the link closes, the mappings are closed: each is unmapped when its
 last view is gone; views the user still holds stay readable until then, and their releases are
 discarded (the sender already took everything back when it saw the link close).
 
@@ -88,11 +89,18 @@ class Remote:
                 self._wake()
 
     def drain(self) -> list[bytes]:
-        """RELEASE bodies for everything given back since the last call (I/O thread)."""
+        """RELEASE bodies for everything given back since the last call. Any thread, several
+        at once: the thread that dropped a view drains (``ShmHub._wake``) while another
+        does, or the I/O thread flushes; each ref goes to exactly one of them."""
         refs: list[tuple[int, int]] = []
         q = self._released
-        while q:
-            refs.append(q.popleft())
+        try:
+            while q:
+                refs.append(q.popleft())
+        except IndexError:
+            # another thread took the last ref between the test and the pop: uncaught, this
+            # lost every ref this call had taken (their blocks never went back)
+            pass
         return [
             encode_release(refs[i : i + MAX_RELEASES]) for i in range(0, len(refs), MAX_RELEASES)
         ]

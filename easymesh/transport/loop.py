@@ -187,6 +187,12 @@ class IOLoop:
                 return timer
         timer = self.thread.call_later(delay, fn, *args)
         with self._lock:
+            if self._leaving:
+                # stop() began since the check above, and its last turn may have cancelled
+                # the timers already: this one would run for a closed owner (the thread
+                # serves others and lives on), so it is cancelled here.
+                timer.cancel()
+                return timer
             timers = self._timers
             timers.add(timer)
             if len(timers) > self._prune_at:  # spent and cancelled ones go, amortised O(1)
@@ -199,6 +205,11 @@ class IOLoop:
     def register(self, sock: socket.socket, events: int, handler: Callable[[int], None]) -> None:
         self.thread.register(sock, events, handler)
         self._owned[sock] = handler
+        if self.left.is_set():
+            # A call queued by a thread that looked up call_soon just before this owner
+            # left (e.g. a peer dialled while the node closed) ran after it: nothing of a
+            # closed owner may stay on a thread that serves others. Closed at once.
+            self._abort_owned()
 
     def unregister(self, sock: socket.socket) -> None:
         self.thread.unregister(sock)

@@ -106,9 +106,11 @@ class LoopThread:
     # -- views and lifecycle -----------------------------------------------------------------
 
     def attach(self, view: View) -> None:
-        """Count ``view`` as an owner. Raises RuntimeError once the last one left."""
+        """Count ``view`` as an owner. Raises RuntimeError once the last one left or the
+        thread is ending (stopping, or crashed: its owners are being told, and a view that
+        came now would be neither told nor served)."""
         with self._views_lock:
-            if self._released or self.stopped.is_set():
+            if self._released or self._stopping or self.stopped.is_set():
                 raise RuntimeError("this I/O thread is ending")
             self._views.add(view)
 

@@ -248,3 +248,78 @@ def test_a_forked_child_never_reuses_the_parents_thread() -> None:
         assert _on_thread(parent, lambda: "parent still runs") == "parent still runs"
     finally:
         parent.stop(timeout=WAIT)
+
+
+def test_a_timer_set_while_its_owner_leaves_is_cancelled() -> None:
+    # a.call_later checked that a was not leaving, then a.stop() ran to its end (its timers
+    # cancelled) before call_later recorded the new timer: it must come back cancelled,
+    # else it runs for a closed owner on a thread that lives on for b.
+    thread = LoopThread("easymesh-test-io", "test")
+    a, b = IOLoop("a", thread=thread), IOLoop("b", thread=thread)
+    a.start()
+    real = thread.call_later
+
+    def racing(delay: float, fn: Any, *args: Any) -> Any:
+        timer = real(delay, fn, *args)
+        stopper = threading.Thread(target=a.stop, kwargs={"timeout": WAIT})
+        stopper.start()
+        stopper.join(WAIT)
+        return timer
+
+    thread.call_later = racing  # type: ignore[method-assign]
+    try:
+        timer = a.call_later(3600, lambda: None)
+    finally:
+        del thread.call_later
+    try:
+        assert a.left.is_set() and thread.running  # a left; b keeps the thread
+        assert timer.cancelled
+    finally:
+        b.stop(timeout=WAIT)
+    assert thread.stopped.wait(WAIT)
+
+
+def test_no_owner_joins_a_thread_that_crashed() -> None:
+    # While a crashed thread tells its owners (each node closes, which may take seconds), a
+    # new owner (a Node() made meanwhile) must not attach: it would never be told, and its
+    # calls would never run. shared_loop then gives it a new thread.
+    thread = LoopThread("easymesh-test-io", "test")
+    late: list[Any] = []
+
+    def on_crash(_exc: BaseException) -> None:
+        try:
+            late.append(IOLoop("late", thread=thread))
+        except RuntimeError as exc:
+            late.append(exc)
+
+    a = IOLoop("a", thread=thread, on_crash=on_crash)
+    a.start()
+
+    def die() -> None:
+        raise KeyboardInterrupt("injected by the test")
+
+    a.call_soon(die)
+    assert thread.stopped.wait(WAIT)
+    assert len(late) == 1 and isinstance(late[0], RuntimeError), late
+    a.stop(timeout=WAIT)
+
+
+def test_a_socket_registered_after_its_owner_left_is_closed(readers: list[Reader]) -> None:
+    # A call a left to the thread just before it left (a thread looked up a.call_soon, then
+    # a.stop() ran to its end, then the call was queued) registers a socket: it must not
+    # stay on the thread that serves b, read for a closed owner.
+    thread = LoopThread("easymesh-test-io", "test")
+    a, b = IOLoop("a", thread=thread), IOLoop("b", thread=thread)
+    a.start()
+    late_call_soon = a.call_soon  # looked up while a is still there
+    a.stop(timeout=WAIT)
+    assert a.left.is_set() and thread.running
+    ra = Reader(a)
+    readers.append(ra)
+    late_call_soon(ra.start)  # runs after a left
+    try:
+        assert ra.aborted.wait(WAIT)  # closed through its owner's abort()
+        assert _on_thread(b, lambda: thread.key(ra.sock)) is None
+    finally:
+        b.stop(timeout=WAIT)
+    assert thread.stopped.wait(WAIT)
