@@ -120,8 +120,6 @@ class _LinkShm:
     __slots__ = (
         "conn",
         "asked",
-        "offered",
-        "answered",
         "ledger",
         "announced",
         "remote",
@@ -134,11 +132,9 @@ class _LinkShm:
     def __init__(self, conn: Any) -> None:
         self.conn = conn
         self.asked = False  # sender side: we sent SHM_ASK
-        self.offered = False  # sender side: the peer answered, it maps what we share
-        self.answered = False  # receiver side: we answered the peer's SHM_ASK
-        self.ledger: Any = None  # sender side: blocks the peer holds
+        self.ledger: Any = None  # sender side, once the peer offered: blocks the peer holds
         self.announced = False  # our arena's fd went to the peer: we may send pickle-shm
-        self.remote: Any = None  # receiver side: what the peer shared with us
+        self.remote: Any = None  # receiver side, once we answered an ask: what it shared
         self.lock = threading.Lock()  # asking, announcing the arena
         self.flush_due = False  # a release flush is scheduled on the I/O thread
         self.unsent: deque[bytes] = deque()  # releases a finalizer could not write at once
@@ -192,8 +188,8 @@ class ShmHub:
         self.pool: Any = None
         self._encode: Any = _encode_lazily
         self._resolve_body: Any = _resolve_lazily
-        #: ``numpy.ndarray`` once numpy is imported (looked up again when a link offers,
-        #: a loan is taken or a large buffer is found), for :meth:`inband`'s fast check.
+        #: ``numpy.ndarray`` once numpy is imported (looked up again when a loan is taken or
+        #: a large buffer is found), for :meth:`inband`'s fast check.
         self._ndarray: Any = ndarray_type()
         if self.enabled:
             from easymesh.shm import body, encoding
@@ -241,20 +237,17 @@ class ShmHub:
         # only on a link that carries fds: a Unix link (this host), never TCP
         st = self._links.get(conn) if self.enabled and conn.fdq is not None else None
         if ftype == SHM_ASK:
-            if st is not None and not st.answered:  # a second ask is ignored
+            if st is not None and st.remote is None:  # a second ask is ignored
                 from easymesh.shm.release import Remote
 
-                st.answered = True
                 st.remote = Remote(wake=_weak_wake(self, st))
                 conn.expect_fds(True)  # before the offer leaves: the fd follows it
                 conn.send(_OFFER, 16, False)
         elif ftype == SHM_OFFER:
-            if st is not None and st.asked and not st.offered and self.pool is not None:
+            if st is not None and st.asked and st.ledger is None and self.pool is not None:
                 from easymesh.shm.release import Ledger
 
-                st.ledger = Ledger(self.pool)
-                st.offered = True
-                self._ndarray = ndarray_type()
+                st.ledger = Ledger(self.pool)  # a second offer is ignored
                 self._announce(st)
         elif ftype == SHM_ARENA:
             if st is None or st.remote is None:
