@@ -29,14 +29,7 @@ import time
 from typing import Any
 
 from docopt import docopt
-
-COORD = """
-import sys
-from easymesh.coordinator import Coordinator
-c = Coordinator('127.0.0.1', 0).start()
-print(c.port, flush=True)
-sys.stdin.read()
-"""
+from node_cost import start_coordinator, stop_coordinator  # a sibling script
 
 PEERS = """
 import sys, easymesh
@@ -83,10 +76,7 @@ def main() -> int:
     k, idle = int(args["--peers"]), float(args["--idle"])
     import easymesh
 
-    coord = subprocess.Popen([sys.executable, "-c", COORD], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True)
-    assert coord.stdin is not None and coord.stdout is not None
-    address = f"127.0.0.1:{coord.stdout.readline().strip()}"
+    coord, address = start_coordinator()
     peers = subprocess.Popen([sys.executable, "-c", PEERS, str(k), address],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert peers.stdin is not None and peers.stdout is not None
@@ -142,8 +132,7 @@ def main() -> int:
     hub.close(0)
     ask("quit")
     peers.wait(30)
-    coord.stdin.close()
-    coord.wait(10)
+    stop_coordinator(coord)
     return 0
 
 

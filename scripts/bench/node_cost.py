@@ -39,15 +39,26 @@ def usage() -> tuple[float, float, int, int]:
     return r.ru_utime, r.ru_stime, r.ru_nvcsw, r.ru_nivcsw
 
 
+def start_coordinator() -> tuple[subprocess.Popen[str], str]:
+    """A coordinator in a child process (its CPU is not this process's): (child, address)."""
+    child = subprocess.Popen([sys.executable, "-c", CHILD], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    assert child.stdin is not None and child.stdout is not None
+    return child, f"127.0.0.1:{child.stdout.readline().strip()}"
+
+
+def stop_coordinator(child: subprocess.Popen[str]) -> None:
+    assert child.stdin is not None
+    child.stdin.close()
+    child.wait(10)
+
+
 def main() -> int:
     args = docopt(__doc__)
     pre, n = int(args["--pre"]), int(args["--nodes"])
     import easymesh
 
-    child = subprocess.Popen([sys.executable, "-c", CHILD], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True)
-    assert child.stdin is not None and child.stdout is not None
-    address = f"127.0.0.1:{child.stdout.readline().strip()}"
+    child, address = start_coordinator()
     nodes = [easymesh.Node(f"pre-{i}", coordinator=address) for i in range(pre)]
     time.sleep(0.5)
     u0, t0 = usage(), time.monotonic()
@@ -62,8 +73,7 @@ def main() -> int:
           f"{invol:.1f} involuntary per node; wall {wall * 1000 / n:.2f} ms per node")
     for node in nodes:
         node.close(0)
-    child.stdin.close()
-    child.wait(10)
+    stop_coordinator(child)
     return 0
 
 
