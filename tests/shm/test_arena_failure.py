@@ -23,16 +23,23 @@ UNMAPPABLE = 1 << 50
 pytestmark = pytest.mark.skipif(not hasattr(os, "memfd_create"), reason="Linux only")
 
 
-def test_a_node_whose_arena_cannot_be_mapped_sends_through_the_socket(
-    node_factory: Any, caplog: Any
-) -> None:
+def _first_large_message(node_factory: Any) -> tuple[Any, Any, Collector, Any]:
+    """rx listening, tx with a pool the kernel refuses, and tx's first large message sent
+    (it dials; through the socket): (tx, rx, what rx got, the frame)."""
     rx = node_factory("rx")
     got = Collector()
     rx.listen("frames", got)
     tx = node_factory("tx", shm_pool_size=UNMAPPABLE)
     tx.wait_for_listener("frames", timeout=WAIT)
     frame = np.arange(1 << 20, dtype=np.uint8)
-    tx.send("frames", frame)  # dials; through the socket
+    tx.send("frames", frame)
+    return tx, rx, got, frame
+
+
+def test_a_node_whose_arena_cannot_be_mapped_sends_through_the_socket(
+    node_factory: Any, caplog: Any
+) -> None:
+    tx, _rx, got, frame = _first_large_message(node_factory)
     assert np.array_equal(got.wait_for(1, WAIT)[0], frame)
     # tx creates its arena to ask rx for shared memory, the kernel refuses, tx says so once
     assert wait_until(lambda: "no shared memory for" in caplog.text, WAIT)
@@ -51,13 +58,7 @@ def test_a_node_whose_arena_cannot_be_mapped_never_asks_for_shared_memory(
 ) -> None:
     """It has no arena to pass, so it must not ask: a receiver that answered an ask reads
     with ``recvmsg_into`` (the dearer read) until an arena's fd comes, which would be never."""
-    rx = node_factory("rx")
-    got = Collector()
-    rx.listen("frames", got)
-    tx = node_factory("tx", shm_pool_size=UNMAPPABLE)
-    tx.wait_for_listener("frames", timeout=WAIT)
-    frame = np.arange(1 << 20, dtype=np.uint8)
-    tx.send("frames", frame)  # through the socket; the kernel refuses the arena
+    tx, rx, got, frame = _first_large_message(node_factory)  # the kernel refuses the arena
     assert wait_until(lambda: "no shared memory for" in caplog.text, WAIT)
     tx.send("frames", frame)
     # a round trip on the same link after both: an ask, had one gone, was read before it
