@@ -278,6 +278,7 @@ class Parts:
             self.closing = True
             if self.close_reason is None:
                 self.close_reason = NodeClosed(f"node {self.name!r} is closed")
+            self.publisher.stop(self.close_reason)
         if already:
             if not self.own_thread():
                 self.closed.wait(10.0)

@@ -155,9 +155,10 @@ class Caller:
 
     # -- public calls (the caller's thread) ------------------------------------------------
 
-    def request(self, service: str, data: Any, timeout: float | None) -> Any:
+    def request(self, service: str, data: Any, timeout: float | None = None) -> Any:
         t = self.request_timeout if timeout is None else timeout
-        self._check_open()  # a closed node says so, whatever the timeout
+        if self._closed is not None:  # a closed node says so, whatever the timeout
+            raise NodeClosed(str(self._closed))
         if not t > 0:  # NaN too: no lock wait or deadline heap takes it
             raise RequestTimeout(f"service {service!r}: a timeout of {t:g} s leaves no time")
         if self.in_io_thread():
@@ -170,7 +171,7 @@ class Caller:
         )
         return self._outcome(service, ftype, codec_id, body)
 
-    def request_future(self, service: str, data: Any, timeout: float | None) -> Future:
+    def request_future(self, service: str, data: Any, timeout: float | None = None) -> Future:
         t = self.request_timeout if timeout is None else timeout
         future = RequestFuture()
         future._completer = self._on_completer_thread  # type: ignore[method-assign]
@@ -259,11 +260,14 @@ class Caller:
         node = self.balancer.choose_node(service, providers)
         local = node.id == self.node_id
         link = None if local else (self.links.get(node.id) or self.link_to(node))
+        shm, enc = self.shm, None
         try:
-            if self.shm is None or link is None:
-                body, enc = self.decoder.encode(data), None
+            if shm is None or link is None or not shm.ready:
+                body = self.decoder.encode(data)
             else:
-                body, enc = self.shm.encode_for(link, data, self.decoder.encode)
+                body = shm.inband(data)
+                if type(body) is tuple:  # a large buffer: shared memory if the link takes it
+                    body, enc = shm.for_link(link, data, body[0], self.decoder.encode)
         except Exception as exc:
             raise CodecError(f"cannot encode the request to {service!r}: {exc}") from exc
         name = service.encode("utf-8")
@@ -276,16 +280,19 @@ class Caller:
                 raise ConnectionLost(
                     f"cannot reach node {node.name!r} ({node.id}) providing {service!r}"
                 )
+            p = Pending(future, link, service, node.id, timeout)
             try:
-                p = self._add(Pending(future, link, service, node.id, timeout))
+                rid = self.table.insert(p)
+                if self._closed is not None:  # see _add
+                    self.table.discard(rid)
+                    raise NodeClosed(str(self._closed))
             except BaseException:  # TooManyRequests, NodeClosed
                 if enc is not None:
                     enc.close()  # its blocks in the pool: nothing else gives them back
                 raise
-            rid = p.rid
             if enc is not None:
                 with enc:
-                    ok = self.shm.send(link, name, PICKLE_SHM_ID, enc, rid, REQUEST)  # type: ignore
+                    ok = shm.send(link, name, PICKLE_SHM_ID, enc, rid, REQUEST)  # type: ignore
             else:
                 bufs = encode_frame(REQUEST, name, body, self.decoder.codec_id, rid)
                 ok = link.send(bufs, 16 + len(name) + len(body), False)

@@ -93,10 +93,18 @@ class Publisher:
         self.dropped = Counter()
         self._held: dict[str, deque[tuple[int, Any]]] = {}  # topic -> (codec id, body)
         self._hold_lock = threading.Lock()
+        self._stopped: BaseException | None = None
 
-    def send(self, topic: str, data: Any, latch: bool) -> None:
+    def stop(self, reason: BaseException) -> None:
+        """The node is closing: every later send raises ``reason`` (NodeClosed)."""
+        self._stopped = reason
+
+    def send(self, topic: str, data: Any, *, latch: bool = False) -> None:
+        """``Node.send`` (bound to it directly: see ``Node._bind_hot_paths``)."""
         # The hot path: lock-free lookups, no Python call before encoding that a message
         # to known listeners does not need.
+        if self._stopped is not None:
+            raise self._stopped
         if topic not in self.registry.published:
             self._first_send(topic)
         if latch or topic in self._latched:
@@ -198,6 +206,8 @@ class Publisher:
             )
 
     def send_raw(self, topic: str, codec_id: int, data: Any) -> None:
+        if self._stopped is not None:
+            raise self._stopped
         if not isinstance(codec_id, int) or isinstance(codec_id, bool):
             raise TypeError(f"the codec id must be an int, not {type(codec_id).__name__}")
         if not 0 <= codec_id <= 255:

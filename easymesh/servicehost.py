@@ -175,10 +175,14 @@ class ServiceHost:
         req_cid = PICKLE_ID if frame.codec == PICKLE_SHM_ID else frame.codec
         codec = self.decoder.codec if req_cid == self.decoder.codec_id else None
         enc = None
+        body: Any = None
         try:
             codec = codec or codec_for_id(req_cid)
-            if self.shm is not None and req_cid == PICKLE_ID and link is not None:
-                body, enc = self.shm.encode_for(link, result, codec.encode)
+            shm = self.shm
+            if shm is not None and shm.ready and req_cid == PICKLE_ID and link is not None:
+                body = shm.inband(result)
+                if type(body) is tuple:  # a large buffer: shared memory if the link takes it
+                    body, enc = shm.for_link(link, result, body[0], codec.encode)
             else:
                 body = codec.encode(result)
         except Exception as exc:

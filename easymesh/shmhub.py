@@ -315,18 +315,17 @@ class ShmHub:
 
     # -- sending (any thread) --------------------------------------------------------------
 
-    def encode_for(self, conn: Any, data: Any, encode: Callable[[Any], Any]) -> tuple[Any, Any]:
-        """(requests, replies) ``(body, None)`` with ``encode(data)``'s ordinary body, or
-        ``(None, Encoded)`` when ``conn`` takes shared memory and ``data`` holds a large buffer
-        (send it with :meth:`send`, then ``close()`` it)."""
-        if not self.ready:
-            return encode(data), None
-        body = self.inband(data)
-        if type(body) is not tuple:
-            return body, None
+    def for_link(
+        self, conn: Any, data: Any, inline: bytes | None, encode: Callable[[Any], Any]
+    ) -> tuple[Any, Any]:
+        """(requests, replies) For ``data`` that :meth:`inband` found large (``inline`` is
+        the body it made, or None): ``(None, Encoded)`` when ``conn`` takes shared memory
+        (send it with :meth:`send`, then ``close()`` it), else ``(body, None)``, the
+        ordinary body. Small messages never get here: the sender calls ``inband`` itself
+        (while ``ready``), one Python call on the hot path instead of two."""
         if self.accepts(conn):
             return None, self.encode(data)
-        return (encode(data) if body[0] is None else body[0]), None
+        return (encode(data) if inline is None else inline), None
 
     def inband(self, data: Any) -> bytes | tuple[bytes | None]:
         """The ordinary pickle body of ``data``; or, if it holds a buffer worth sharing, a

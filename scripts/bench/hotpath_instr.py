@@ -2,7 +2,7 @@
 on a shared 2-core machine is not.
 
 Usage:
-  hotpath_instr.py [--count=N] [--requests=R] [--size=B] [--transport=T]
+  hotpath_instr.py [--count=N] [--requests=R] [--size=B] [--transport=T] [--keep=DIR]
   hotpath_instr.py role --who=WHO --coordinator=ADDR [--size=B] [--transport=T]
   hotpath_instr.py (-h | --help)
 
@@ -11,6 +11,7 @@ Options:
   --requests=R    Sequential requests in the measured window [default: 500].
   --size=B        Payload bytes [default: 0].
   --transport=T   auto (Unix socket) or tcp [default: auto].
+  --keep=DIR      Keep the callgrind dumps in DIR (for callgrind_annotate) [default: ].
   --who=WHO       role: recv or send.
   --coordinator=ADDR  role: the coordinator's host:port.
 
@@ -142,7 +143,10 @@ def main() -> int:
 
     count, requests = int(args["--count"]), int(args["--requests"])
     coord = Coordinator("127.0.0.1", 0).start()
-    out_dir = tempfile.mkdtemp(prefix="hotpath-")
+    keep = args["--keep"]
+    if keep:
+        os.makedirs(keep, exist_ok=True)
+    out_dir = keep or tempfile.mkdtemp(prefix="hotpath-")
     common = [sys.executable, HERE, "role", f"--coordinator=127.0.0.1:{coord.port}",
               f"--size={size}", f"--transport={transport}"]
     recv = Proc([*common, "--who=recv"], out_dir, "recv")
@@ -180,7 +184,8 @@ def main() -> int:
                 p.p.kill()
                 p.p.wait(10)
         coord.close()
-        shutil.rmtree(out_dir, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(out_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

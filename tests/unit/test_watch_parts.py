@@ -49,13 +49,13 @@ def listener(node_id: str = "l", topic: str = "t") -> NodeInfo:
 def test_the_first_send_asks_and_holds_until_the_answer_then_sends_in_order():
     view, pub, link, asked = build()
     view.apply(Welcome(1, (), ack=0))
-    pub.send("t", 1, False)
-    pub.send("t", 2, False)
+    pub.send("t", 1)
+    pub.send("t", 2)
     assert asked == [1] and view.watch().topics == {"t"}  # asked once
     assert link.bodies == [] and pub.no_listener.value == 0
     view.apply(Diff(2, upsert=(listener(),), ack=1))
     pub.release_held()
-    pub.send("t", 3, False)
+    pub.send("t", 3)
     assert link.bodies == [1, 2, 3]
     assert pub.no_listener.value == 0
 
@@ -63,11 +63,11 @@ def test_the_first_send_asks_and_holds_until_the_answer_then_sends_in_order():
 def test_an_answer_with_no_listener_counts_the_held_messages():
     view, pub, link, _ = build()
     view.apply(Welcome(1, (), ack=0))
-    pub.send("t", 1, False)
+    pub.send("t", 1)
     view.apply(Diff(2, ack=1))
     pub.release_held()
     assert pub.no_listener.value == 1
-    pub.send("t", 2, False)  # answered: counted at once, not held
+    pub.send("t", 2)  # answered: counted at once, not held
     assert pub.no_listener.value == 2 and link.bodies == []
 
 
@@ -75,7 +75,7 @@ def test_the_hold_is_bounded_and_drops_the_oldest():
     view, pub, link, _ = build()
     view.apply(Welcome(1, (), ack=0))
     for i in range(HOLD_LIMIT + 3):
-        pub.send("t", i, False)
+        pub.send("t", i)
     assert pub.dropped.value == 3
     view.apply(Diff(2, upsert=(listener(),), ack=1))
     pub.release_held()
@@ -86,7 +86,7 @@ def test_sends_racing_the_answer_are_neither_lost_nor_reordered():
     view, pub, link, _ = build()
     view.apply(Welcome(1, (), ack=0))
     n = 2000
-    sender = threading.Thread(target=lambda: [pub.send("t", i, False) for i in range(n)])
+    sender = threading.Thread(target=lambda: [pub.send("t", i) for i in range(n)])
     sender.start()
     view.apply(Diff(2, upsert=(listener(),), ack=1))
     pub.release_held()
@@ -100,14 +100,14 @@ def test_a_coordinator_without_watches_sends_everything_so_all_is_known():
     view, pub, link, _ = build()
     view.apply(Welcome(1, (listener(),)))  # no ack: an older coordinator
     assert view.knows_topic("anything")
-    pub.send("other", 1, False)
+    pub.send("other", 1)
     assert pub.no_listener.value == 1  # not held: the view is the whole mesh
 
 
 def test_watch_all_never_holds_and_never_asks():
     view, pub, link, asked = build(watch_all=True)
     view.apply(Welcome(1, (), ack=0))
-    pub.send("t", 1, False)
+    pub.send("t", 1)
     assert pub.no_listener.value == 1 and asked == []
     assert view.watch().all
 
