@@ -49,6 +49,7 @@ from easymesh.errors import (
     WouldDeadlock,
 )
 from easymesh.escape import printable
+from easymesh.loadbalancing import single_is_chosen
 from easymesh.protocol.codecs import PICKLE_SHM_ID
 from easymesh.protocol.frames import PONG, REPLY, REQUEST, Frame, encode_frame
 from easymesh.protocol.messages import NodeInfo
@@ -136,7 +137,9 @@ class Caller:
         self.registry = registry
         self.host = host
         self.decoder = decoder
+        self._own_codec, self._own_decode = decoder.codec_id, decoder.codec.decode
         self.balancer = balancer
+        self._single_is_chosen = single_is_chosen(balancer)
         self.link_to = link_to
         self.links = links  # the router's table of dialled links, read lock-free
         self.call_later = call_later
@@ -166,9 +169,12 @@ class Caller:
         waiter = _new_waiter()
         waiter.acquire()
         p = self._start(service, data, waiter, None)
-        ftype, codec_id, body = self._await(
-            p, t, lambda: f"service {service!r} did not answer within {t:g} s"
-        )
+        ftype, codec_id, body = self._await(p, t)
+        if ftype == REPLY and codec_id == self._own_codec:  # _outcome(), inline: the common case
+            try:
+                return self._own_decode(body)
+            except Exception as exc:
+                raise _undecodable(self.decoder.failed(codec_id, exc), service) from None
         return self._outcome(service, ftype, codec_id, body)
 
     def request_future(self, service: str, data: Any, timeout: float | None = None) -> Future:
@@ -207,25 +213,27 @@ class Caller:
             self.table.discard(p.rid)
             self._check_open()
             raise ConnectionLost(f"connection to node {target.name!r} is closed")
-        self._await(
-            p,
-            timeout,
-            lambda: f"node {target.name!r} did not answer a ping within {timeout:g} s",
-        )
+        try:
+            self._await(p, timeout)
+        except RequestTimeout:
+            raise RequestTimeout(
+                f"node {target.name!r} did not answer a ping within {timeout:g} s"
+            ) from None
         return time.perf_counter() - start
 
-    def _await(self, p: Pending, timeout: float, what: Callable[[], str]) -> tuple[int, int, Any]:
-        """Sleep on the lock of ``p`` for up to ``timeout`` s (inf: forever); its answer,
-        or raise its error, or RequestTimeout(``what()``) once the entry is taken back."""
+    def _await(self, p: Pending, timeout: float) -> tuple[int, int, Any]:
+        """Sleep on the lock of ``p`` for up to ``timeout`` s (inf: forever); its answer, or
+        raise its error, or RequestTimeout once the entry is taken back."""
         waiter = p.future
+        wait = -1 if timeout == _INF else timeout if timeout < TIMEOUT_MAX else TIMEOUT_MAX
         try:
-            got = waiter.acquire(True, -1 if timeout == _INF else min(timeout, TIMEOUT_MAX))
+            got = waiter.acquire(True, wait)
         except BaseException:  # e.g. KeyboardInterrupt: nobody waits for this answer now
             self.table.discard(p.rid)
             raise
         if not got:
             if self.table.discard(p.rid) is not None:
-                raise RequestTimeout(what())
+                raise RequestTimeout(f"service {p.service!r} did not answer within {timeout:g} s")
             waiter.acquire()  # completed at this very moment: its answer is being set
         if p.error is not None:
             raise p.error
@@ -257,7 +265,10 @@ class Caller:
             providers = self.view.providers(service)
             if not providers:
                 raise NoProviderError(f"no node provides service {service!r}")
-        node = self.balancer.choose_node(service, providers)
+        if len(providers) == 1 and self._single_is_chosen:
+            node = providers[0]
+        else:
+            node = self.balancer.choose_node(service, providers)
         local = node.id == self.node_id
         link = None if local else (self.links.get(node.id) or self.link_to(node))
         shm, enc = self.shm, None
@@ -265,7 +276,7 @@ class Caller:
             if shm is None or link is None or not shm.ready:
                 body = self.decoder.encode(data)
             else:
-                body = shm.inband(data)
+                body = shm.inband(data, service)
                 if type(body) is tuple:  # a large buffer: shared memory if the link takes it
                     body, enc = shm.for_link(link, data, body[0], self.decoder.encode)
         except Exception as exc:
@@ -280,16 +291,13 @@ class Caller:
                 raise ConnectionLost(
                     f"cannot reach node {node.name!r} ({node.id}) providing {service!r}"
                 )
-            p = Pending(future, link, service, node.id, timeout)
             try:
-                rid = self.table.insert(p)
-                if self._closed is not None:  # see _add
-                    self.table.discard(rid)
-                    raise NodeClosed(str(self._closed))
+                p = self._add(Pending(future, link, service, node.id, timeout))
             except BaseException:  # TooManyRequests, NodeClosed
                 if enc is not None:
                     enc.close()  # its blocks in the pool: nothing else gives them back
                 raise
+            rid = p.rid
             if enc is not None:
                 with enc:
                     ok = shm.send(link, name, PICKLE_SHM_ID, enc, rid, REQUEST)  # type: ignore
@@ -392,12 +400,7 @@ class Caller:
             try:
                 return self.decoder.decode(codec_id, body)
             except CodecError as exc:
-                raise ServiceError(
-                    type(exc.__cause__ or exc).__name__,
-                    f"the reply could not be decoded: {printable(exc, MAX_ERROR_TEXT)}",
-                    "",
-                    service,
-                ) from None
+                raise _undecodable(exc, service) from None
         # An error reply is the provider's text: escaped into our exception's message (it
         # may end up in a log line), bounded before decoding (a service host sends at most
         # 10,000 + 20,000 characters). The traceback stays as sent: many lines by nature.
@@ -484,3 +487,13 @@ class Caller:
 
     def owns_current_thread(self) -> bool:
         return self._on_completer_thread()
+
+
+def _undecodable(exc: CodecError, service: str) -> ServiceError:
+    """What a caller raises for a reply it could not decode."""
+    return ServiceError(
+        type(exc.__cause__ or exc).__name__,
+        f"the reply could not be decoded: {printable(exc, MAX_ERROR_TEXT)}",
+        "",
+        service,
+    )

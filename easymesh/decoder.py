@@ -99,12 +99,18 @@ class Decoder:
 
                 return decode_body(body)
             return codec_for_id(codec_id).decode(body)
-        except CodecError:
-            self.errors.incr()
-            raise
         except Exception as exc:
-            self.errors.incr()
-            raise CodecError(f"cannot decode a message (codec {codec_id}): {exc}") from exc
+            raise self.failed(codec_id, exc) from exc
+
+    def failed(self, codec_id: int, exc: Exception) -> CodecError:
+        """Count a body that could not be decoded; the CodecError to raise for ``exc``
+        (for a caller that decoded with ``codec.decode`` itself, on its hot path)."""
+        self.errors.incr()
+        if isinstance(exc, CodecError):
+            return exc
+        error = CodecError(f"cannot decode a message (codec {codec_id}): {exc}")
+        error.__cause__ = exc
+        return error
 
     def refuse(self, link: Any, codec_id: int, what: str) -> None:
         """(I/O thread) A frame in a refused codec arrived on ``link``: count it, and

@@ -20,6 +20,11 @@ Both are called from the thread that sends, possibly several at once, and
 must be quick: they run once per message. ``NodeInfo`` has ``id``, ``name``,
 ``hostname`` and ``pid`` among its fields.
 
+With the built-in ones, a single listener or provider is always the one chosen, so the
+sender does not call them for it (:func:`single_is_chosen`; one Python call less per message
+in the common case). A balancer of your own is always asked, a subclass that overrides a
+method too.
+
 Built in: ``'round-robin'`` (default: one member of each group, taking turns),
 ``'random'`` (one member of each group, at random) and ``None`` (every
 listening node gets every message; requests still go round-robin).
@@ -100,6 +105,22 @@ class BroadcastLoadBalancer(RoundRobinLoadBalancer):
 
     def choose_nodes(self, topic: str, nodes: Sequence[NodeInfo]) -> Sequence[NodeInfo]:
         return nodes
+
+
+def single_is_chosen(balancer: Any) -> bool:
+    """Whether ``balancer`` always chooses the node of a one-node list (the built-in methods:
+    senders skip the call then)."""
+    cls = type(balancer)
+    return (
+        getattr(cls, "choose_nodes", None) in _BUILTIN_CHOOSE_NODES
+        and getattr(cls, "choose_node", None) is RoundRobinLoadBalancer.choose_node
+    )
+
+
+_BUILTIN_CHOOSE_NODES = (
+    RoundRobinLoadBalancer.choose_nodes,
+    BroadcastLoadBalancer.choose_nodes,
+)
 
 
 def resolve_load_balancer(value: Any) -> Any:

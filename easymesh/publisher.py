@@ -43,6 +43,7 @@ from easymesh.counters import Counter
 from easymesh.decoder import Decoder
 from easymesh.errors import CodecError, MeshError
 from easymesh.latch import LatchStore
+from easymesh.loadbalancing import single_is_chosen
 from easymesh.protocol.codecs import PICKLE_SHM_ID
 from easymesh.protocol.frames import HEADER, JOIN_LIMIT, TOPIC, Frame, encode_frame
 from easymesh.protocol.messages import NodeInfo
@@ -80,6 +81,7 @@ class Publisher:
         self.registry = registry
         self.decoder = decoder
         self.balancer = balancer
+        self._single_is_chosen = single_is_chosen(balancer)
         self.link_to = link_to
         self._links = links  # the router's table of dialled links, read lock-free
         self.max_message_size = max_message_size
@@ -124,7 +126,7 @@ class Publisher:
             self.send_encoded(topic, nodes, self.decoder.codec_id, self._encode(topic, data))
             return
         try:
-            body = shm.inband(data)  # a tuple: data holds a large buffer
+            body = shm.inband(data, topic)  # a tuple: data holds a large buffer
         except MeshError:
             raise
         except Exception as exc:
@@ -292,7 +294,9 @@ class Publisher:
         bufs = [head + name + body] if blen < JOIN_LIMIT else [head + name, body]
         nbytes = 16 + len(name) + blen
         links = self._links
-        for node in self.balancer.choose_nodes(topic, nodes):
+        if len(nodes) != 1 or not self._single_is_chosen:
+            nodes = self.balancer.choose_nodes(topic, nodes)
+        for node in nodes:
             if node.id == self.node_id:
                 self.deliver_local(name, codec_id, body)
                 continue

@@ -180,7 +180,7 @@ class ServiceHost:
             codec = codec or codec_for_id(req_cid)
             shm = self.shm
             if shm is not None and shm.ready and req_cid == PICKLE_ID and link is not None:
-                body = shm.inband(result)
+                body = shm.inband(result, svc.name)
                 if type(body) is tuple:  # a large buffer: shared memory if the link takes it
                     body, enc = shm.for_link(link, result, body[0], codec.encode)
             else:

@@ -87,6 +87,8 @@ _ASK = encode_frame(SHM_ASK)
 _new_frame = tuple.__new__
 _dumps = pickle.dumps
 _NO_BODY: tuple[None] = (None,)  # inband(): large, and no ordinary body made
+#: Streams remembered as carrying large buffers (beyond: a new one is pickled in band first).
+LARGE_STREAMS_MAX = 10_000
 
 
 def _encode_lazily(obj: Any, pool: Any, threshold: int) -> Any:
@@ -185,6 +187,7 @@ class ShmHub:
         self.ready = self.enabled
         self._early: weakref.WeakSet[Any] = weakref.WeakSet()  # asked before they opened
         self._stop = stopper(threshold)
+        self._large_streams: set[str] = set()  # topics and services that carried a large buffer
         self.pool: Any = None
         self._encode: Any = _encode_lazily
         self._resolve_body: Any = _resolve_lazily
@@ -327,30 +330,42 @@ class ShmHub:
             return None, self.encode(data)
         return (encode(data) if inline is None else inline), None
 
-    def inband(self, data: Any) -> bytes | tuple[bytes | None]:
+    def inband(self, data: Any, key: str) -> bytes | tuple[bytes | None]:
         """The ordinary pickle body of ``data``; or, if it holds a buffer worth sharing, a
-        1-tuple: the ordinary body if pickling made it anyway (a large ``bytes`` in a
-        container), else None. (A link that cannot take shared memory sends that body: a large
-        message is not pickled twice on its way to a TCP peer.)
+        1-tuple: the ordinary body if pickling made it anyway, else None. (A link that cannot
+        take shared memory sends that body: a large message is not pickled twice on its way
+        to a TCP peer.) ``key`` names the stream (the topic or the service).
 
-        One ``pickle.dumps`` (protocol 5), as for any message, with a ``buffer_callback`` that
-        stops at the first out-of-band-capable buffer (numpy arrays, PickleBuffer) of at least
-        ``threshold`` bytes, before it is copied. Large ``bytes``-likes are seen at the top
-        level; inside containers (``scan``: dict values, list/tuple items, attributes, three
-        levels, the first 64 of each) only when the body came out large, which then cost one
-        wasted copy. Small messages pay only the callback argument. Raises what pickle raises."""
+        A plain numpy array, ``bytes`` or ``bytearray`` of at least ``threshold`` bytes is
+        seen by its type, without pickling. Anything else is pickled once (protocol 5), as
+        for any message. Once a stream has carried a large buffer, its messages are pickled
+        with a ``buffer_callback`` that stops at the first out-of-band-capable buffer (numpy
+        arrays, PickleBuffer) of at least ``threshold`` bytes, before it is copied; until
+        then without one (the callback argument costs a small message about 500 machine
+        instructions, 2-3 % of its whole cost), and a body that comes out large is
+        ``scan``-ned for a large buffer (dict values, list/tuple items, attributes, three
+        levels, the first 64 of each). So the first large message of a stream that wraps
+        its array in a container is pickled in band once more than needed (it goes through
+        the socket anyway: the first large message on a link asks for shared memory).
+        Raises what pickle raises."""
         t = type(data)
         if t is self._ndarray:  # a camera frame: no pickling to find out
             if data.nbytes >= self.threshold and not data.dtype.hasobject:
                 return _NO_BODY
         elif (t is bytes or t is bytearray) and len(data) >= self.threshold:
             return _NO_BODY
-        try:
-            body = _dumps(data, 5, buffer_callback=self._stop)
-        except Large:
-            self._ndarray = ndarray_type()
-            return _NO_BODY
+        if key in self._large_streams:
+            try:
+                body = _dumps(data, 5, buffer_callback=self._stop)
+            except Large:
+                self._ndarray = ndarray_type()
+                return _NO_BODY
+        else:
+            body = _dumps(data, 5)
         if len(body) >= self.threshold and scan(data, self.threshold, SCAN_DEPTH):
+            if len(self._large_streams) < LARGE_STREAMS_MAX:
+                self._large_streams.add(key)
+            self._ndarray = ndarray_type()
             return (body,)
         return body
 

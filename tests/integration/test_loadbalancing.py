@@ -58,3 +58,35 @@ def test_bad_balancer_rejected(coordinator):
 
     with pytest.raises(ValueError):
         easymesh.Node("x", coordinator=coordinator.address, load_balancer="fastest")
+
+
+def test_a_balancer_of_ones_own_is_asked_even_for_a_single_node(node_factory):
+    """The built-in balancers are skipped for a single listener or provider (it is always the
+    one chosen); a balancer of the user's own, or a subclass that overrides a method, is
+    asked every time: here one that drops every message and answers from nobody else."""
+    from easymesh.loadbalancing import RoundRobinLoadBalancer, single_is_chosen
+
+    class Nobody(RoundRobinLoadBalancer):
+        asked: list[str] = []
+
+        def choose_nodes(self, topic, nodes):
+            self.asked.append(topic)
+            return [] if topic == "dropped" else nodes
+
+        def choose_node(self, service, nodes):
+            self.asked.append(service)
+            return nodes[0]
+
+    assert single_is_chosen(RoundRobinLoadBalancer()) and not single_is_chosen(Nobody())
+    got = Collector()
+    rx = node_factory("rx")
+    rx.listen("dropped", got)
+    rx.listen("marker", got)
+    rx.add_service("one", lambda d: d)
+    tx = node_factory("tx", load_balancer=Nobody())
+    assert wait_until(lambda: tx.has_listeners("dropped") and tx.has_listeners("marker"))
+    tx.send("dropped", 1)
+    tx.send("marker", 2)  # same link, after the dropped one
+    assert got.wait_for(1) == [2]
+    assert tx.request("one", 3, timeout=5) == 3
+    assert Nobody.asked == ["dropped", "marker", "one"]

@@ -212,15 +212,33 @@ def test_inband_knows_a_large_plain_array_without_pickling_it() -> None:
     hub = ShmHub(
         enabled=True, threshold=1024, pool_size=MB, node_name="t", call_soon=lambda *a: None
     )
-    assert hub.inband(np.zeros(4096, np.uint8)) == (None,)  # large, and no body made
-    assert hub.inband(np.zeros((64, 64), np.uint8)[:, ::2]) == (None,)  # large, not contiguous
+    assert hub.inband(np.zeros(4096, np.uint8), "t") == (None,)  # large, and no body made
+    assert hub.inband(np.zeros((64, 64), np.uint8)[:, ::2], "t") == (None,)  # not contiguous
     small = np.zeros(16, np.uint8)
-    body = hub.inband(small)
+    body = hub.inband(small, "t")
     assert type(body) is bytes and np.array_equal(pickle.loads(body), small)
     objects = np.array([None] * 1024, dtype=object)  # pickled in band, as before
-    body = hub.inband(objects)
+    body = hub.inband(objects, "t")
     assert type(body) is bytes and len(pickle.loads(body)) == 1024
-    assert hub.inband({"frame": np.zeros(4096, np.uint8)}) == (None,)  # in a container: pickled
+
+
+def test_an_array_in_a_container_is_pickled_in_band_once_per_stream() -> None:
+    """Until a stream (topic or service) has carried a large buffer, its messages are pickled
+    without a buffer_callback: the first large one comes out in band (its body serves the
+    socket path that a link's first large message takes anyway); from then on the stream's
+    messages stop at the large buffer, before it is copied. Other streams are not affected."""
+    hub = ShmHub(
+        enabled=True, threshold=1024, pool_size=MB, node_name="t", call_soon=lambda *a: None
+    )
+    small = {"seq": 1, "data": b"x" * 16}
+    assert hub.inband(small, "cam") == pickle.dumps(small, 5)
+    msg = {"seq": 2, "frame": np.arange(4096, dtype=np.uint8)}
+    (body,) = hub.inband(msg, "cam")  # type: ignore[misc]
+    assert type(body) is bytes and np.array_equal(pickle.loads(body)["frame"], msg["frame"])
+    assert hub.inband(msg, "cam") == (None,)  # the stream is known: stopped at the array
+    assert hub.inband(small, "cam") == pickle.dumps(small, 5)  # small ones still in band
+    (other,) = hub.inband(msg, "other")  # type: ignore[misc]
+    assert other == body
 
 
 def test_a_large_bytes_in_a_container_is_pickled_once_for_the_socket() -> None:
@@ -230,9 +248,11 @@ def test_a_large_bytes_in_a_container_is_pickled_once_for_the_socket() -> None:
         enabled=True, threshold=1024, pool_size=MB, node_name="t", call_soon=lambda *a: None
     )
     msg = {"seq": 1, "data": b"x" * 4096}
-    (body,) = hub.inband(msg)  # type: ignore[misc]
+    (body,) = hub.inband(msg, "t")  # type: ignore[misc]
     assert type(body) is bytes and pickle.loads(body) == msg
-    assert hub.inband(b"x" * 4096) == (None,)  # top level: found by type, nothing pickled
+    (body,) = hub.inband(msg, "t")  # type: ignore[misc]  # bytes are never out of band
+    assert type(body) is bytes and pickle.loads(body) == msg
+    assert hub.inband(b"x" * 4096, "t") == (None,)  # top level: found by type, nothing pickled
 
 
 def test_a_release_of_one_block_is_checked_like_any_release() -> None:
