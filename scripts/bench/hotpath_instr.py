@@ -12,6 +12,7 @@ Options:
   --size=B        Payload bytes [default: 0].
   --transport=T   auto (Unix socket) or tcp [default: auto].
   --keep=DIR      Keep the callgrind dumps in DIR (for callgrind_annotate) [default: ].
+                  With HOTPATH_THREADS=yes in the environment, one dump per thread.
   --who=WHO       role: recv or send.
   --coordinator=ADDR  role: the coordinator's host:port.
 
@@ -94,7 +95,8 @@ class Proc:
     def __init__(self, args: list[str], out_dir: str, name: str) -> None:
         self.out = os.path.join(out_dir, f"cg.{name}")
         self.p = subprocess.Popen(
-            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={self.out}", *args],
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={self.out}",
+             f"--separate-threads={os.environ.get('HOTPATH_THREADS', 'no')}", *args],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
 
     def say(self, line: str, timeout: float = 600.0) -> str:
