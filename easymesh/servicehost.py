@@ -67,6 +67,7 @@ class ServiceHost:
         self.node_name = node_name
         self.registry = registry
         self.decoder = decoder
+        self._own_codec, self._own_decode = decoder.codec_id, decoder.codec.decode
         self.complete_local = complete_local
 
     # -- I/O thread ------------------------------------------------------------------------
@@ -159,7 +160,13 @@ class ServiceHost:
         frame, link = item
         rid = frame.request_id
         try:
-            data = self.decoder.decode(frame.codec, frame.body)
+            if frame.codec == self._own_codec:  # decode(), inline: the common case
+                try:
+                    data = self._own_decode(frame.body)
+                except Exception as exc:
+                    raise self.decoder.failed(frame.codec, exc) from None
+            else:
+                data = self.decoder.decode(frame.codec, frame.body)
         except CodecError as exc:
             msg = f"the request could not be decoded: {safe_str(exc)}"
             self.reply_error(link, rid, "decode", type(exc).__name__, msg)
