@@ -204,6 +204,8 @@ def render(bench: Any, noise: dict[str, Any]) -> str:
         targets.append(("a topology change reaches all < 200 ms", f"{c['change_ms']} ms",
                         verdict(c["change_ms"] < 200 and not c["missing"])))
 
+    if "baseline" in systems:
+        L += before_after(d, transports)
     if targets:
         L += ["## Targets of issue 6", "", "| target | measured | |", "|---|---:|---|"]
         L += [f"| {t} | {m} | {v} |" for t, m, v in targets]
@@ -219,3 +221,46 @@ def render(bench: Any, noise: dict[str, Any]) -> str:
 
 def verdict(ok: bool) -> str:
     return "met" if ok else "**missed**"
+
+
+#: The figures compared before/after: (label, section, size, side, key, higher is better).
+FIGURES = [
+    *((f"topics {SIZE_NAMES[n]}, msgs/s", "throughput", n, "server", "msgs_per_s", True)
+      for n in (0, 1000, 100_000, 1_000_000)),
+    ("one-way p50 paced 1 kB, µs", "paced", 1000, "server", "lat_p50_us", False),
+    ("sequential requests, RTT p50 µs", "rtt", 64, "client", "rtt_p50_us", False),
+    ("sequential requests, req/s", "rtt", 64, "client", "req_per_s", True),
+    ("100 requests in flight, req/s", "inflight", 64, "client", "req_per_s", True),
+]
+
+
+def paired(d: Data, section: str, transport: str, size: int, side: str, key: str) -> list[float]:
+    """easymesh / baseline for each repetition in which both were measured (next to each
+    other in time: a change in the machine's load hits both sides of a pair alike)."""
+    def by_rep(system: str) -> dict[int, float]:
+        return {r["rep"]: float((r.get(side) or {})[key]) for r in d.runs(section, system, transport, size)
+                if (r.get(side) or {}).get(key) is not None}
+    a, b = by_rep("easymesh"), by_rep("baseline")
+    return [a[k] / b[k] for k in sorted(a) if k in b and b[k]]
+
+
+def before_after(d: Data, transports: list[str]) -> list[str]:
+    """Every figure as a ratio, after/before, from one run: the median of the per-repetition
+    ratios (with their range), and the ratio of the medians. Oriented so that > 1 is better
+    (a latency ratio is inverted)."""
+    L = ["## Before/after (easymesh / easymesh before, > 1 is better)", "",
+         "Per figure: median of the per-repetition ratios [their range], and the ratio of the "
+         "two medians. A pair is measured back to back, so it sees the same machine load.", "",
+         "| figure | transport | paired median [range] | ratio of medians | pairs |", "|---|---|---:|---:|---:|"]
+    for label, section, size, side, key, higher in FIGURES:
+        for tr in transports:
+            ratios = paired(d, section, tr, size, side, key)
+            if not ratios:
+                continue
+            ratios = ratios if higher else [1 / r for r in ratios if r]
+            of_medians = ratio(d.m(section, "easymesh", tr, size, side, key), d.m(section, "baseline", tr, size, side, key))
+            if of_medians is not None and not higher and of_medians:
+                of_medians = 1 / of_medians
+            L.append(f"| {label} | {tr} | {fr(statistics.median(ratios))} [{min(ratios):.2f}–{max(ratios):.2f}] "
+                     f"| {fr(of_medians)} | {len(ratios)} |")
+    return L + [""]
