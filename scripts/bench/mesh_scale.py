@@ -106,6 +106,66 @@ def _gc_timer() -> list[float]:
     return total
 
 
+def _io_profile(nodes: list[Any], prefix: str) -> Any:
+    """``MESH_SCALE_PROFILE=DIR``: profile this worker's shared I/O thread (where every
+    node of the process reads and applies the change) with cProfile from "mark" until the
+    last waiter returned; writes DIR/<prefix>.prof and a summary line (the I/O thread's
+    CPU, the process's, Python calls per node) to stderr. ``MESH_SCALE_PROFILE=cpu``: the
+    summary's CPU figures only, without the profiler (its overhead). Returns the function
+    that ends it, or None when off."""
+    out = os.environ.get("MESH_SCALE_PROFILE")
+    live = [n for n in nodes if n is not None]
+    if not out or not live:
+        return None
+    here = os.path.dirname(HERE)  # (its profile.py would shadow the standard module)
+    saved, sys.path[:] = sys.path[:], [p for p in sys.path if os.path.abspath(p) != here]
+    try:
+        import cProfile
+        import pstats
+    finally:
+        sys.path[:] = saved
+
+    loop = live[0]._loop
+    prof = cProfile.Profile(time.thread_time)  # CPU, not the wall (GIL waits)
+    if out == "cpu":
+        prof.enable = prof.disable = lambda *_: None  # type: ignore[method-assign]
+    started = threading.Event()
+    t0 = [0.0]
+
+    def begin() -> None:
+        t0[0] = time.thread_time()
+        prof.enable()
+        started.set()
+
+    loop.call_soon(begin)
+    started.wait(5)
+
+    def end(process_cpu: float) -> None:
+        done = threading.Event()
+        io_cpu = [0.0]
+
+        def stop() -> None:
+            prof.disable()
+            io_cpu[0] = time.thread_time() - t0[0]
+            done.set()
+
+        loop.call_soon(stop)
+        done.wait(5)
+        if out == "cpu":
+            print(f"profile {prefix}: I/O thread {io_cpu[0] * 1e3:.1f} ms CPU "
+                  f"(process {process_cpu * 1e3:.1f} ms)", file=sys.stderr, flush=True)
+            return
+        os.makedirs(out, exist_ok=True)
+        path = os.path.join(out, f"{prefix}.prof")
+        prof.dump_stats(path)
+        calls = pstats.Stats(path).total_calls  # type: ignore[attr-defined]
+        print(f"profile {prefix}: I/O thread {io_cpu[0] * 1e3:.1f} ms CPU under the profiler "
+              f"(process {process_cpu * 1e3:.1f} ms), {calls} Python calls, "
+              f"{calls / len(live):.0f} per node -> {path}", file=sys.stderr, flush=True)
+
+    return end
+
+
 def worker(coordinator: str, count: int, prefix: str) -> int:
     import easymesh
 
@@ -158,10 +218,13 @@ def worker(coordinator: str, count: int, prefix: str) -> int:
         t.start()
     print("watching", flush=True)
     sys.stdin.readline()  # "mark": the change comes next (the waits are set up by now)
+    profile = _io_profile(nodes, prefix)
     cpu1 = cpu_seconds()
     for t in watchers:
         t.join(30)
     change_cpu = cpu_seconds() - cpu1
+    if profile is not None:
+        profile(change_cpu)
     missing = sum(1 for s in seen if not s)
     arrived = sorted(s for s in seen if s) or [0.0]
     idle = idle_cpu / idle_s / max(1, count) * 1e6  # us of CPU per node per second
