@@ -144,3 +144,15 @@ def test_closing_the_view_wakes_its_waiters_at_once() -> None:
     view.close(RuntimeError("closed"))
     t.join(30)
     assert not t.is_alive() and len(failed) == 1 and not later.calls
+
+
+@pytest.mark.parametrize("interval", [1.0, 0.05, 3.0])
+def test_heartbeats_fall_on_a_grid_at_most_a_tenth_of_an_interval_late(interval: float) -> None:
+    grid = interval / coordclient.BEAT_GRID
+    for now in (0.0, 12.3456, 1000.001, 98765.4321):
+        delay = coordclient.next_beat(interval, now)
+        assert interval - 1e-9 <= delay <= interval + grid + 1e-9
+        beat = (now + delay) / grid
+        assert abs(beat - round(beat)) < 1e-6  # on the grid: nodes of a process beat together
+    assert coordclient.next_beat(0.0, 5.0) == 0.0  # degenerate intervals as asked
+    assert coordclient.next_beat(float("inf"), 5.0) == float("inf")
