@@ -310,6 +310,8 @@ def storm(nodes: int, procs: int, host: str, ns: str | None = None, address: str
         sent2 = getattr(coord, "bytes_sent", None)
         tell(workers, "mark")
         time.sleep(0.1)  # each worker has read it
+        if passes is not None:
+            passes["armed"].append(True)
         t_change = now()
         cpu2 = cpu_seconds()
         changer.listen(topic, lambda *_: None)
@@ -325,6 +327,10 @@ def storm(nodes: int, procs: int, host: str, ns: str | None = None, address: str
         missing = sum(int(s[2]) for s in seen)
         sent3 = getattr(coord, "bytes_sent", None)
         coord_side = _coordinator_side(passes, t_change) if passes is not None else None
+        if passes is not None and passes["profile"][0] is not None:
+            out_dir = os.environ["MESH_SCALE_PROFILE"]
+            os.makedirs(out_dir, exist_ok=True)
+            passes["profile"][0].dump_stats(os.path.join(out_dir, f"coordinator-{nodes}.prof"))
         changer.close()
         for w in workers:
             w.wait(30)
@@ -357,6 +363,9 @@ def _watch_broadcasts(coord: Any) -> dict[str, list[Any]]:
     """Record, in the coordinator of this process, when a node's change arrives
     (``_change``) and each broadcast pass (``_broadcast``: start, end, bytes written)."""
     seen: dict[str, list[Any]] = {"changes": [], "passes": []}
+    profile = _pass_profiler()
+    seen["profile"] = [profile]
+    seen["armed"] = []  # (non-empty once the change is next: only its passes are profiled)
     change, broadcast = coord._change, coord._broadcast
 
     def timed_change(node_id: str, changed: bool) -> None:
@@ -365,11 +374,32 @@ def _watch_broadcasts(coord: Any) -> dict[str, list[Any]]:
 
     def timed_broadcast() -> None:
         t0, b0, c0 = now(), coord.bytes_sent, time.thread_time()
-        broadcast()
+        if profile is not None and seen["armed"]:
+            profile.enable()
+            broadcast()
+            profile.disable()
+        else:
+            broadcast()
         seen["passes"].append((t0, now(), coord.bytes_sent - b0, time.thread_time() - c0))
 
     coord._change, coord._broadcast = timed_change, timed_broadcast
     return seen
+
+
+def _pass_profiler() -> Any:
+    """``MESH_SCALE_PROFILE=DIR``: a cProfile (CPU clock) of the coordinator's broadcast
+    passes for the change, dumped to DIR/coordinator-<nodes>.prof by storm(); None
+    otherwise."""
+    out = os.environ.get("MESH_SCALE_PROFILE")
+    if not out or out == "cpu":
+        return None
+    here = os.path.dirname(HERE)  # (its profile.py would shadow the standard module)
+    saved, sys.path[:] = sys.path[:], [p for p in sys.path if os.path.abspath(p) != here]
+    try:
+        import cProfile
+    finally:
+        sys.path[:] = saved
+    return cProfile.Profile(time.thread_time)
 
 
 def _coordinator_side(seen: dict[str, list[Any]], t_change: float) -> dict[str, Any]:
