@@ -124,7 +124,7 @@ class Parts:
         self.loop = self._make_loop(name)
         self._loop_started = False
         in_io = self.loop.in_loop_thread
-        self.view = TopologyView(in_io, watch_all=cfg.watch == "all")
+        self.view = TopologyView(in_io, watch_all=cfg.watch == "all", later=self.loop.call_soon)
         self.shm = ShmHub(
             enabled=cfg.shm and cfg.transport == "auto" and self.decoder.codec_id == PICKLE_ID,
             threshold=cfg.shm_threshold, pool_size=cfg.shm_pool_size, node_name=name,

@@ -17,6 +17,15 @@ records, so "no listener" after the ack is the coordinator's word, before it onl
 told yet". A coordinator that predates watches sends no ack and the whole mesh: then
 everything counts as known.
 
+Waking the waiters (issue 15): a node's I/O thread may apply the changes of many nodes
+in one turn (every node of a process shares it, and a change for 100 of them arrives on
+100 sockets at once). Given ``later`` (the I/O thread's ``call_soon``), :meth:`apply`
+changes the view at once but queues one wake-up per view, run after the turn's other
+ready sockets were read: the woken threads then take the GIL while the I/O thread waits
+in ``select`` rather than each one snatching it between two reads. A query sees the
+change at once (it reads the view, not the condition); only a sleeping waiter learns of it
+a turn later. :meth:`close` still wakes everyone at once.
+
 A wait ends with RequestTimeout after its timeout, with NodeClosed when the node
 closes (:meth:`TopologyView.close`), and fails at once with WouldDeadlock when made
 from the node's I/O thread (the thread that would have to apply the change).
@@ -44,10 +53,17 @@ class TopologyView:
     """This node's copy of the mesh topology (thread-safe)."""
 
     def __init__(
-        self, in_io_thread: Callable[[], bool] = lambda: False, watch_all: bool = False
+        self,
+        in_io_thread: Callable[[], bool] = lambda: False,
+        watch_all: bool = False,
+        later: Callable[[Callable[[], None]], None] | None = None,
     ) -> None:
         self._topology = Topology()
         self._cond = threading.Condition(threading.Lock())
+        # Waking the waiters after a change: at once, or (``later``: the I/O thread's
+        # call_soon) once the I/O thread has handled every socket that was ready.
+        self._later = later
+        self._wake_queued = False
         self._in_io_thread = in_io_thread
         self._closed: BaseException | None = None
         self.watch_all = watch_all
@@ -158,8 +174,17 @@ class TopologyView:
                 self._acked = max(self._acked, msg.ack) if isinstance(msg, Diff) else msg.ack
             elif isinstance(msg, Welcome):
                 self._everything = True  # a coordinator without watches: it sends all
-            self._cond.notify_all()
+            if self._later is None:
+                self._cond.notify_all()
+            elif not self._wake_queued:
+                self._wake_queued = True
+                self._later(self._wake)
         return True
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._wake_queued = False
+            self._cond.notify_all()
 
     def close(self, reason: BaseException) -> None:
         """The node closed: every wait ends with ``reason``."""

@@ -106,6 +106,66 @@ def _gc_timer() -> list[float]:
     return total
 
 
+def _io_profile(nodes: list[Any], prefix: str) -> Any:
+    """``MESH_SCALE_PROFILE=DIR``: profile this worker's shared I/O thread (where every
+    node of the process reads and applies the change) with cProfile from "mark" until the
+    last waiter returned; writes DIR/<prefix>.prof and a summary line (the I/O thread's
+    CPU, the process's, Python calls per node) to stderr. ``MESH_SCALE_PROFILE=cpu``: the
+    summary's CPU figures only, without the profiler (its overhead). Returns the function
+    that ends it, or None when off."""
+    out = os.environ.get("MESH_SCALE_PROFILE")
+    live = [n for n in nodes if n is not None]
+    if not out or not live:
+        return None
+    here = os.path.dirname(HERE)  # (its profile.py would shadow the standard module)
+    saved, sys.path[:] = sys.path[:], [p for p in sys.path if os.path.abspath(p) != here]
+    try:
+        import cProfile
+        import pstats
+    finally:
+        sys.path[:] = saved
+
+    loop = live[0]._loop
+    prof = cProfile.Profile(time.thread_time)  # CPU, not the wall (GIL waits)
+    if out == "cpu":
+        prof.enable = prof.disable = lambda *_: None  # type: ignore[method-assign]
+    started = threading.Event()
+    t0 = [0.0]
+
+    def begin() -> None:
+        t0[0] = time.thread_time()
+        prof.enable()
+        started.set()
+
+    loop.call_soon(begin)
+    started.wait(5)
+
+    def end(process_cpu: float) -> None:
+        done = threading.Event()
+        io_cpu = [0.0]
+
+        def stop() -> None:
+            prof.disable()
+            io_cpu[0] = time.thread_time() - t0[0]
+            done.set()
+
+        loop.call_soon(stop)
+        done.wait(5)
+        if out == "cpu":
+            print(f"profile {prefix}: I/O thread {io_cpu[0] * 1e3:.1f} ms CPU "
+                  f"(process {process_cpu * 1e3:.1f} ms)", file=sys.stderr, flush=True)
+            return
+        os.makedirs(out, exist_ok=True)
+        path = os.path.join(out, f"{prefix}.prof")
+        prof.dump_stats(path)
+        calls = pstats.Stats(path).total_calls  # type: ignore[attr-defined]
+        print(f"profile {prefix}: I/O thread {io_cpu[0] * 1e3:.1f} ms CPU under the profiler "
+              f"(process {process_cpu * 1e3:.1f} ms), {calls} Python calls, "
+              f"{calls / len(live):.0f} per node -> {path}", file=sys.stderr, flush=True)
+
+    return end
+
+
 def worker(coordinator: str, count: int, prefix: str) -> int:
     import easymesh
 
@@ -158,10 +218,13 @@ def worker(coordinator: str, count: int, prefix: str) -> int:
         t.start()
     print("watching", flush=True)
     sys.stdin.readline()  # "mark": the change comes next (the waits are set up by now)
+    profile = _io_profile(nodes, prefix)
     cpu1 = cpu_seconds()
     for t in watchers:
         t.join(30)
     change_cpu = cpu_seconds() - cpu1
+    if profile is not None:
+        profile(change_cpu)
     missing = sum(1 for s in seen if not s)
     arrived = sorted(s for s in seen if s) or [0.0]
     idle = idle_cpu / idle_s / max(1, count) * 1e6  # us of CPU per node per second
@@ -247,6 +310,8 @@ def storm(nodes: int, procs: int, host: str, ns: str | None = None, address: str
         sent2 = getattr(coord, "bytes_sent", None)
         tell(workers, "mark")
         time.sleep(0.1)  # each worker has read it
+        if passes is not None:
+            passes["armed"].append(True)
         t_change = now()
         cpu2 = cpu_seconds()
         changer.listen(topic, lambda *_: None)
@@ -262,6 +327,10 @@ def storm(nodes: int, procs: int, host: str, ns: str | None = None, address: str
         missing = sum(int(s[2]) for s in seen)
         sent3 = getattr(coord, "bytes_sent", None)
         coord_side = _coordinator_side(passes, t_change) if passes is not None else None
+        if passes is not None and passes["profile"][0] is not None:
+            out_dir = os.environ["MESH_SCALE_PROFILE"]
+            os.makedirs(out_dir, exist_ok=True)
+            passes["profile"][0].dump_stats(os.path.join(out_dir, f"coordinator-{nodes}.prof"))
         changer.close()
         for w in workers:
             w.wait(30)
@@ -294,6 +363,9 @@ def _watch_broadcasts(coord: Any) -> dict[str, list[Any]]:
     """Record, in the coordinator of this process, when a node's change arrives
     (``_change``) and each broadcast pass (``_broadcast``: start, end, bytes written)."""
     seen: dict[str, list[Any]] = {"changes": [], "passes": []}
+    profile = _pass_profiler()
+    seen["profile"] = [profile]
+    seen["armed"] = []  # (non-empty once the change is next: only its passes are profiled)
     change, broadcast = coord._change, coord._broadcast
 
     def timed_change(node_id: str, changed: bool) -> None:
@@ -302,11 +374,32 @@ def _watch_broadcasts(coord: Any) -> dict[str, list[Any]]:
 
     def timed_broadcast() -> None:
         t0, b0, c0 = now(), coord.bytes_sent, time.thread_time()
-        broadcast()
+        if profile is not None and seen["armed"]:
+            profile.enable()
+            broadcast()
+            profile.disable()
+        else:
+            broadcast()
         seen["passes"].append((t0, now(), coord.bytes_sent - b0, time.thread_time() - c0))
 
     coord._change, coord._broadcast = timed_change, timed_broadcast
     return seen
+
+
+def _pass_profiler() -> Any:
+    """``MESH_SCALE_PROFILE=DIR``: a cProfile (CPU clock) of the coordinator's broadcast
+    passes for the change, dumped to DIR/coordinator-<nodes>.prof by storm(); None
+    otherwise."""
+    out = os.environ.get("MESH_SCALE_PROFILE")
+    if not out or out == "cpu":
+        return None
+    here = os.path.dirname(HERE)  # (its profile.py would shadow the standard module)
+    saved, sys.path[:] = sys.path[:], [p for p in sys.path if os.path.abspath(p) != here]
+    try:
+        import cProfile
+    finally:
+        sys.path[:] = saved
+    return cProfile.Profile(time.thread_time)
 
 
 def _coordinator_side(seen: dict[str, list[Any]], t_change: float) -> dict[str, Any]:

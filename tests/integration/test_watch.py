@@ -91,3 +91,25 @@ def test_a_listener_that_leaves_is_forgotten_by_those_who_knew(node_factory):
 def test_watch_must_be_needed_or_all(coordinator):
     with pytest.raises(ValueError):
         easymesh.Node("x", coordinator=coordinator.address, watch="some")
+
+
+def test_nodes_of_a_process_share_one_decoded_change_and_keep_their_own_views(node_factory):
+    """Issue 15: the nodes of a process that get the same diff bytes share the decoded
+    diff (coordclient.decode_diff); each view still keeps its own records, and the memo
+    stays right after one of the nodes closed."""
+    a, b = node_factory("a"), node_factory("b")
+    for n in (a, b):
+        assert not n.has_listeners("t")  # asked for "t" and answered: the next diff is bare
+    listener = node_factory("listener")
+    listener.listen("t", Collector())
+    a.wait_for_listener("t", timeout=20)
+    b.wait_for_listener("t", timeout=20)
+    # one decode for both: the same immutable record object in both views
+    assert a._view.nodes[listener.id] is b._view.nodes[listener.id]
+    assert a._view.nodes[a.id].name == "a" and b._view.nodes[b.id].name == "b"
+    assert b.id not in ids(a) and a.id not in ids(b)
+    a.close()
+    second = node_factory("second")
+    second.listen("t", Collector())
+    assert wait_until(lambda: second.id in {n.id for n in b._view.listeners("t")}, timeout=20)
+    assert {n.id for n in b._view.listeners("t")} == {listener.id, second.id}
