@@ -11,7 +11,7 @@ Options:
 
 A coordinator and one more node (the one that starts listening) run in a child process.
 This process counts every return from a selector's ``select()`` (a loop turn) and every
-wake-up byte (``IOLoop._wake``) by wrapping both, builds N nodes one after the other
+wake-up byte (``LoopThread._wake``: one I/O thread per process) by wrapping both, builds N nodes one after the other
 (heartbeats every 60 s, so that none falls into the count), then has every node wait for
 a listener of a topic while the child starts listening to it. The counts are exact, not
 timings: compare two checkouts with ``PYTHONPATH=<checkout> python loop_turns.py``.
@@ -43,9 +43,9 @@ counts: collections.Counter[str] = collections.Counter()
 
 
 def _count() -> None:
-    from easymesh.transport import loop
+    from easymesh.transport import loopthread
 
-    wake, select = loop.IOLoop._wake, selectors.EpollSelector.select
+    wake, select = loopthread.LoopThread._wake, selectors.EpollSelector.select
 
     def counted_wake(self: Any) -> None:
         counts["wake-up bytes"] += 1
@@ -56,7 +56,7 @@ def _count() -> None:
         counts["loop turns"] += 1
         return events
 
-    loop.IOLoop._wake = counted_wake  # type: ignore[method-assign]
+    loopthread.LoopThread._wake = counted_wake  # type: ignore[method-assign]
     selectors.EpollSelector.select = counted_select  # type: ignore[method-assign]
 
 
