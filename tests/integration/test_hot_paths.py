@@ -1,0 +1,70 @@
+"""Node.send / request / request_future are bound per node straight to the parts that do the
+work (Node._bind_hot_paths); what the user can still see of the methods must behave as before."""
+
+from __future__ import annotations
+
+from typing import Any
+from unittest import mock
+
+import pytest
+
+import easymesh
+from easymesh.errors import NodeClosed
+
+from .helpers import Collector, wait_until
+
+
+def test_a_patch_of_the_class_made_before_the_node_is_used(node_factory: Any) -> None:
+    """``mock.patch.object(Node, 'send')`` (a test double of one's own) is what a node made
+    under the patch calls: a patched class method is not the plain one to bind over."""
+    got = Collector()
+    node_factory("rx").listen("t", got)
+    real_send = easymesh.Node.send
+    seen: list[tuple[str, Any]] = []
+
+    def spy(self: easymesh.Node, topic: str, data: Any, *, latch: bool = False) -> None:
+        seen.append((topic, data))
+        real_send(self, topic, data, latch=latch)
+
+    with mock.patch.object(easymesh.Node, "send", spy):
+        tx = node_factory("tx")
+        assert wait_until(lambda: tx.has_listeners("t"))
+        tx.send("t", 1)
+    assert got.wait_for(1) == [1]
+    assert seen == [("t", 1)]
+    with mock.patch.object(easymesh.Node, "request", lambda self, *a, **k: "patched"):
+        assert node_factory("caller").request("nobody", 1) == "patched"
+
+
+def test_a_mixin_override_is_called_and_a_kept_bound_send_fails_after_close(
+    node_factory: Any, coordinator: Any
+) -> None:
+    calls: list[str] = []
+
+    class Counting:
+        def send(self, topic: str, data: Any, *, latch: bool = False) -> None:
+            calls.append(topic)
+            super().send(topic, data, latch=latch)  # type: ignore[misc]
+
+    class MyNode(Counting, easymesh.Node):
+        pass
+
+    got = Collector()
+    node_factory("rx").listen("t", got)
+    tx = MyNode("tx", coordinator=coordinator.address)
+    try:
+        assert wait_until(lambda: tx.has_listeners("t"))
+        kept = tx.send
+        kept("t", 1)
+        assert got.wait_for(1) == [1] and calls == ["t"]
+    finally:
+        tx.close()
+    plain = node_factory("plain")
+    kept_send, kept_request = plain.send, plain.request
+    plain.close()
+    with pytest.raises(NodeClosed):
+        kept_send("t", 2)
+    with pytest.raises(NodeClosed):
+        kept_request("svc", 2, timeout=5)
+    with pytest.raises(NodeClosed):
+        plain.send_raw("t", 1, b"x")
