@@ -68,3 +68,36 @@ def test_a_mixin_override_is_called_and_a_kept_bound_send_fails_after_close(
         kept_request("svc", 2, timeout=5)
     with pytest.raises(NodeClosed):
         plain.send_raw("t", 1, b"x")
+
+
+class _Payload:
+    pass
+
+
+def test_a_refused_send_after_close_keeps_nothing_alive(node_factory: Any) -> None:
+    """Every call refused after close() raised the *same* NodeClosed instance: each raise
+    chained its frames onto that exception's traceback, so it grew without bound and kept
+    every refused message (a frame's local) alive. Each refusal now raises its own."""
+    import gc
+    import weakref
+
+    node = node_factory("closing")
+    node.close()
+    refs = []
+    for call in (
+        lambda data: node.send("t", data),
+        lambda data: node.send_raw("t", 1, data),
+        lambda data: node.listen("t", lambda topic, d, data=data: None),
+    ):
+        for _ in range(3):
+            data = _Payload()
+            refs.append(weakref.ref(data))
+            with pytest.raises(NodeClosed, match="closed") as info:
+                call(data)
+            tb_len, tb = 0, info.value.__traceback__
+            while tb is not None:
+                tb_len, tb = tb_len + 1, tb.tb_next
+            assert tb_len < 10
+            del data, info
+    gc.collect()
+    assert [r() for r in refs] == [None] * len(refs)
