@@ -160,7 +160,7 @@ class Node:
         """``send``, ``request``, ``request_future`` go straight to the part that does the work
         (one Python call less) unless the class has its own: a subclass's, a patch (mock)."""
         for name, part in _HOT_PATHS:
-            if getattr(type(self), name) is _PLAIN[name]:
+            if getattr(type(self), name) is _PLAIN[name] and name not in vars(self):
                 setattr(self, name, getattr(getattr(self, part), name))
 
     # -- public: lifecycle -----------------------------------------------------------------

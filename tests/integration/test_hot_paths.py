@@ -101,3 +101,21 @@ def test_a_refused_send_after_close_keeps_nothing_alive(node_factory: Any) -> No
             del data, info
     gc.collect()
     assert [r() for r in refs] == [None] * len(refs)
+
+
+def test_a_send_set_on_the_node_before_its_init_is_kept(coordinator: Any) -> None:
+    """A subclass that sets its own ``self.send`` before ``Node.__init__`` keeps it: the fast
+    path binds only over the plain method, never over the instance's own attribute."""
+    sent: list[Any] = []
+
+    class Recording(easymesh.Node):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self.send = lambda topic, data, *, latch=False: sent.append(data)  # type: ignore
+            super().__init__(*args, **kwargs)
+
+    node = Recording("recording", coordinator=coordinator.address)
+    try:
+        node.send("t", 1)
+    finally:
+        node.close()
+    assert sent == [1]
