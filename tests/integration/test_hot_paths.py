@@ -119,3 +119,33 @@ def test_a_send_set_on_the_node_before_its_init_is_kept(coordinator: Any) -> Non
     finally:
         node.close()
     assert sent == [1]
+
+
+class _Strict:
+    """A codec of one's own that raises CodecError itself, chained to the real reason."""
+
+    codec_id = 201
+
+    def encode(self, obj: Any) -> bytes:
+        return repr(obj).encode()
+
+    def decode(self, body: bytes) -> Any:
+        try:
+            return int(body)
+        except ValueError as exc:
+            raise easymesh.CodecError(f"not a number: {bytes(body)!r}") from exc
+
+
+def test_an_undecodable_reply_fails_request_and_request_future_alike(node_factory: Any) -> None:
+    """request() decodes its own codec inline, request_future() through Decoder.decode: both
+    name the codec's real reason (ValueError here), as before the inline path."""
+    provider = node_factory("p", codec=_Strict())
+    provider.add_service("s", lambda data: "not a number")
+    caller = node_factory("c", codec=_Strict())
+    with pytest.raises(easymesh.ServiceError) as sync:
+        caller.request("s", 1, timeout=10)
+    with pytest.raises(easymesh.ServiceError) as fut:
+        caller.request_future("s", 1, timeout=10).result(10)
+    assert str(sync.value) == str(fut.value)
+    assert "ValueError: the reply could not be decoded: not a number" in str(fut.value)
+    assert caller._decoder.errors.value == 2
