@@ -246,8 +246,8 @@ class Parts:
     # -- lifecycle -------------------------------------------------------------------------
 
     def check_open(self) -> None:
-        if self.closing:
-            raise self.close_reason or NodeClosed(f"node {self.name!r} is closed")
+        if self.closing:  # a new NodeClosed each time (see Publisher.stop)
+            raise NodeClosed(str(self.close_reason or f"node {self.name!r} is closed"))
 
     def own_thread(self) -> bool:
         """Whether the calling thread is one of this node's (I/O, workers, futures)."""

@@ -100,7 +100,10 @@ class Decoder:
                 return decode_body(body)
             return codec_for_id(codec_id).decode(body)
         except Exception as exc:
-            raise self.failed(codec_id, exc) from exc
+            error = self.failed(codec_id, exc)
+            if error is exc:  # a CodecError already (a refused codec, a codec's own): as it is
+                raise
+            raise error from exc
 
     def failed(self, codec_id: int, exc: Exception) -> CodecError:
         """Count a body that could not be decoded; the CodecError to raise for ``exc``

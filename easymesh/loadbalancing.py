@@ -23,7 +23,8 @@ must be quick: they run once per message. ``NodeInfo`` has ``id``, ``name``,
 With the built-in ones, a single listener or provider is always the one chosen, so the
 sender does not call them for it (:func:`single_is_chosen`; one Python call less per message
 in the common case). A balancer of your own is always asked, a subclass that overrides a
-method too.
+method too, and a built-in one whose method was replaced on the object before the node was
+made (one replaced later is not seen: pass your own balancer instead).
 
 Built in: ``'round-robin'`` (default: one member of each group, taking turns),
 ``'random'`` (one member of each group, at random) and ``None`` (every
@@ -108,11 +109,14 @@ class BroadcastLoadBalancer(RoundRobinLoadBalancer):
 
 
 def single_is_chosen(balancer: Any) -> bool:
-    """Whether ``balancer`` always chooses the node of a one-node list (the built-in methods:
-    senders skip the call then)."""
+    """Whether ``balancer`` always chooses the node of a one-node list (the built-in methods,
+    not replaced on the object itself: senders skip the call then)."""
     cls = type(balancer)
+    own = getattr(balancer, "__dict__", {})
     return (
-        getattr(cls, "choose_nodes", None) in _BUILTIN_CHOOSE_NODES
+        "choose_nodes" not in own
+        and "choose_node" not in own
+        and getattr(cls, "choose_nodes", None) in _BUILTIN_CHOOSE_NODES
         and getattr(cls, "choose_node", None) is RoundRobinLoadBalancer.choose_node
     )
 

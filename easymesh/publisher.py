@@ -41,7 +41,7 @@ from typing import Any
 from easymesh import allocator
 from easymesh.counters import Counter
 from easymesh.decoder import Decoder
-from easymesh.errors import CodecError, MeshError
+from easymesh.errors import CodecError, MeshError, NodeClosed
 from easymesh.latch import LatchStore
 from easymesh.loadbalancing import single_is_chosen
 from easymesh.protocol.codecs import PICKLE_SHM_ID
@@ -95,18 +95,20 @@ class Publisher:
         self.dropped = Counter()
         self._held: dict[str, deque[tuple[int, Any]]] = {}  # topic -> (codec id, body)
         self._hold_lock = threading.Lock()
-        self._stopped: BaseException | None = None
+        self._stopped: str | None = None
 
     def stop(self, reason: BaseException) -> None:
-        """The node is closing: every later send raises ``reason`` (NodeClosed)."""
-        self._stopped = reason
+        """The node is closing: every later send raises NodeClosed with ``reason``'s text (a
+        new one each time: one instance raised again and again would chain every raise's
+        frames onto its traceback, and keep what was sent alive)."""
+        self._stopped = str(reason)
 
     def send(self, topic: str, data: Any, *, latch: bool = False) -> None:
         """``Node.send`` (bound to it directly: see ``Node._bind_hot_paths``)."""
         # The hot path: lock-free lookups, no Python call before encoding that a message
         # to known listeners does not need.
         if self._stopped is not None:
-            raise self._stopped
+            raise NodeClosed(self._stopped)
         if topic not in self.registry.published:
             self._first_send(topic)
         if latch or topic in self._latched:
@@ -209,7 +211,7 @@ class Publisher:
 
     def send_raw(self, topic: str, codec_id: int, data: Any) -> None:
         if self._stopped is not None:
-            raise self._stopped
+            raise NodeClosed(self._stopped)
         if not isinstance(codec_id, int) or isinstance(codec_id, bool):
             raise TypeError(f"the codec id must be an int, not {type(codec_id).__name__}")
         if not 0 <= codec_id <= 255:

@@ -344,9 +344,12 @@ class ShmHub:
         then without one (the callback argument costs a small message about 500 machine
         instructions, 2-3 % of its whole cost), and a body that comes out large is
         ``scan``-ned for a large buffer (dict values, list/tuple items, attributes, three
-        levels, the first 64 of each). So the first large message of a stream that wraps
-        its array in a container is pickled in band once more than needed (it goes through
-        the socket anyway: the first large message on a link asks for shared memory).
+        levels, the first 64 of each). Any body that comes out large turns the callback on
+        for its stream, found or not by ``scan`` (an array in a namedtuple is not). So the
+        first large message of a stream that wraps its array in a container is pickled in
+        band once more than needed (it goes through the socket anyway: the first large
+        message on a link asks for shared memory), and found only from the second one on
+        where ``scan`` cannot see it.
         Raises what pickle raises."""
         t = type(data)
         if t is self._ndarray:  # a camera frame: no pickling to find out
@@ -362,11 +365,14 @@ class ShmHub:
                 return _NO_BODY
         else:
             body = _dumps(data, 5)
-        if len(body) >= self.threshold and scan(data, self.threshold, SCAN_DEPTH):
-            if len(self._large_streams) < LARGE_STREAMS_MAX:
+        if len(body) >= self.threshold:
+            # A large body: the stream gets the callback from now on, whatever scan() says
+            # (it cannot see an array in a namedtuple, a slotted object, four levels down).
+            if key not in self._large_streams and len(self._large_streams) < LARGE_STREAMS_MAX:
                 self._large_streams.add(key)
-            self._ndarray = ndarray_type()
-            return (body,)
+            if scan(data, self.threshold, SCAN_DEPTH):
+                self._ndarray = ndarray_type()
+                return (body,)
         return body
 
     def accepts(self, conn: Any) -> bool:

@@ -13,7 +13,7 @@ import os
 import pickle
 import socket
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pytest
@@ -292,3 +292,29 @@ def test_the_loaned_array_itself_and_views_of_it_are_sent_without_a_copy() -> No
         del frame
         gc.collect()
         assert pool._loaned == {} and pool.refs(0) == 0  # forgotten with the array
+
+
+class _Stamped(NamedTuple):
+    stamp: int
+    frame: Any
+
+
+def test_a_large_array_that_scan_cannot_see_still_reaches_shared_memory() -> None:
+    """scan() looks into dicts, lists, tuples and ``__dict__``s only (three levels): a
+    namedtuple, a slotted object or a deeper array is invisible to it. A stream whose bodies
+    come out large anyway is pickled with the buffer_callback from its next message on, so
+    such an array is found (as it was before the memo) instead of going in band for ever."""
+    hub = ShmHub(
+        enabled=True, threshold=1024, pool_size=MB, node_name="t", call_soon=lambda *a: None
+    )
+    frame = np.arange(4096, dtype=np.uint8)
+    for key, msg in (
+        ("named", _Stamped(1, frame)),
+        ("deep", {"a": {"b": {"c": {"d": frame}}}}),
+    ):
+        body = hub.inband(msg, key)  # the first one: in band, as documented
+        assert type(body) is bytes and len(body) > 4096
+        assert hub.inband(msg, key) == (None,), key  # stopped at the array
+    assert hub.inband(b"y" * 4096, "named") == (None,)
+    text = "z" * 4096  # large, but nothing to share: in band, whatever the stream knows
+    assert type(hub.inband(text, "text")) is bytes and type(hub.inband(text, "text")) is bytes
