@@ -268,6 +268,7 @@ class Parts:
         with self._close_lock:
             self.closing = True
             self.close_reason = reason
+            self.publisher.stop(reason)  # at once, like the flag (close() repeats it)
         self.close(0.0)
 
     def close(self, linger: float) -> None:
