@@ -234,12 +234,21 @@ FIGURES = [
 ]
 
 
-def paired(d: Data, section: str, transport: str, size: int, side: str, key: str) -> list[float]:
+def paired(d: Data, section: str, transport: str, size: int, side: str, key: str,
+           failed_as_zero: bool = False) -> list[float]:
     """easymesh / baseline for each repetition in which both were measured (next to each
-    other in time: a change in the machine's load hits both sides of a pair alike)."""
+    other in time: a change in the machine's load hits both sides of a pair alike). A failed
+    run counts as 0 with ``failed_as_zero`` (rates, as in the other tables), else its pair
+    is left out."""
     def by_rep(system: str) -> dict[int, float]:
-        return {r["rep"]: float((r.get(side) or {})[key]) for r in d.runs(section, system, transport, size)
-                if (r.get(side) or {}).get(key) is not None}
+        out = {}
+        for r in d.runs(section, system, transport, size):
+            v = (r.get(side) or {}).get(key)
+            if v is None and failed_as_zero and "error" in r:
+                v = 0.0
+            if v is not None:
+                out[r["rep"]] = float(v)
+        return out
     a, b = by_rep("easymesh"), by_rep("baseline")
     return [a[k] / b[k] for k in sorted(a) if k in b and b[k]]
 
@@ -254,7 +263,7 @@ def before_after(d: Data, transports: list[str]) -> list[str]:
          "| figure | transport | paired median [range] | ratio of medians | pairs |", "|---|---|---:|---:|---:|"]
     for label, section, size, side, key, higher in FIGURES:
         for tr in transports:
-            ratios = paired(d, section, tr, size, side, key)
+            ratios = paired(d, section, tr, size, side, key, failed_as_zero=higher)
             if not ratios:
                 continue
             ratios = ratios if higher else [1 / r for r in ratios if r]
