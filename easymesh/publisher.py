@@ -78,8 +78,10 @@ class Publisher:
     ) -> None:
         self.node_id = node_id
         self.view = view
+        self._listeners = view.listeners  # bound once: the topology's cached lookup
         self.registry = registry
         self.decoder = decoder
+        self._codec_id = decoder.codec_id
         self.balancer = balancer
         self._single_is_chosen = single_is_chosen(balancer)
         self.link_to = link_to
@@ -114,18 +116,18 @@ class Publisher:
         if latch or topic in self._latched:
             self._send_latched(topic, data)  # a latched topic keeps its newest value
             return
-        nodes = self.view.listeners(topic)
+        nodes = self._listeners(topic)
         if not nodes or self._held:
             if topic in self._held or (not nodes and not self.view.knows_topic(topic)):
                 # held until the coordinator names the listeners: the ordinary encoding
-                self._hold(topic, self.decoder.codec_id, self._encode(topic, data))
+                self._hold(topic, self._codec_id, self._encode(topic, data))
                 return
             if not nodes:
                 self.no_listener.incr()
                 return
         shm = self.shm
         if shm is None or not shm.ready:
-            self.send_encoded(topic, nodes, self.decoder.codec_id, self._encode(topic, data))
+            self.send_encoded(topic, nodes, self._codec_id, self._encode(topic, data))
             return
         try:
             body = shm.inband(data, topic)  # a tuple: data holds a large buffer
@@ -136,7 +138,7 @@ class Publisher:
         if type(body) is tuple:
             self._send_shm(shm, topic, nodes, data, body[0])
         else:
-            self.send_encoded(topic, nodes, self.decoder.codec_id, body)
+            self.send_encoded(topic, nodes, self._codec_id, body)
 
     def _encode(self, topic: str, data: Any) -> Any:
         try:

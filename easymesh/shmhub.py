@@ -193,7 +193,9 @@ class ShmHub:
         self._resolve_body: Any = _resolve_lazily
         #: ``numpy.ndarray`` once numpy is imported (looked up again when a loan is taken or
         #: a large buffer is found), for :meth:`inband`'s fast check.
-        self._ndarray: Any = ndarray_type()
+        self._ndarray: Any = None
+        self._sized: frozenset[type] = frozenset()  # types inband() sizes up without pickling
+        self._see_numpy()
         if self.enabled:
             from easymesh.shm import body, encoding
             from easymesh.shm.pool import Pool
@@ -352,16 +354,17 @@ class ShmHub:
         where ``scan`` cannot see it.
         Raises what pickle raises."""
         t = type(data)
-        if t is self._ndarray:  # a camera frame: no pickling to find out
-            if data.nbytes >= self.threshold and not data.dtype.hasobject:
+        if t in self._sized:  # a camera frame, a bytes: large by its size, no pickling to find out
+            if t is self._ndarray:
+                if data.nbytes >= self.threshold and not data.dtype.hasobject:
+                    return _NO_BODY
+            elif len(data) >= self.threshold:
                 return _NO_BODY
-        elif (t is bytes or t is bytearray) and len(data) >= self.threshold:
-            return _NO_BODY
         if key in self._large_streams:
             try:
                 body = _dumps(data, 5, buffer_callback=self._stop)
             except Large:
-                self._ndarray = ndarray_type()
+                self._see_numpy()
                 return _NO_BODY
         else:
             body = _dumps(data, 5)
@@ -371,9 +374,14 @@ class ShmHub:
             if key not in self._large_streams and len(self._large_streams) < LARGE_STREAMS_MAX:
                 self._large_streams.add(key)
             if scan(data, self.threshold, SCAN_DEPTH):
-                self._ndarray = ndarray_type()
+                self._see_numpy()
                 return (body,)
         return body
+
+    def _see_numpy(self) -> None:
+        """Look up ``numpy.ndarray`` again (once numpy is imported, arrays are sized up by type)."""
+        self._ndarray = ndarray_type()
+        self._sized = frozenset(t for t in (bytes, bytearray, self._ndarray) if t is not None)
 
     def accepts(self, conn: Any) -> bool:
         """Whether ``conn``'s peer maps our shared memory (our arena went to it). (Any
@@ -454,7 +462,7 @@ class ShmHub:
         """A writable buffer in shared memory (see ``Node.loan``); an ordinary one when shm is
         off or the pool is full."""
         if dtype is not None:
-            self._ndarray = ndarray_type()
+            self._see_numpy()
         if self.pool is not None:
             out = self.pool.loan(shape, dtype)
             if out is not None:
