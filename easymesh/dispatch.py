@@ -37,11 +37,12 @@ other topics, services, heartbeats and the coordinator link go on.
   Python per wait, ``notify`` as many again, and for a frame that arrives alone (a camera at
   30 Hz) they run with cold caches, on the path from the socket to the callback. The
   producer (holding the lock) counts the workers it wakes out of ``_idle`` and puts one token
-  for each; a woken worker takes the lock again and looks at the queue, as before. Measured on
-  the 2-core VM (2026-12-02, load average 6–7, a thread that hands off then blocks in
-  ``select``, 60 hand-offs 33 ms apart, three runs): the waiter ran 113–115 µs after the
-  hand-off with a Condition, 76–81 µs with a SimpleQueue (``/tmp`` scratch; the stage trace
-  in ``scripts/bench/shm_stages.py`` shows it in the node).
+  for each; a woken worker takes the lock again and looks at the queue, as before. Measured
+  (2026-12-02): a hand-off to an idle worker costs 22,800 instructions instead of 29,800
+  (callgrind, ``scripts/bench/dispatch_instr.py handoff``), a worker draining a backlog the
+  same; on the 2-core VM a frame handed from a selector thread to a worker reached it
+  ~275 µs after the send instead of ~350 µs with a Condition, and ~150 µs when the thread
+  that reads the socket reads the frame itself (``scripts/bench/handoff_floor.py``).
 """
 
 from __future__ import annotations
