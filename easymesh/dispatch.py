@@ -32,23 +32,25 @@ other topics, services, heartbeats and the coordinator link go on.
   queue's lock: several workers (or spinning threads) share them, and an unlocked ``+=``
   from two threads can lose counts. A worker adds what it ran when it takes the lock for
   its next batch, so the counts cost no lock round of their own.
-* Waking. An idle worker waits on a doorbell, a ``queue.SimpleQueue`` of tokens, not on a
-  ``threading.Condition``: ``Condition.wait`` allocates a lock and runs some twenty lines of
-  Python per wait, ``notify`` as many again, and for a frame that arrives alone (a camera at
-  30 Hz) they run with cold caches, on the path from the socket to the callback. The
-  producer (holding the lock) counts the workers it wakes out of ``_idle`` and puts one token
-  for each; a woken worker takes the lock again and looks at the queue, as before. Measured
-  (2026-12-02): a hand-off to an idle worker costs 22,800 instructions instead of 29,800
-  (callgrind, ``scripts/bench/dispatch_instr.py handoff``), a worker draining a backlog the
-  same; on the 2-core VM a frame handed from a selector thread to a worker reached it
-  ~275 µs after the send instead of ~350 µs with a Condition, and ~150 µs when the thread
-  that reads the socket reads the frame itself (``scripts/bench/handoff_floor.py``).
+* Waking. An idle worker waits on its own bell, a plain ``threading.Lock`` it holds and
+  blocks on, not on a ``threading.Condition``: ``Condition.wait`` allocates a lock and runs
+  some twenty lines of Python per wait, ``notify`` as many again, and for a frame that arrives
+  alone (a camera at 30 Hz) they run with cold caches, on the path from the socket to the
+  callback. Idle workers queue their bells in ``_sleepers``; the producer, holding the
+  dispatcher's lock, takes as many off the front as there are items and releases them (the
+  longest idle worker first, as a Condition's ``notify`` wakes them); a woken worker takes
+  the dispatcher's lock again and looks at the queue, as before. Measured (2026-12-02): a
+  hand-off to an idle worker costs 22,300 instructions instead of 29,900 (callgrind,
+  ``scripts/bench/dispatch_instr.py handoff``), a worker draining a backlog the same; on the
+  2-core VM a paced frame handed from a selector thread to a worker that waits on a lock or a
+  ``SimpleQueue`` reached it ~80 µs sooner than through a Condition
+  (``scripts/bench/handoff_floor.py``), and one hand-off still costs about as much as the
+  thread that reads the socket reading the frame itself (see docs/architecture.md).
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections import deque
@@ -99,11 +101,10 @@ class Dispatcher:
         self._q: deque[tuple[Any, int]] = deque()
         self._bytes = 0
         self._lock = threading.Lock()
-        #: The doorbell: one token per idle worker woken (see Waking).
-        self._bell: queue.SimpleQueue[None] = queue.SimpleQueue()
+        #: Idle workers' bells, longest idle first (see Waking).
+        self._sleepers: deque[threading.Lock] = deque()
         self._stopping = False
         self._abandon = False
-        self._idle = 0  # workers waiting for a token that none was put for yet: see _ring
         self.received = 0
         self.dropped = 0
         self.handled = 0
@@ -176,7 +177,7 @@ class Dispatcher:
                     q.extend(items)
                     self._bytes = nbytes
                     self.received += len(items)
-                    if self._idle:
+                    if self._sleepers:
                         self._ring(len(q))
                     if self.on_put is not None:
                         self.on_put()
@@ -200,19 +201,18 @@ class Dispatcher:
                 q.append(entry)
                 self._bytes += entry[1]
                 accepted += 1
-            if self._idle:
+            if self._sleepers:
                 self._ring(len(q))
         if self.on_put is not None:
             self.on_put()
         return accepted
 
     def _ring(self, wanted: int) -> None:
-        """(lock held) Wake up to ``wanted`` idle workers: one token each, counted out of
-        ``_idle`` here, so every token put has exactly one worker that will take it."""
-        n = min(self._idle, wanted)
-        self._idle -= n
-        for _ in range(n):
-            self._bell.put(None)
+        """(lock held) Wake up to ``wanted`` idle workers, longest idle first: each is taken
+        off ``_sleepers`` here and its bell released, so no worker is rung twice."""
+        sleepers = self._sleepers
+        for _ in range(min(len(sleepers), wanted)):
+            sleepers.popleft().release()
 
     def _discard(self, items: list[Any]) -> None:
         """Items that will never run: tell the owner (a service answers their callers)."""
@@ -245,7 +245,9 @@ class Dispatcher:
     def _work_loop(self) -> None:
         q = self._q
         lock = self._lock
-        bell = self._bell
+        bell = threading.Lock()  # this worker's: held while it runs, released to wake it
+        bell.acquire()
+        sleepers = self._sleepers
         run = self.run
         batch: list[Any] = []
         nworkers = len(self._threads)
@@ -264,12 +266,10 @@ class Dispatcher:
                 while not q:
                     if self._stopping:
                         return
-                    self._idle += 1
-                    lock.release()
-                    try:
-                        bell.get()  # a token: whoever put it counted this worker out of _idle
-                    finally:
-                        lock.acquire()
+                    sleepers.append(bell)
+                    lock.release()  # (a worker thread gets no KeyboardInterrupt in between)
+                    bell.acquire()  # released by _ring, which took it off _sleepers
+                    lock.acquire()
                 if self._abandon:
                     return
                 # One worker takes a batch (one lock round per batch); several share
@@ -344,7 +344,7 @@ class Dispatcher:
                 # thread-less, or never started: nobody will run the queue now
                 self._abandon = True
                 left = self._take_all()
-            self._ring(self._idle)
+            self._ring(len(self._sleepers))
         self._discard(left)
         if not self._started:
             self.start()  # runs the end hooks (no worker will ever run)

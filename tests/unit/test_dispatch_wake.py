@@ -1,8 +1,9 @@
-"""The dispatcher's doorbell (a SimpleQueue of tokens instead of a Condition, issue 13).
+"""The dispatcher's bells (a lock per idle worker instead of a Condition, issue 13).
 
 What the change must keep: no item waits while a worker is idle (no lost wake-up), as many
-idle workers woken as items queued (several run at once), ``stop()`` wakes idle workers, and
-no token is ever left over (a stray token would wake a worker for nothing, forever after).
+idle workers woken as items queued (several run at once), the longest idle worker first (as a
+Condition's notify), ``stop()`` wakes idle workers, and no bell is left rung (a worker woken
+for nothing).
 """
 
 from __future__ import annotations
@@ -27,7 +28,12 @@ def wait_for(cond: Any, timeout: float = WAIT) -> bool:
 
 def all_idle(d: Dispatcher) -> bool:
     with d._lock:
-        return d._idle == d.workers and not d._q
+        return len(d._sleepers) == d.workers and not d._q
+
+
+def no_bell_rung(d: Dispatcher) -> bool:
+    with d._lock:
+        return all(bell.locked() for bell in d._sleepers)
 
 
 def test_items_from_two_producers_all_run_and_no_token_is_left() -> None:
@@ -55,7 +61,7 @@ def test_items_from_two_producers_all_run_and_no_token_is_left() -> None:
     assert wait_for(lambda: len(ran) == 2 * n)
     assert sorted(ran) == list(range(2 * n))
     assert wait_for(lambda: all_idle(d))
-    assert d._bell.qsize() == 0  # every token had its worker
+    assert no_bell_rung(d)  # every released bell had its worker
     assert d.stop(timeout=WAIT)
 
 
@@ -72,7 +78,7 @@ def test_as_many_idle_workers_wake_as_items_queued() -> None:
     assert d.put_many([(1, 1), (2, 1), (3, 1)]) == 3
     assert wait_for(lambda: len(met) == 3)
     assert wait_for(lambda: all_idle(d))
-    assert d._bell.qsize() == 0
+    assert no_bell_rung(d)
     assert d.stop(timeout=WAIT)
 
 
@@ -84,7 +90,22 @@ def test_one_item_wakes_one_worker_and_order_holds_with_one_worker() -> None:
         d.put(i, 1)
         assert wait_for(lambda i=i: len(ran) == i + 1)  # type: ignore[misc]
     assert ran == list(range(200))
-    assert d._bell.qsize() == 0
+    assert no_bell_rung(d)
+    assert d.stop(timeout=WAIT)
+
+
+def test_the_longest_idle_worker_is_woken_first() -> None:
+    ran: list[int] = []
+    d = Dispatcher("easymesh-test-bell-fifo", ran.append, workers=3)
+    assert wait_for(lambda: all_idle(d))
+    for i in range(6):
+        with d._lock:
+            longest_idle = d._sleepers[0]
+        d.put(i, 1)
+        assert wait_for(lambda i=i: len(ran) == i + 1 and all_idle(d))  # type: ignore[misc]
+        with d._lock:  # the one woken went idle again: its bell is now last in line
+            assert d._sleepers[-1] is longest_idle
+    assert no_bell_rung(d)
     assert d.stop(timeout=WAIT)
 
 
