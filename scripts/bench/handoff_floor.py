@@ -12,18 +12,19 @@ Options:
 
 A forked receiver maps a memfd read-only; the sender refills the frame from a source buffer
 (as large.py does), stamps the send time into it and writes 8 bytes on a Unix socket pair.
-Three receiver layouts, one per run:
+Four receiver layouts, one per run:
 
   direct  the thread blocked in ``recv`` reads the frame (the hand-written ring's receiver:
           one wake-up per frame);
-  sq      a selector thread reads the socket and hands the frame to a worker thread through a
-          ``queue.SimpleQueue`` (two wake-ups: an easymesh node's I/O thread, then the
-          listener's worker, with its doorbell);
+  lock    a selector thread reads the socket and hands the frame to a worker thread, which
+          waits on its own ``threading.Lock`` (two wake-ups: an easymesh node's I/O thread,
+          then the listener's worker, as ``Dispatcher`` wakes it since issue 13);
+  sq      the same through a ``queue.SimpleQueue``;
   cond    the same with a deque and a ``threading.Condition`` (the worker's hand-off before
           the doorbell).
 
 Prints the one-way latency p50/p90 in µs per run. The difference between ``direct`` and
-``sq`` is the floor of what a node's receiver, which never runs user code on its I/O thread,
+``lock`` is the floor of what a node's receiver, which never runs user code on its I/O thread,
 pays over the ring before any Python of its own.
 """
 
@@ -66,6 +67,10 @@ def receive(sock: socket.socket, frame: Any, mode: str, frames: int) -> tuple[fl
         sel = selectors.DefaultSelector()
         sel.register(sock, selectors.EVENT_READ)
         sq: queue.SimpleQueue[int] = queue.SimpleQueue()
+        state = threading.Lock()
+        bell = threading.Lock()
+        bell.acquire()  # the worker's bell: released to wake it
+        sleeping: list[bool] = [False]
         dq: deque[int] = deque()
         cond = threading.Condition(threading.Lock())
 
@@ -73,6 +78,14 @@ def receive(sock: socket.socket, frame: Any, mode: str, frames: int) -> tuple[fl
             for _ in range(frames):
                 if mode == "sq":
                     sq.get()
+                elif mode == "lock":
+                    while True:
+                        with state:
+                            if dq:
+                                dq.popleft()
+                                break
+                            sleeping[0] = True
+                        bell.acquire()
                 else:
                     with cond:
                         while not dq:
@@ -87,6 +100,12 @@ def receive(sock: socket.socket, frame: Any, mode: str, frames: int) -> tuple[fl
             sock.recv(8)
             if mode == "sq":
                 sq.put(1)
+            elif mode == "lock":
+                with state:
+                    dq.append(1)
+                    ring, sleeping[0] = sleeping[0], False
+                if ring:
+                    bell.release()
             else:
                 with cond:
                     dq.append(1)
@@ -130,7 +149,7 @@ def run(mode: str, size: int, rate: float, frames: int) -> tuple[float, float]:
 def main() -> None:
     args = docopt(__doc__)
     size, rate, frames = int(args["--size"]), float(args["--rate"]), int(args["--frames"])
-    modes = ("direct", "sq", "cond")
+    modes = ("direct", "lock", "sq", "cond")
     results: dict[str, list[tuple[float, float]]] = {m: [] for m in modes}
     for _ in range(int(args["--repeats"])):
         for m in modes:
