@@ -32,6 +32,20 @@ other topics, services, heartbeats and the coordinator link go on.
   queue's lock: several workers (or spinning threads) share them, and an unlocked ``+=``
   from two threads can lose counts. A worker adds what it ran when it takes the lock for
   its next batch, so the counts cost no lock round of their own.
+* Waking. An idle worker waits on its own bell, a plain ``threading.Lock`` it holds and
+  blocks on, not on a ``threading.Condition``: ``Condition.wait`` allocates a lock and runs
+  some twenty lines of Python per wait, ``notify`` as many again, and for a frame that arrives
+  alone (a camera at 30 Hz) they run with cold caches, on the path from the socket to the
+  callback. Idle workers queue their bells in ``_sleepers``; the producer, holding the
+  dispatcher's lock, takes as many off the front as there are items and releases them (the
+  longest idle worker first, as a Condition's ``notify`` wakes them); a woken worker takes
+  the dispatcher's lock again and looks at the queue, as before. Measured (2026-12-02): a
+  hand-off to an idle worker costs 22,300 instructions instead of 29,900 (callgrind,
+  ``scripts/bench/dispatch_instr.py handoff``), a worker draining a backlog the same; on the
+  2-core VM a paced frame handed from a selector thread to a worker that waits on a lock or a
+  ``SimpleQueue`` reached it ~80 µs sooner than through a Condition
+  (``scripts/bench/handoff_floor.py``), and one hand-off still costs about as much as the
+  thread that reads the socket reading the frame itself (see docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -86,10 +100,11 @@ class Dispatcher:
         self.on_discard = on_discard
         self._q: deque[tuple[Any, int]] = deque()
         self._bytes = 0
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        #: Idle workers' bells, longest idle first (see Waking).
+        self._sleepers: deque[threading.Lock] = deque()
         self._stopping = False
         self._abandon = False
-        self._idle = 0  # workers blocked in cond.wait(): only they need a notify
         self.received = 0
         self.dropped = 0
         self.handled = 0
@@ -106,7 +121,7 @@ class Dispatcher:
 
     def start(self) -> None:
         """Start the workers (once; no-op when already started or thread-less)."""
-        with self._cond:
+        with self._lock:
             if self._started:
                 return
             self._started = True
@@ -122,14 +137,14 @@ class Dispatcher:
         """Call ``fn()`` once no worker of this dispatcher runs any more (after
         :meth:`begin_stop`); at once if that is already so. Runs in the last worker's
         thread or in the caller's."""
-        with self._cond:
+        with self._lock:
             if self._alive or not self._started:
                 self._on_ended.append(fn)
                 return
         fn()
 
     def _ended(self) -> None:
-        with self._cond:
+        with self._lock:
             fns, self._on_ended = self._on_ended, []
         for fn in fns:
             try:
@@ -150,7 +165,7 @@ class Dispatcher:
         Queued items that ``stop()`` later discards go to
         the ``on_discard`` hook (a service answers their callers)."""
         q = self._q
-        with self._cond:
+        with self._lock:
             if self._stopping:
                 return 0
             if len(q) + len(items) <= self.queue_size:
@@ -162,8 +177,8 @@ class Dispatcher:
                     q.extend(items)
                     self._bytes = nbytes
                     self.received += len(items)
-                    if self._idle:
-                        self._cond.notify(self._idle if len(q) > 1 else 1)
+                    if self._sleepers:
+                        self._ring(len(q))
                     if self.on_put is not None:
                         self.on_put()
                     return len(items)
@@ -186,11 +201,18 @@ class Dispatcher:
                 q.append(entry)
                 self._bytes += entry[1]
                 accepted += 1
-            if self._idle:
-                self._cond.notify(self._idle if len(q) > 1 else 1)
+            if self._sleepers:
+                self._ring(len(q))
         if self.on_put is not None:
             self.on_put()
         return accepted
+
+    def _ring(self, wanted: int) -> None:
+        """(lock held) Wake up to ``wanted`` idle workers, longest idle first: each is taken
+        off ``_sleepers`` here and its bell released, so no worker is rung twice."""
+        sleepers = self._sleepers
+        for _ in range(min(len(sleepers), wanted)):
+            sleepers.popleft().release()
 
     def _discard(self, items: list[Any]) -> None:
         """Items that will never run: tell the owner (a service answers their callers)."""
@@ -214,7 +236,7 @@ class Dispatcher:
         try:
             self._work_loop()
         finally:
-            with self._cond:
+            with self._lock:
                 self._alive -= 1
                 last = self._alive == 0
             if last:
@@ -222,7 +244,10 @@ class Dispatcher:
 
     def _work_loop(self) -> None:
         q = self._q
-        cond = self._cond
+        lock = self._lock
+        bell = threading.Lock()  # this worker's: held while it runs, released to wake it
+        bell.acquire()
+        sleepers = self._sleepers
         run = self.run
         batch: list[Any] = []
         nworkers = len(self._threads)
@@ -231,7 +256,7 @@ class Dispatcher:
         # unlocked ``+=`` from two of them can lose counts).
         ran = failed = 0
         while True:
-            with cond:
+            with lock:
                 if ran:
                     self.handled += ran
                     ran = 0
@@ -241,9 +266,10 @@ class Dispatcher:
                 while not q:
                     if self._stopping:
                         return
-                    self._idle += 1
-                    cond.wait()
-                    self._idle -= 1
+                    sleepers.append(bell)
+                    lock.release()  # (a worker thread gets no KeyboardInterrupt in between)
+                    bell.acquire()  # released by _ring, which took it off _sleepers
+                    lock.acquire()
                 if self._abandon:
                     return
                 # One worker takes a batch (one lock round per batch); several share
@@ -263,7 +289,7 @@ class Dispatcher:
                         break  # large items one by one: bounded memory, the newest sooner
             for i, item in enumerate(batch):
                 if self._abandon:
-                    with cond:
+                    with lock:
                         self.handled += ran + i
                         self.errors += failed
                     self._discard(batch[i:])
@@ -284,7 +310,7 @@ class Dispatcher:
         n = len(q) if limit is None else min(limit, len(q))
         ran = 0
         for _ in range(n):
-            with self._cond:
+            with self._lock:
                 if not q or self._abandon:
                     break
                 item, nbytes = q.popleft()
@@ -294,7 +320,7 @@ class Dispatcher:
             try:
                 self.run(item)
             except Exception:
-                with self._cond:
+                with self._lock:
                     self.errors += 1
                 log.exception("easymesh: %s raised", self.describe)
             ran += 1
@@ -311,14 +337,14 @@ class Dispatcher:
     def begin_stop(self, drain: bool = True) -> None:
         """Refuse new items and tell the workers to end (after the queue, with ``drain``).
         Returns at once; see :meth:`join`."""
-        with self._cond:
+        with self._lock:
             self._stopping = True
             left = []
             if not drain or not self._threads or not self._started:
                 # thread-less, or never started: nobody will run the queue now
                 self._abandon = True
                 left = self._take_all()
-            self._cond.notify_all()
+            self._ring(len(self._sleepers))
         self._discard(left)
         if not self._started:
             self.start()  # runs the end hooks (no worker will ever run)
@@ -341,7 +367,7 @@ class Dispatcher:
                 continue
             ended = ended and not t.is_alive()
         if not ended:
-            with self._cond:
+            with self._lock:
                 self._abandon = True  # stop after the current item
                 left = self._take_all()
             self._discard(left)

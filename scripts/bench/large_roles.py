@@ -261,7 +261,7 @@ def run_send(tx: Sender, size: int, rate: float, seconds: float, warmup: float) 
     cpu = time.process_time() - cpu0  # this process, all its threads, from GO (warm-up too)
     out = {"sent": sent, "dropped": dropped, "seconds": last - first, "frames": seq, "cpu": cpu}
     node = getattr(tx, "node", None)
-    if node is not None:  # easymesh: the pool's figures (fallbacks when it was full)
+    if isinstance(tx, NodeSender):  # easymesh: the pool's figures (fallbacks when it was full)
         out["shm"] = node.stats().get("shm")
     return out
 

@@ -31,8 +31,10 @@ API); they cost a ``time.monotonic()`` call each.
 
 from __future__ import annotations
 
+import bisect
 import json
 import os
+import selectors
 import statistics
 import struct
 import subprocess
@@ -50,6 +52,7 @@ sys.path.insert(0, HERE)
 from large import start_coordinator  # noqa: E402  (a sibling script)
 
 import easymesh  # noqa: E402
+from easymesh.dispatch import Dispatcher  # noqa: E402
 from easymesh.router import Router  # noqa: E402
 from easymesh.shm.release import Ledger  # noqa: E402
 from easymesh.shmhub import ShmHub  # noqa: E402
@@ -76,8 +79,18 @@ def hook(cls: Any, name: str, into: list[float], enter: bool = False) -> None:
 
 
 def receiver(coordinator: str, frames: int, shm: bool) -> None:
-    stamps: dict[str, list[float]] = {"read": [], "io": [], "worker": [], "freed": [], "flush": []}
+    stamps: dict[str, list[float]] = {
+        "read": [],
+        "io": [],
+        "queued": [],
+        "worker": [],
+        "freed": [],
+        "flush": [],
+    }
+    selects: list[float] = []
     rows: list[tuple[int, float, float, float]] = []
+    hook(selectors.DefaultSelector, "select", selects, enter=True)
+    hook(Dispatcher, "put_many", stamps["queued"])
     if shm:
         hook(ShmHub, "resolve", stamps["read"], enter=True)
         hook(ShmHub, "resolve", stamps["io"])
@@ -105,12 +118,18 @@ def receiver(coordinator: str, frames: int, shm: bool) -> None:
     while not done and now() < deadline:
         time.sleep(0.05)
     node.close()
-    # the first calls belong to the small "hello" messages: keep the last ones, one per frame
+    # the first calls belong to the small "hello" messages (and the first large frame, which
+    # takes the socket while shared memory is negotiated): keep the last ones, one per frame
     out = [
         {"seq": s, "t0": t0, "callback": c, "touched": t}
-        | {k: v[i - len(rows)] for k, v in stamps.items() if len(v) >= len(rows)}
+        | {k: v[i - len(rows)] for k, v in stamps.items() if len(v) >= len(rows) - i}
         for i, (s, t0, c, t) in enumerate(rows)
     ]
+    for r in out:  # the I/O thread's first select after the hand-off: it lets the GIL go
+        if "queued" in r:
+            j = bisect.bisect_right(selects, r["queued"])
+            if j < len(selects):
+                r["select"] = selects[j]
     print("RESULT " + json.dumps(out), flush=True)
 
 
@@ -163,7 +182,8 @@ def sender(args: dict[str, Any]) -> None:
         coord.terminate()
         coord.wait(10)
     n = len(t0s)
-    mine = {k: v[-n:] for k, v in stamps.items() if len(v) >= n}
+    # (the first frame may lack stamps: it takes the socket while shared memory is negotiated)
+    mine = {k: [None] * (n - len(v)) + v[-n:] for k, v in stamps.items() if v}
     mine["sent"] = sent
     report(args, rows, t0s, mine)
 
@@ -176,6 +196,8 @@ STAGES = (
     ("sent", "tx", "Node.send returned"),
     ("read", "rx", "receiver I/O thread: ShmHub.resolve began"),
     ("io", "rx", "receiver I/O thread: resolved (or, shm off, router delivered)"),
+    ("queued", "rx", "receiver I/O thread: Dispatcher.put_many returned (worker notified)"),
+    ("select", "rx", "receiver I/O thread: its next select() began (the GIL goes)"),
     ("worker", "rx", "worker: TopicListener.run began (after the hand-off)"),
     ("callback", "rx", "the callback began (after decoding)"),
     ("touched", "rx", "the callback read the frame's first and last bytes"),
