@@ -31,7 +31,6 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Any
 
 from docopt import docopt
 
