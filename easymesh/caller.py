@@ -32,6 +32,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
+from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED
 from typing import Any
 
 import msgpack
@@ -72,6 +73,7 @@ PROVIDER_ANSWER_WAIT = 5.0
 _new_frame = tuple.__new__
 _FAILED = -1  # "frame type" of a completion that is an exception
 _INF = math.inf
+_DONE = (FINISHED, CANCELLED_AND_NOTIFIED, CANCELLED)  # Future.done()'s states
 TIMEOUT_MAX = threading.TIMEOUT_MAX
 #: Largest REPLY_ERROR body decoded (a service host's is under 130 kB).
 MAX_ERROR_REPLY = 256 * 1024
@@ -103,7 +105,9 @@ class RequestFuture(Future):
         return super().exception(None if timeout is None else min(timeout, threading.TIMEOUT_MAX))
 
     def _check_wait(self) -> None:
-        if not self.done() and self._completer():
+        # The state first, with no lock: exact on the futures thread (the only one that
+        # raises); a done future (result() in a done-callback) costs no lock and no call.
+        if self._state not in _DONE and self._completer():
             raise WouldDeadlock(
                 "result() of a pending request, called on the node's futures thread (from a"
                 " done-callback), would never return: that thread completes it"
@@ -180,7 +184,7 @@ class Caller:
     def request_future(self, service: str, data: Any, timeout: float | None = None) -> Future:
         t = self.request_timeout if timeout is None else timeout
         future = RequestFuture()
-        future._completer = self._on_completer_thread  # type: ignore[method-assign]
+        future._completer = self._completer.owns_current_thread  # type: ignore[method-assign]
         if not t > 0:  # NaN too (see request())
             self._check_open()
             future.set_exception(
@@ -450,9 +454,6 @@ class Caller:
             target=finish_all, name=f"easymesh-{self.node_name}-futures-late", daemon=True
         ).start()
 
-    def _on_completer_thread(self) -> bool:
-        return self._completer.owns_current_thread()
-
     # -- deadlines --------------------------------------------------------------------------
 
     def _arm_sweep(self) -> None:
@@ -486,7 +487,7 @@ class Caller:
         self._completer.join(deadline)
 
     def owns_current_thread(self) -> bool:
-        return self._on_completer_thread()
+        return self._completer.owns_current_thread()
 
 
 def _undecodable(exc: CodecError, service: str) -> ServiceError:
