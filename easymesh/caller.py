@@ -150,12 +150,12 @@ class Caller:
         self.in_io_thread = in_io_thread
         self.request_timeout = request_timeout
         self.shm = shm if shm is not None and shm.enabled else None
-        self.table = RequestTable(max_in_flight=max_in_flight)
+        self.table = RequestTable(
+            max_in_flight=max_in_flight, on_deadlines=lambda: call_later(SWEEP, self._sweep)
+        )
         self.requests = Counter()
         self.unmatched = Counter()
         self._closed: BaseException | None = None
-        self._lock = threading.Lock()  # the sweep flag
-        self._sweep_armed = False
         self._completer = Completer(
             f"easymesh-{node_name}-futures", self._finish, self._finish_abandoned
         )
@@ -315,9 +315,7 @@ class Caller:
                 raise ConnectionLost(
                     str(why) if why else f"connection to node {node.name!r} is closed"
                 )
-        if timeout is not None and timeout != _INF:
-            self._arm_sweep()
-        return p
+        return p  # (a timeout's deadline went into the table, which schedules the sweep)
 
     def _start_local(
         self, service: str, name: bytes, body: Any, future: Any, timeout: float | None
@@ -433,7 +431,13 @@ class Caller:
                 future.set_exception(body)
             else:
                 try:
-                    result = self._outcome(p.service, ftype, codec_id, body)
+                    if ftype == REPLY and codec_id == self._own_codec:  # _outcome(), shortened
+                        try:
+                            result = self._own_decode(body)
+                        except Exception as exc:
+                            raise _undecodable(self.decoder.failed(codec_id, exc), p.service) from None
+                    else:
+                        result = self._outcome(p.service, ftype, codec_id, body)
                 except BaseException as exc:  # a custom codec's SystemExit too: never pending
                     future.set_exception(exc)
                 else:
@@ -456,24 +460,15 @@ class Caller:
 
     # -- deadlines --------------------------------------------------------------------------
 
-    def _arm_sweep(self) -> None:
-        with self._lock:
-            if self._sweep_armed:
-                return
-            self._sweep_armed = True
-        self.call_later(SWEEP, self._sweep)
-
     def _sweep(self) -> None:
-        """(I/O thread) Fail the futures whose deadline passed; re-arm while any wait."""
-        for p in self.table.expired():
+        """(I/O thread) Fail the futures whose deadline passed; again while any wait."""
+        expired, again = self.table.sweep(stop=self._closed is not None)
+        for p in expired:
             self._fail(
                 p, RequestTimeout(f"service {p.service!r} did not answer within {p.timeout:g} s")
             )
-        with self._lock:
-            self._sweep_armed = self.table.has_deadlines() and self._closed is None
-            if not self._sweep_armed:
-                return
-        self.call_later(SWEEP, self._sweep)
+        if again:
+            self.call_later(SWEEP, self._sweep)
 
     # -- lifecycle ---------------------------------------------------------------------------
 

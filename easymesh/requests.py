@@ -61,14 +61,21 @@ class RequestTable:
     """Requests in flight (thread-safe)."""
 
     def __init__(
-        self, clock: Callable[[], float] = time.monotonic, max_in_flight: int = 1_000_000
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        max_in_flight: int = 1_000_000,
+        on_deadlines: Callable[[], None] | None = None,
     ) -> None:
         self._clock = clock
         self.max_in_flight = max_in_flight
+        #: called (outside the lock) when a deadline arrives while no sweep is due: the owner
+        #: schedules one :meth:`sweep` (which says whether to schedule the next)
+        self.on_deadlines = on_deadlines
         self._pending: dict[int, Pending] = {}
         self._ids = itertools.count(1)
         self._heap: list[tuple[float, int]] = []
-        self._lock = threading.Lock()  # the heap only
+        self._sweeping = False  # a sweep is due (its owner was told, and not told to stop)
+        self._lock = threading.Lock()  # the heap and _sweeping
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -100,7 +107,20 @@ class RequestTable:
                     pending = self._pending
                     self._heap = [e for e in self._heap if e[1] in pending]
                     heapq.heapify(self._heap)
+                start, self._sweeping = not self._sweeping, True
+            if start and self.on_deadlines is not None:
+                self.on_deadlines()
         return rid
+
+    def sweep(self, stop: bool = False) -> tuple[list[Pending], bool]:
+        """The requests whose deadline passed (removed), and whether another sweep is due:
+        while deadlines are left, unless ``stop``. When none is, the next deadline inserted
+        calls ``on_deadlines`` again. (One lock for the heap and that flag: an insert and a
+        sweep that race never leave a deadline without a sweep, nor start two.)"""
+        out = self.expired()
+        with self._lock:
+            self._sweeping = again = bool(self._heap) and not stop
+        return out, again
 
     def pop(self, rid: int, link: Any) -> Pending | None:
         """The entry for an answer to ``rid`` that arrived on ``link``, removed; None if

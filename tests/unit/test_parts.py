@@ -467,3 +467,28 @@ def test_registry_refuses_more_topics_and_services_than_the_coordinator_takes() 
         assert r.listening_to() == ["a", "b"]
     finally:
         reg.MAX_TOPICS = old
+
+
+def test_the_table_asks_for_one_sweep_at_a_time_and_again_while_deadlines_wait() -> None:
+    """``on_deadlines`` is called when a deadline arrives with no sweep due, never twice
+    for one; ``sweep`` says whether the next is due (deadlines left, not stopping), and
+    after it says no, the next deadline asks again."""
+    now = [0.0]
+    asked: list[int] = []
+    table = RequestTable(clock=lambda: now[0], on_deadlines=lambda: asked.append(1))
+    table.add("f1", None, "a", "n", timeout=1.0)
+    table.add("f2", None, "b", "n", timeout=2.0)
+    table.add("f3", None, "c", "n")  # no deadline: no sweep
+    assert asked == [1]
+    now[0] = 1.5
+    expired, again = table.sweep()
+    assert [p.future for p in expired] == ["f1"] and again and asked == [1]
+    table.add("f4", None, "d", "n", timeout=5.0)  # a sweep is due: nobody is asked
+    assert asked == [1]
+    now[0] = 10.0
+    expired, again = table.sweep()
+    assert sorted(p.future for p in expired) == ["f2", "f4"] and not again
+    table.add("f5", None, "e", "n", timeout=1.0)  # none due now: ask again
+    assert asked == [1, 1]
+    expired, again = table.sweep(stop=True)
+    assert expired == [] and not again
