@@ -117,13 +117,7 @@ def _io_profile(nodes: list[Any], prefix: str) -> Any:
     live = [n for n in nodes if n is not None]
     if not out or not live:
         return None
-    here = os.path.dirname(HERE)  # (its profile.py would shadow the standard module)
-    saved, sys.path[:] = sys.path[:], [p for p in sys.path if os.path.abspath(p) != here]
-    try:
-        import cProfile
-        import pstats
-    finally:
-        sys.path[:] = saved
+    cProfile, pstats = _profilers()
 
     loop = live[0]._loop
     prof = cProfile.Profile(time.thread_time)  # CPU, not the wall (GIL waits)
@@ -164,6 +158,19 @@ def _io_profile(nodes: list[Any], prefix: str) -> Any:
               f"{calls / len(live):.0f} per node -> {path}", file=sys.stderr, flush=True)
 
     return end
+
+
+def _profilers() -> tuple[Any, Any]:
+    """The standard ``cProfile`` and ``pstats`` (this folder's profile.py would shadow the
+    standard ``profile`` module they import)."""
+    here = os.path.dirname(HERE)
+    saved, sys.path[:] = sys.path[:], [p for p in sys.path if os.path.abspath(p) != here]
+    try:
+        import cProfile
+        import pstats
+    finally:
+        sys.path[:] = saved
+    return cProfile, pstats
 
 
 def worker(coordinator: str, count: int, prefix: str) -> int:
@@ -393,12 +400,7 @@ def _pass_profiler() -> Any:
     out = os.environ.get("MESH_SCALE_PROFILE")
     if not out or out == "cpu":
         return None
-    here = os.path.dirname(HERE)  # (its profile.py would shadow the standard module)
-    saved, sys.path[:] = sys.path[:], [p for p in sys.path if os.path.abspath(p) != here]
-    try:
-        import cProfile
-    finally:
-        sys.path[:] = saved
+    cProfile, _ = _profilers()
     return cProfile.Profile(time.thread_time)
 
 

@@ -10,6 +10,7 @@ import pytest
 
 import easymesh
 from easymesh.errors import NodeClosed
+from tests.strict_codec import StrictCodec
 
 from .helpers import Collector, wait_until
 
@@ -121,27 +122,12 @@ def test_a_send_set_on_the_node_before_its_init_is_kept(coordinator: Any) -> Non
     assert sent == [1]
 
 
-class _Strict:
-    """A codec of one's own that raises CodecError itself, chained to the real reason."""
-
-    codec_id = 201
-
-    def encode(self, obj: Any) -> bytes:
-        return repr(obj).encode()
-
-    def decode(self, body: bytes) -> Any:
-        try:
-            return int(body)
-        except ValueError as exc:
-            raise easymesh.CodecError(f"not a number: {bytes(body)!r}") from exc
-
-
 def test_an_undecodable_reply_fails_request_and_request_future_alike(node_factory: Any) -> None:
     """request() decodes its own codec inline, request_future() through Decoder.decode: both
     name the codec's real reason (ValueError here), as before the inline path."""
-    provider = node_factory("p", codec=_Strict())
+    provider = node_factory("p", codec=StrictCodec(201))
     provider.add_service("s", lambda data: "not a number")
-    caller = node_factory("c", codec=_Strict())
+    caller = node_factory("c", codec=StrictCodec(201))
     with pytest.raises(easymesh.ServiceError) as sync:
         caller.request("s", 1, timeout=10)
     with pytest.raises(easymesh.ServiceError) as fut:

@@ -2,34 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from easymesh.decoder import Decoder
 from easymesh.errors import CodecError
-
-
-class _Strict:
-    """A codec of one's own that raises CodecError itself, chained to the real reason."""
-
-    codec_id = 200
-
-    def encode(self, obj: Any) -> bytes:
-        return repr(obj).encode()
-
-    def decode(self, body: bytes) -> Any:
-        try:
-            return int(body)
-        except ValueError as exc:
-            raise CodecError(f"not a number: {body!r}") from exc
+from tests.strict_codec import StrictCodec
 
 
 def test_a_codec_error_from_the_codec_is_raised_as_it_is() -> None:
     """Decoder.decode used to set a CodecError's cause to itself (``raise e from e``): the
     codec's own cause was lost (a ServiceError named ``CodecError`` instead of the real
     reason, for request_future but not request) and the chain became a cycle."""
-    decoder = Decoder(_Strict())
+    decoder = Decoder(StrictCodec(200))
     with pytest.raises(CodecError) as info:
         decoder.decode(200, b"x")
     assert info.value.__cause__ is not info.value
