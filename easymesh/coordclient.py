@@ -4,7 +4,7 @@
 ``connect_timeout``: connect, authenticate, start the TCP listener on the address
 this machine uses to reach the coordinator, register (the node's record), and
 wait for the Welcome (the whole topology). Afterwards diffs keep the topology view
-current (``on_topology``). Every ``heartbeat_interval`` (on a grid, see ``_next_beat``)
+current (``on_topology``). Every ``heartbeat_interval`` (on a grid, see ``next_beat``)
 the client sends a PING and treats a coordinator silent for ``heartbeat_timeout`` as
 lost; then it reconnects
 with backoff (:class:`~easymesh.backoff.Backoff`, 0.1 s doubling to 2 s, jittered)
@@ -75,7 +75,7 @@ log = logging.getLogger("easymesh.node")
 
 __all__ = ["CoordinatorClient"]
 
-#: Heartbeats fall on a grid of this fraction of the interval (see _next_beat).
+#: Heartbeats fall on a grid of this fraction of the interval (see next_beat).
 BEAT_GRID = 10
 
 _last_diff: tuple[bytes, Diff] | None = None  # see "Shared decoding" above
@@ -95,16 +95,20 @@ def decode_diff(body: bytes | bytearray) -> Diff:
 
 
 def next_beat(interval: float, now: float) -> float:
-    """Seconds from ``now`` (monotonic) to the next heartbeat: one ``interval``, rounded up
-    to the next point of a grid of interval / BEAT_GRID on the monotonic clock (shared by
+    """Seconds from ``now`` (monotonic) to the next heartbeat: one ``interval``, to the
+    nearest point of a grid of interval / BEAT_GRID on the monotonic clock (shared by
     every process of the machine). The nodes of a process share an I/O thread: on the
     grid, the heartbeats of about a tenth of them go out in one turn of it and their PONGs
     come back together, instead of a wake-up for each (100 nodes: ~200 wake-ups a second
-    before; issue 15). A heartbeat is at most a tenth of an interval late."""
+    before; issue 15). A heartbeat is at most a twentieth of an interval early or late.
+
+    The nearest point, not the next one: a timer fires a little after its deadline, just
+    past a point of the grid, and one interval on from there rounded *up* is the point
+    after the one due, so every heartbeat came 1.1 intervals after the last."""
     grid = interval / BEAT_GRID
     if not 0 < grid < math.inf:  # (nothing to round: as asked)
         return interval
-    return math.ceil((now + interval) / grid) * grid - now
+    return max(0.0, round((now + interval) / grid) * grid - now)
 
 
 def _resolve(endpoint: str) -> tuple[int, Any]:

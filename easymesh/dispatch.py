@@ -38,14 +38,15 @@ other topics, services, heartbeats and the coordinator link go on.
   alone (a camera at 30 Hz) they run with cold caches, on the path from the socket to the
   callback. Idle workers queue their bells in ``_sleepers``; the producer, holding the
   dispatcher's lock, takes as many off the front as there are items and releases them (the
-  longest idle worker first, as a Condition's ``notify`` wakes them); a woken worker takes
-  the dispatcher's lock again and looks at the queue, as before. Measured (2026-12-02): a
-  hand-off to an idle worker costs 22,300 instructions instead of 29,900 (callgrind,
-  ``scripts/bench/dispatch_instr.py handoff``), a worker draining a backlog the same; on the
-  2-core VM a paced frame handed from a selector thread to a worker that waits on a lock or a
-  ``SimpleQueue`` reached it ~80 µs sooner than through a Condition
-  (``scripts/bench/handoff_floor.py``), and one hand-off still costs about as much as the
-  thread that reads the socket reading the frame itself (see docs/architecture.md).
+  longest idle worker first, as a Condition's ``notify`` wakes them; taking a bell off and
+  releasing it is one C call, so a KeyboardInterrupt in a producer cannot lose a worker); a
+  woken worker takes the dispatcher's lock again and looks at the queue, as before.
+  Measured (2026-12-02): a hand-off to an idle worker costs 22,300 instructions instead of
+  29,900 (callgrind, ``scripts/bench/dispatch_instr.py handoff``), a worker draining a
+  backlog the same; on the 2-core VM a paced frame handed from a selector thread to a worker
+  that waits on a lock or a ``SimpleQueue`` reached it ~80 µs sooner than through a
+  Condition (``scripts/bench/handoff_floor.py``), and one hand-off still costs about as much
+  as the thread that reads the socket reading the frame itself (see docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from itertools import repeat
 from typing import Any
 
 log = logging.getLogger("easymesh.dispatch")
@@ -62,6 +64,10 @@ log = logging.getLogger("easymesh.dispatch")
 _BATCH = 64
 #: A worker stops filling its batch past this many bytes (it always takes one item).
 _BATCH_BYTES = 1 << 20
+# _ring's C parts: a bell taken off the line and released within one C call (see _ring).
+_popleft = deque.popleft
+_release = type(threading.Lock()).release
+_consume: Callable[[Any], None] = deque(maxlen=0).extend  # runs an iterator out in C
 
 
 class Dispatcher:
@@ -209,10 +215,19 @@ class Dispatcher:
 
     def _ring(self, wanted: int) -> None:
         """(lock held) Wake up to ``wanted`` idle workers, longest idle first: each is taken
-        off ``_sleepers`` here and its bell released, so no worker is rung twice."""
+        off ``_sleepers`` here and its bell released, so no worker is rung twice.
+
+        Taking a bell off and releasing it happen in C, with no bytecode in between: the
+        producer may be the main thread (a send to this node's own listener, a request to its
+        own service, ``close``), where a KeyboardInterrupt lands between any two bytecodes; a
+        bell taken off but never released left its worker asleep for ever (a listener of one
+        worker then ran nothing more). ``Condition.notify`` guards the same moment (CPython
+        gh-92530). (Callers ring only when a worker is idle.)"""
         sleepers = self._sleepers
-        for _ in range(min(len(sleepers), wanted)):
-            sleepers.popleft().release()
+        if wanted == 1 or (wanted > 1 and len(sleepers) == 1):  # one bell: the common case
+            _consume(map(_release, map(_popleft, (sleepers,))))  # (cheaper than the loop was)
+        else:
+            _consume(map(_release, map(_popleft, repeat(sleepers, min(len(sleepers), wanted)))))
 
     def _discard(self, items: list[Any]) -> None:
         """Items that will never run: tell the owner (a service answers their callers)."""
