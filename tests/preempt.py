@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 from typing import Any
@@ -41,3 +41,14 @@ def preemptible_threads() -> Iterator[None]:
     finally:
         threading.settrace(None)  # type: ignore[arg-type]
         sys.setswitchinterval(interval)
+
+
+def run_preempted(target: Callable[[], Any], threads: int = 8, timeout: float = 120.0) -> None:
+    """Run ``target`` in ``threads`` preemptible threads at once (see above); return once
+    all of them ended, or ``timeout`` seconds after the last was started."""
+    with preemptible_threads():
+        started = [threading.Thread(target=target) for _ in range(threads)]
+        for t in started:
+            t.start()
+        for t in started:
+            t.join(timeout)

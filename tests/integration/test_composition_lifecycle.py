@@ -24,7 +24,7 @@ import pytest
 import easymesh
 from easymesh.protocol.codecs import MSGPACK_ID
 
-from ..preempt import preemptible_threads
+from ..preempt import run_preempted
 from .helpers import Collector, wait_until
 
 WAIT = 30.0  # generous: the machine is shared by several agents
@@ -249,12 +249,7 @@ def test_counters_are_exact_under_threads(node_factory: Any) -> None:
 
     # Preemptible between any two bytecodes (tests/preempt.py): without that, a counter
     # kept as ``self.n += 1`` also counted exactly here and this test could not fail.
-    with preemptible_threads():
-        threads = [threading.Thread(target=send) for _ in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(120)
+    run_preempted(send)
     stats = n.stats()
     assert stats["no_listener"] == 16_000
     assert stats["sent"] == 0

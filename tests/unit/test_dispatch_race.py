@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import threading
 import time
 from typing import Any
 
@@ -21,7 +20,7 @@ import pytest
 
 from easymesh.dispatch import Dispatcher
 
-from ..preempt import preemptible_threads
+from ..preempt import preemptible_threads, run_preempted
 
 
 def test_join_while_another_thread_is_starting_the_workers() -> None:
@@ -85,10 +84,5 @@ def test_handled_stays_exact_when_several_threads_spin(caplog: pytest.LogCapture
         while d.run_queued(limit=8):
             pass
 
-    with preemptible_threads():
-        threads = [threading.Thread(target=spin) for _ in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(120)
+    run_preempted(spin)
     assert (d.handled, d.errors) == (60_000, 6_000)

@@ -36,7 +36,7 @@ from easymesh.protocol.codecs import (
 from easymesh.protocol.messages import NodeInfo
 from easymesh.requests import RequestTable
 
-from ..preempt import preemptible_threads
+from ..preempt import run_preempted
 
 WAIT = 10.0  # generous: the machine is shared
 
@@ -341,12 +341,7 @@ def test_counter_exact_under_threads() -> None:
         for _ in range(5_000):
             incr()
 
-    with preemptible_threads():
-        threads = [threading.Thread(target=bump) for _ in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(120)
+    run_preempted(bump)
     assert c.value == 40_000
 
 
