@@ -174,7 +174,7 @@ class Caller:
         waiter.acquire()
         p = self._start(service, data, waiter, None)
         ftype, codec_id, body = self._await(p, t)
-        if ftype == REPLY and codec_id == self._own_codec:  # _outcome(), inline: the common case
+        if ftype == REPLY and codec_id == self._own_codec:  # _outcome()'s first case, inline
             try:
                 return self._own_decode(body)
             except Exception as exc:
@@ -399,6 +399,11 @@ class Caller:
         if ftype == PONG:
             return None
         if ftype == REPLY:
+            if codec_id == self._own_codec:  # the node's own codec: no second call
+                try:
+                    return self._own_decode(body)
+                except Exception as exc:  # counted and wrapped as Decoder.decode does
+                    raise _undecodable(self.decoder.failed(codec_id, exc), service) from None
             try:
                 return self.decoder.decode(codec_id, body)
             except CodecError as exc:
@@ -431,13 +436,7 @@ class Caller:
                 future.set_exception(body)
             else:
                 try:
-                    if ftype == REPLY and codec_id == self._own_codec:  # _outcome(), shortened
-                        try:
-                            result = self._own_decode(body)
-                        except Exception as exc:
-                            raise _undecodable(self.decoder.failed(codec_id, exc), p.service) from None
-                    else:
-                        result = self._outcome(p.service, ftype, codec_id, body)
+                    result = self._outcome(p.service, ftype, codec_id, body)
                 except BaseException as exc:  # a custom codec's SystemExit too: never pending
                     future.set_exception(exc)
                 else:
