@@ -61,11 +61,14 @@ grows with what has arrived, never with what was announced: a body's first stora
 came with the header, whichever is more (never more than the body); when it is
 full it is replaced by one ``BODY_GROWTH`` times larger (the bytes so far are
 copied once), up to ``BODY_CHUNK``; bodies larger than that are received in
-pieces of ``BODY_CHUNK`` and joined. So a peer that announces 256 MB and then
-stalls costs at most ``BODY_GROWTH`` times what it really sent (plus
-``BODY_STEP``), while a streamed 1 MB message, whose header arrives with a good
-part of its body, gets its full-size storage at once and is received with
-``recv_into`` straight into it, as before. (The link's owner closes a link whose
+pieces of ``BODY_CHUNK`` and joined. One exception: when the previous large body on
+this link was at least as large, the storage is full-size at once (a stream of large
+messages: over TCP a header often arrives with only some 10-60 kB of its body, and
+growing then cost a copy of a quarter of every 1 MB message, measured). So a peer
+that announces 256 MB and then stalls costs at most ``BODY_GROWTH`` times what it
+really sent (plus ``BODY_STEP``), or the size of the last body it really delivered
+in full, while a streamed large message is received with ``recv_into`` straight into
+storage of its own size. (The link's owner closes a link whose
 partial frame makes no progress: ``partial`` tells it one is pending.)
 """
 
@@ -212,7 +215,7 @@ class FrameDecoder:
 
     __slots__ = (
         "max_body", "max_name", "allowed_types", "_buf", "_mv", "_start", "_end",
-        "_big_head", "_big_name", "_big_chunks", "_big_cur", "_big_filled", "_big_left", "_big_cap",
+        "_big_head", "_big_name", "_big_chunks", "_big_cur", "_big_filled", "_big_left", "_big_cap", "_big_last",
         "_failed", "_pending", "max_buffer",
     )
 
@@ -241,6 +244,7 @@ class FrameDecoder:
         self._big_filled = 0
         self._big_left = 0
         self._big_cap = 0  # the size the current piece of body storage grows to
+        self._big_last = 0  # the size of the last large body received in full
         self._failed: ProtocolError | None = None
         self._pending: list[Frame] = []
 
@@ -348,7 +352,7 @@ class FrameDecoder:
     def _new_chunk(self, arrived: int) -> None:
         """Storage for the next piece of a large body, sized by the ``arrived`` bytes."""
         self._big_cap = cap = min(self._big_left, BODY_CHUNK)
-        self._big_cur = bytearray(min(cap, max(BODY_STEP, BODY_GROWTH * arrived)))
+        self._big_cur = bytearray(min(cap, max(BODY_STEP, BODY_GROWTH * arrived, self._big_last)))
         self._big_filled = 0
 
     @property
@@ -359,6 +363,7 @@ class FrameDecoder:
     def _finish_big(self) -> Frame:
         chunks = self._big_chunks
         body: bytes | bytearray = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        self._big_last = len(body)
         ftype, codec, rid = self._big_head  # type: ignore[misc]
         frame = _new_frame(Frame, (ftype, codec, self._big_name, rid, body))
         self._big_head = None

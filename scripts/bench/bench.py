@@ -7,7 +7,7 @@ where loopback traffic is all there is).
 Usage:
   bench.py [--quick] [--reps=N] [--seconds=S] [--sections=LIST] [--systems=LIST]
            [--transports=LIST] [--peers-python=PY] [--out=DIR] [--time-limit=S] [--no-rosy]
-           [--baseline=DIR]
+           [--baseline=DIR] [--sizes=LIST]
   bench.py (-h | --help)
 
 Options:
@@ -18,6 +18,7 @@ Options:
                       [default: throughput,paced,rtt,inflight,sendcost,coordinator].
   --systems=LIST      Comma-separated: easymesh,rosy,zmq,raw [default: easymesh,rosy,zmq,raw].
   --transports=LIST   Comma-separated: unix,tcp [default: unix,tcp].
+  --sizes=LIST        Throughput payload sizes in bytes, comma-separated [default: 0,1000,100000,1000000].
   --peers-python=PY   Python of the peers venv (rosy 0.8.3, pyzmq, zeroconf, docopt).
   --out=DIR           Where results go [default: scripts/bench/results].
   --time-limit=S      Stop starting runs after S seconds; the report is written anyway [default: 840].
@@ -54,7 +55,6 @@ from docopt import docopt
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-SIZES = [0, 1000, 100_000, 1_000_000]
 SIZE_NAMES = {0: "0 B", 64: "64 B", 1000: "1 kB", 100_000: "100 kB", 1_000_000: "1 MB"}
 SYSTEM_NAMES = {"easymesh": "easymesh", "baseline": "easymesh before", "rosy": "rosy 0.8.3", "zmq": "pyzmq", "raw": "raw socket"}
 
@@ -166,6 +166,7 @@ class Bench:
         if args["--no-rosy"] and "rosy" in self.systems:
             self.systems.remove("rosy")
         self.transports = args["--transports"].split(",")
+        self.sizes = [int(x) for x in args["--sizes"].split(",")]
         self.peers_py = args["--peers-python"]
         if not self.peers_py:
             self.systems = [s for s in self.systems if s not in ("rosy", "zmq")]
@@ -328,7 +329,7 @@ class Bench:
         return self.systems[k:] + self.systems[:k]
 
     def throughput(self) -> None:
-        sizes = [0, 1000, 1_000_000] if self.quick else SIZES
+        sizes = [0, 1000, 1_000_000] if self.quick else self.sizes
         for rep in range(self.reps):
             for size in sizes:
                 for transport in self.transports:

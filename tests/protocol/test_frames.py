@@ -170,6 +170,41 @@ def test_storage_stays_proportional_to_what_arrived(monkeypatch):
     assert f.body == body
 
 
+def test_a_stream_of_large_bodies_gets_full_size_storage_after_the_first():
+    """After a large body arrived in full, the next one of at most that size gets storage
+    of its own size at once, however little of it came with its header (no growth copy);
+    a larger announcement still starts at the last body's size, not at its own."""
+    body = os.urandom(1_000_000)
+    data = frame_bytes(F.TOPIC, b"t", body, 1)
+    d = FrameDecoder()
+
+    def feed_in_pieces(chunk: int) -> tuple[list[int], list[F.Frame]]:
+        """As a link reads: a read of at most ``chunk`` bytes, then frames()."""
+        sizes, got = [], []
+        rest = memoryview(data)
+        while rest.nbytes:
+            buf = d.get_buffer()
+            if buf.obj is not d._buf:
+                sizes.append(len(buf.obj))
+            n = min(buf.nbytes, rest.nbytes, chunk)
+            buf[:n] = rest[:n]
+            d.buffer_updated(n)
+            rest = rest[n:]
+            got += d.frames()
+        return sizes, got
+
+    first, got = feed_in_pieces(20_000)
+    assert first[0] < len(body) and first[-1] == len(body)  # grew: nothing seen before
+    assert [f.body for f in got] == [body]
+    second, got = feed_in_pieces(20_000)
+    assert set(second) == {len(body)}  # one storage, full size from the start
+    assert [f.body for f in got] == [body]
+    # A header announcing far more, then a stall: storage is the last body's size.
+    d.feed(F.HEADER.pack(F.TOPIC, 1, 1, 200_000_000, 0) + b"t" + b"x")
+    assert d.frames() == [] and d.partial
+    assert len(d.get_buffer().obj) == len(body)
+
+
 def test_encode_frame_scatter_gather_for_large_bodies():
     body = b"x" * 100_000
     bufs = encode_frame(F.TOPIC, b"t", body, 1)
