@@ -155,7 +155,7 @@ def install_coordinator() -> None:
             return orig_send(self, buffers, nbytes, droppable)
         t0, c0 = _ns(), _tns()
         ok = orig_send(self, buffers, nbytes, droppable)
-        _put(("x", t0, _ns(), c0, _tns(), id(self), threading.get_ident()))
+        _put(("x", t0, _ns(), c0, _tns(), id(self), nbytes))
         return ok
 
     outbox.Outbox.send = send  # type: ignore[method-assign]
@@ -194,7 +194,7 @@ def dump(path: str, extra: dict[str, Any]) -> None:
 def coordinator_extra(coord: Any) -> dict[str, Any]:
     """Which outbox is which worker process (for the report)."""
     names = {}
-    for conn, node_id in coord._node_of.items():
+    for conn, node_id in list(coord._node_of.items()):
         rec = coord.topology.nodes.get(node_id)
         if rec is not None and rec.name.count("-") == 2:  # scale-<proc>-<i>: a worker's node
             names[id(conn._outbox)] = rec.name
@@ -214,6 +214,10 @@ def report(folder: str, t_change: float) -> None:
         c = json.load(f)
     names = {int(k): v for k, v in c["outboxes"].items()}
     writes = [s for s in c["stamps"] if s[0] == "x" and s[5] in names]
+    if writes:  # the diff's writes (not the PONGs of heartbeats meanwhile): its size
+        sizes = [s[6] for s in writes]
+        size = max(set(sizes), key=sizes.count)
+        writes = [s for s in writes if s[6] == size]
     per_proc: dict[str, list[Any]] = {}
     for s in writes:
         per_proc.setdefault(names[s[5]].rsplit("-", 1)[0], []).append(s)
