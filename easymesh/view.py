@@ -20,21 +20,21 @@ everything counts as known.
 Waking the waiters (issue 15): a node's I/O thread may apply the changes of many nodes
 in one turn (every node of a process shares it, and a change for 100 of them arrives on
 100 sockets at once). Given ``later`` (the I/O thread's ``call_soon``), :meth:`apply`
-changes the view at once but queues one wake-up per view, run after the turn's other
-ready sockets were read: the woken threads then take the GIL while the I/O thread waits
-in ``select`` rather than each one snatching it between two reads. A query sees the
-change at once (it reads the view, not the condition); only a sleeping waiter learns of it
-a turn later. :meth:`close` still wakes everyone at once.
+changes the view at once but queues its wake-up (on the relay, below), started after the
+turn's other ready sockets were read: the woken threads then take the GIL while the I/O
+thread waits in ``select`` rather than each one snatching it between two reads. A query
+sees the change at once (it reads the view, not the condition); only a sleeping waiter
+learns of it a turn later. :meth:`close` still wakes everyone at once.
 
 Waking many views' waiters (issue 15, session 5): the sleeping waiters of a process's
 views are woken through a relay (:class:`WakeRelay`, one per process), not all at once.
 The I/O thread queues each changed view on it and, once per turn, starts ``WIDTH`` chains:
-it wakes the first few views that have a sleeping waiter, and every waiter, as its wait
+it wakes the first views that have a sleeping waiter, and every waiter, as its wait
 ends, wakes the next one before it carries on. Woken all at once, the 100 waiting threads
 of a process became runnable together, and all but one then slept on the GIL, each waking
-again every switch interval (5 ms) to ask for it; the holder, preempted by them at the OS
-level, stalled the whole process. On the bench's 2-core machine that CPU is taken from the
-other processes and from the coordinator still writing the change. In the relay a few
+again every switch interval (5 ms) to ask for it (the stamps show stalls of that length
+between two returns). On the bench's 2-core machine that CPU is taken from the other
+processes and from the coordinator still writing the change. In the relay a few
 threads of a process want the GIL at a time; each gets it as the one before lets go
 (``scripts/bench/wake_floor.py``, a single chain against all at once, 10 processes x 100
 waiters woken together: 0.12-0.13 ms of CPU per woken thread against 0.18-0.24 ms). A
@@ -79,8 +79,9 @@ class WakeRelay:
     from any thread (deque operations are atomic; the lock only makes "was it idle" exact
     when the I/O threads of two private loops push at once)."""
 
-    #: Chains started at once: a few threads of the process runnable at a time.
-    WIDTH = 6
+    #: Chains started at once: a few threads of the process runnable at a time (6 and 16
+    #: measured; 16 hid the hand-over delays of a busy machine better).
+    WIDTH = 16
     #: Seconds without a step after which a push starts the relay again (a second set of
     #: chains beside slow ones costs nothing but a little parallelism).
     STALL = 0.05
