@@ -44,6 +44,8 @@ learned of the change, and the garbage collector's CPU during the join.
 ``MESH_SCALE_STAMPS=DIR`` stamps the change's chain end to end (``mesh_stamps.py``: each
 coordinator write, each worker's selects, reads, wakes and waiter returns, the threads'
 time on and waiting for a CPU) and prints it per worker process; files go to DIR.
+``MESH_SCALE_PIN=1`` (a diagnosis, not a result) puts this process, with the coordinator,
+on CPU 0 and every worker on CPU 1.
 
 The netns storm: 10 namespaces ``emscale<pid>-0..9`` with 100 nodes each, plus one for
 the coordinator, on a bridge in an 11th (10.201.0.0/24, veth pairs); every link is TCP.
@@ -180,6 +182,7 @@ def worker(coordinator: str, count: int, prefix: str) -> int:
     import easymesh
 
     stamps = _stamps("worker")
+    _pin(1)
     warnings = Warnings()
     logging.getLogger("easymesh").addHandler(warnings)
     print("ready", flush=True)
@@ -276,6 +279,13 @@ def _stamps(side: str) -> Any:
     return mesh_stamps
 
 
+def _pin(cpu: int) -> None:
+    """``MESH_SCALE_PIN=1`` (a diagnosis, not a result): the coordinator's process on CPU 0,
+    the workers on CPU 1, so that no worker thread the coordinator wakes can run on its CPU."""
+    if os.environ.get("MESH_SCALE_PIN") and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {cpu})
+
+
 def read_line(p: subprocess.Popen, prefix: str, timeout: float, fields: int = 5) -> list[str]:
     out: list[str] = []
 
@@ -309,6 +319,7 @@ def storm(nodes: int, procs: int, host: str, ns: str | None = None, address: str
 
     load = os.getloadavg()[0]
     stamps = _stamps("coordinator")
+    _pin(0)
     coord: Any = None
     if not address:
         coord = Coordinator(host, 0).start()  # (its warning about no authkey is not counted)
