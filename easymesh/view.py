@@ -20,34 +20,11 @@ everything counts as known.
 Waking the waiters (issue 15): a node's I/O thread may apply the changes of many nodes
 in one turn (every node of a process shares it, and a change for 100 of them arrives on
 100 sockets at once). Given ``later`` (the I/O thread's ``call_soon``), :meth:`apply`
-changes the view at once but queues its wake-up (on the relay, below), started after the
-turn's other ready sockets were read: the woken threads then take the GIL while the I/O
-thread waits in ``select`` rather than each one snatching it between two reads. A query
-sees the change at once (it reads the view, not the condition); only a sleeping waiter
-learns of it a turn later. :meth:`close` still wakes everyone at once.
-
-Waking many views' waiters (issue 15, session 5): the sleeping waiters of a process's
-views are woken through a relay (:class:`WakeRelay`, one per process), not all at once.
-The I/O thread queues each changed view on it and, once per turn, starts ``WIDTH`` chains:
-it wakes the first views that have a sleeping waiter, and every waiter, as its wait
-ends, wakes the next one before it carries on. Woken all at once, the 100 waiting threads
-of a process became runnable together, and all but one then slept on the GIL, each waking
-again every switch interval (5 ms) to ask for it (the stamps show stalls of that length
-between two returns). On the bench's 2-core machine that CPU is taken from the other
-processes and from the coordinator still writing the change. In the relay a few
-threads of a process want the GIL at a time; each gets it as the one before lets go
-(``scripts/bench/wake_floor.py``, a single chain against all at once, 10 processes x 100
-waiters woken together: 0.12-0.13 ms of CPU per woken thread against 0.18-0.24 ms). A
-single chain paid one scheduling delay per hand-over on a busy machine (100 nodes reached
-all in ~70 ms against ~40 ms); a few chains side by side hide it (measurements in
-``scripts/bench/results/mesh-scale-2026-12-02-session5.md``).
-
-The relay cannot stall: a view is woken under its lock only if a waiter sleeps there
-(``_sleeping``), and that waiter, whatever ends its wait (the notify, its timeout, the node
-closing), passes the relay on, from outside its view's lock (a thread never holds two
-views' locks). A view that closes passes it on too, and a relay that made no step for
-``STALL`` seconds is started again by the next change (should a start be lost with an I/O
-thread that died).
+changes the view at once but queues one wake-up per view, run after the turn's other
+ready sockets were read: the woken threads then take the GIL while the I/O thread waits
+in ``select`` rather than each one snatching it between two reads. A query sees the
+change at once (it reads the view, not the condition); only a sleeping waiter learns of it
+a turn later. :meth:`close` still wakes everyone at once.
 
 A wait ends with RequestTimeout after its timeout, with NodeClosed when the node
 closes (:meth:`TopologyView.close`), and fails at once with WouldDeadlock when made
@@ -58,7 +35,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -66,65 +42,11 @@ from easymesh.errors import NodeClosed, RequestTimeout, WouldDeadlock
 from easymesh.protocol.messages import Diff, NodeInfo, Watch, Welcome
 from easymesh.protocol.topology import Topology
 
-__all__ = ["TopologyView", "WakeRelay"]
+__all__ = ["TopologyView"]
 
 #: Longest a first question about a name (has_listeners, has_service) waits for the
 #: coordinator's answer.
 ANSWER_WAIT = 5.0
-
-
-class WakeRelay:
-    """Views whose sleeping waiters are to be woken, a few chains of one view after
-    another (see the module docstring). ``push`` and ``start`` on an I/O thread, ``next``
-    from any thread (deque operations are atomic; the lock only makes "was it idle" exact
-    when the I/O threads of two private loops push at once)."""
-
-    #: Chains started at once: a few threads of the process runnable at a time (6 and 16
-    #: measured; 16 hid the hand-over delays of a busy machine better).
-    WIDTH = 16
-    #: Seconds without a step after which a push starts the relay again (a second set of
-    #: chains beside slow ones costs nothing but a little parallelism).
-    STALL = 0.05
-
-    def __init__(self) -> None:
-        self.pending: deque[TopologyView] = deque()
-        self._lock = threading.Lock()
-        self._moved = 0.0  # when it last started or stepped (monotonic)
-
-    def push(self, view: TopologyView) -> bool:
-        """Queue ``view``; True when the relay is to be started (it was idle, or silent for
-        ``STALL``): the caller then calls ``start`` once the turn's other changes are in."""
-        now = time.monotonic()
-        with self._lock:
-            start = not self.pending or now - self._moved > self.STALL
-            self.pending.append(view)
-            if start:
-                self._moved = now
-        return start
-
-    def start(self) -> None:
-        """(I/O thread) Start ``WIDTH`` chains."""
-        for _ in range(self.WIDTH):
-            if not self.pending:
-                return
-            self.next()
-
-    def next(self) -> None:
-        """Wake the next queued view that has a sleeping waiter (its waiter will call
-        ``next`` in turn); views nobody waits on are passed over."""
-        self._moved = time.monotonic()
-        pending = self.pending
-        while pending:
-            try:
-                view = pending.popleft()
-            except IndexError:  # another thread took the last one
-                return
-            if view._wake_sleepers():
-                return
-
-
-#: The relay of this process's views.
-RELAY = WakeRelay()
 
 
 class TopologyView:
@@ -141,8 +63,7 @@ class TopologyView:
         # Waking the waiters after a change: at once, or (``later``: the I/O thread's
         # call_soon) once the I/O thread has handled every socket that was ready.
         self._later = later
-        self._wake_queued = False  # this view is on the relay
-        self._sleeping = 0  # waiters inside Condition.wait (counted under the lock)
+        self._wake_queued = False
         self._in_io_thread = in_io_thread
         self._closed: BaseException | None = None
         self.watch_all = watch_all
@@ -232,7 +153,7 @@ class TopologyView:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return
-                self._sleep(left)
+                self._cond.wait(left)
 
     # -- changes ---------------------------------------------------------------------------
 
@@ -257,42 +178,19 @@ class TopologyView:
                 self._cond.notify_all()
             elif not self._wake_queued:
                 self._wake_queued = True
-                if RELAY.push(self):  # the first of this turn: start the relay after it
-                    self._later(RELAY.start)
+                self._later(self._wake)
         return True
 
-    def _wake_sleepers(self) -> bool:
-        """(the relay) Wake this view's waiters; False if none sleeps (nobody to pass the
-        relay on)."""
+    def _wake(self) -> None:
         with self._cond:
             self._wake_queued = False
-            if not self._sleeping:
-                return False
             self._cond.notify_all()
-            return True
-
-    def _sleep(self, timeout: float | None) -> None:
-        """(lock held) ``Condition.wait``, counted, then pass the relay on (lock released
-        meanwhile: a waiter never holds two views' locks)."""
-        self._sleeping += 1
-        try:
-            self._cond.wait(timeout)
-        finally:
-            self._sleeping -= 1
-            if RELAY.pending:
-                self._cond.release()
-                try:
-                    RELAY.next()
-                finally:
-                    self._cond.acquire()
 
     def close(self, reason: BaseException) -> None:
         """The node closed: every wait ends with ``reason``."""
         with self._cond:
             self._closed = reason
             self._cond.notify_all()
-        if RELAY.pending:  # (should this node's I/O thread have dropped a relay start)
-            RELAY.next()
 
     # -- waiting ---------------------------------------------------------------------------
 
@@ -311,7 +209,7 @@ class TopologyView:
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     raise RequestTimeout(f"{what} after {timeout:g} s")
-                self._sleep(None if left is None else min(left, threading.TIMEOUT_MAX))
+                self._cond.wait(None if left is None else min(left, threading.TIMEOUT_MAX))
 
     def wait_for_listener(self, topic: str, timeout: float | None) -> None:
         self.want_topic(topic)
