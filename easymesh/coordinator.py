@@ -437,11 +437,13 @@ class Coordinator:
             wids = self.audience.by_process(wids)  # (its docstring says why)
             for pieces in bodies:
                 bufs, nbytes = encode_frame_parts(CONTROL, b"diff", pieces)
+                if len(wids) > 1:  # to many: one buffer, a send each (diff_write.py: -6 % CPU)
+                    bufs = [b"".join(bufs)]
                 for wid in wids:
                     conn = self._conn_of.get(wid)
                     if conn is not None and conn.state == OPEN:
                         self.bytes_sent += nbytes
-                        conn.send(bufs, nbytes, droppable=False)
+                        conn.send(bufs, nbytes, False)
 
     # -- heartbeats --------------------------------------------------------------------------
 

@@ -41,6 +41,11 @@ many, how long each took and its thread's CPU, bytes each wrote: one pass writes
 watcher's diff).
 ``MESH_SCALE_DEBUG=1`` also prints per worker when its first, median and last node
 learned of the change, and the garbage collector's CPU during the join.
+``MESH_SCALE_STAMPS=DIR`` stamps the change's chain end to end (``mesh_stamps.py``: each
+coordinator write, each worker's selects, reads, wakes and waiter returns, the threads'
+time on and waiting for a CPU) and prints it per worker process; files go to DIR.
+``MESH_SCALE_PIN=1`` (a diagnosis, not a result) puts this process, with the coordinator,
+on CPU 0 and every worker on CPU 1.
 
 The netns storm: 10 namespaces ``emscale<pid>-0..9`` with 100 nodes each, plus one for
 the coordinator, on a bridge in an 11th (10.201.0.0/24, veth pairs); every link is TCP.
@@ -176,6 +181,8 @@ def _profilers() -> tuple[Any, Any]:
 def worker(coordinator: str, count: int, prefix: str) -> int:
     import easymesh
 
+    stamps = _stamps("worker")
+    _pin(1)
     warnings = Warnings()
     logging.getLogger("easymesh").addHandler(warnings)
     print("ready", flush=True)
@@ -209,16 +216,21 @@ def worker(coordinator: str, count: int, prefix: str) -> int:
     topic = sys.stdin.readline().split()[1]  # "watch <topic>" (after the bench's 1 s pause)
     idle_s, idle_cpu = now() - t_joined, cpu_seconds() - cpu_idle0
     seen = [0.0] * count
+    sched: list[Any] = [None] * count  # (MESH_SCALE_STAMPS) each waiter's CPU and run delay
 
     def watch(i: int) -> None:
         node = nodes[i]
         if node is None:
             return
+        s0 = stamps.thread_sched() if stamps is not None else None
         try:
             node.wait_for_listener(topic, timeout=20)
             seen[i] = now()
         except Exception:
             pass
+        if s0 is not None:
+            s1 = stamps.thread_sched()
+            sched[i] = (s1[0] - s0[0], s1[1] - s0[1])
 
     watchers = [threading.Thread(target=watch, args=(i,)) for i in range(count)]
     for t in watchers:
@@ -226,10 +238,16 @@ def worker(coordinator: str, count: int, prefix: str) -> int:
     print("watching", flush=True)
     sys.stdin.readline()  # "mark": the change comes next (the waits are set up by now)
     profile = _io_profile(nodes, prefix)
+    if stamps is not None:
+        stamps.arm()
     cpu1 = cpu_seconds()
     for t in watchers:
         t.join(30)
     change_cpu = cpu_seconds() - cpu1
+    if stamps is not None:
+        stamps.disarm()
+        stamps.dump(os.path.join(os.environ["MESH_SCALE_STAMPS"], f"{prefix}.json"),
+                    {"seen": seen, "waiter_sched": sched})
     if profile is not None:
         profile(change_cpu)
     missing = sum(1 for s in seen if not s)
@@ -243,6 +261,29 @@ def worker(coordinator: str, count: int, prefix: str) -> int:
     for t in closers:
         t.join(10)
     return 0
+
+
+def _stamps(side: str) -> Any:
+    """``MESH_SCALE_STAMPS=DIR``: the mesh_stamps module, installed on this side (see its
+    docstring); None when off."""
+    folder = os.environ.get("MESH_SCALE_STAMPS")
+    if not folder:
+        return None
+    os.makedirs(folder, exist_ok=True)
+    sys.path.insert(0, os.path.dirname(HERE))
+    import mesh_stamps
+
+    if not mesh_stamps.state.get(side):
+        mesh_stamps.state[side] = True
+        getattr(mesh_stamps, f"install_{side}")()
+    return mesh_stamps
+
+
+def _pin(cpu: int) -> None:
+    """``MESH_SCALE_PIN=1`` (a diagnosis, not a result): the coordinator's process on CPU 0,
+    the workers on CPU 1, so that no worker thread the coordinator wakes can run on its CPU."""
+    if os.environ.get("MESH_SCALE_PIN") and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {cpu})
 
 
 def read_line(p: subprocess.Popen, prefix: str, timeout: float, fields: int = 5) -> list[str]:
@@ -277,6 +318,8 @@ def storm(nodes: int, procs: int, host: str, ns: str | None = None, address: str
     from easymesh.coordinator import Coordinator
 
     load = os.getloadavg()[0]
+    stamps = _stamps("coordinator")
+    _pin(0)
     coord: Any = None
     if not address:
         coord = Coordinator(host, 0).start()  # (its warning about no authkey is not counted)
@@ -319,10 +362,18 @@ def storm(nodes: int, procs: int, host: str, ns: str | None = None, address: str
         time.sleep(0.1)  # each worker has read it
         if passes is not None:
             passes["armed"].append(True)
+        if stamps is not None:
+            stamps.arm()
         t_change = now()
         cpu2 = cpu_seconds()
         changer.listen(topic, lambda *_: None)
         seen = [read_line(w, "seen", 40, 8) for w in workers]
+        if stamps is not None:
+            stamps.disarm()
+            folder = os.environ["MESH_SCALE_STAMPS"]
+            stamps.dump(os.path.join(folder, "coordinator.json"), stamps.coordinator_extra(coord))
+            print(f"stamps, {nodes} nodes:", file=sys.stderr)
+            stamps.report(folder, t_change)
         change_coord_cpu = cpu_seconds() - cpu2
         change_ms = (max(float(s[1]) for s in seen) - t_change) * 1000
         # the median of the workers' medians: about when half the nodes knew
