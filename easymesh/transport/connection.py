@@ -29,9 +29,9 @@ kernel closes fds sent to such a read (the shm hub asks for them first: ``SHM_AS
 Stalls. A partial frame that receives no byte for ``stall_timeout`` seconds (the
 owner passes its heartbeat timeout, four heartbeat intervals) closes the link: a
 peer that announces a frame and stops half-way cannot hold its buffers forever. A
-timer is armed only while a frame is partial, so an idle link costs nothing. (The
-decoder also grows a large body's storage only as its bytes arrive, so the wait is
-cheap in memory too.)
+timer is armed only while a frame is partial (one at most), so an idle link costs nothing.
+(The decoder also grows a large body's storage only as its bytes arrive, or to the size of
+the link's previous large body, so the wait is cheap in memory too.)
 
 Refusing. :meth:`close_when_flushed` lets an owner send an ERROR frame and close
 once it has left (the coordinator refusing a registration): frames the peer sends
@@ -359,8 +359,8 @@ class Connection:
         if self.state != OPEN:
             return
         self._read()  # whatever the kernel holds counts as progress (a busy loop is not a stall)
-        if self.state != OPEN or not self.decoder.partial:
-            return
+        if self.state != OPEN or not self.decoder.partial or self._stall_timer is not None:
+            return  # closed, nothing pending, or the read got bytes and armed a fresh timer
         idle = time.monotonic() - self.last_received
         if idle < self.stall_timeout:
             self._stall_timer = self.loop.call_later(self.stall_timeout - idle, self._check_stall)

@@ -416,13 +416,13 @@ class Bench:
     def write_report(self, noise: dict[str, Any]) -> str:
         from report import render  # scripts/bench/report.py
 
+        with open(os.path.join(self.out, f"bench-{self.stamp}.jsonl"), "w") as f:
+            for rec in self.records:  # first: a report that fails to render loses no run
+                f.write(json.dumps(rec) + "\n")
         text = render(self, noise)
         path = os.path.join(self.out, f"bench-{self.stamp}.md")
         with open(path, "w") as f:
             f.write(text)
-        with open(os.path.join(self.out, f"bench-{self.stamp}.jsonl"), "w") as f:
-            for rec in self.records:
-                f.write(json.dumps(rec) + "\n")
         with open(os.path.join(self.out, "latest.md"), "w") as f:
             f.write(text)
         print(text)

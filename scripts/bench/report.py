@@ -11,6 +11,12 @@ NAMES = {"easymesh": "easymesh", "baseline": "easymesh before", "rosy": "rosy 0.
          "zmq": "pyzmq", "raw": "raw socket"}
 
 
+def size_name(n: int) -> str:
+    """A payload size as the tables show it: its usual name, else its byte count
+    (``bench.py --sizes`` takes any size)."""
+    return SIZE_NAMES.get(n) or f"{n:,} B"
+
+
 def med(values: list[float]) -> float | None:
     values = [v for v in values if v is not None]
     return statistics.median(values) if values else None
@@ -106,11 +112,11 @@ def render(bench: Any, noise: dict[str, Any]) -> str:
                     cells.append(f"{fmt(rate)}{spread} ({fmt(mb, 1)} MB/s; {fmt(drop, 0)}%)"
                                  if rate is not None else "—")
                 rs = [fr(ratio(rates.get("easymesh"), rates.get(s))) for s in systems if s != "easymesh"]
-                L.append(f"| {SIZE_NAMES[size]} | {tr} | " + " | ".join(cells) + " | " + " | ".join(rs) + " |")
+                L.append(f"| {size_name(size)} | {tr} | " + " | ".join(cells) + " | " + " | ".join(rs) + " |")
                 em, ro, zq = rates.get("easymesh"), rates.get("rosy"), rates.get("zmq")
                 if size in (0, 1000) and "rosy" in systems:
                     r = ratio(em, ro)
-                    targets.append((f"{SIZE_NAMES[size]} {tr}: delivered ≥ 5× rosy", fr(r),
+                    targets.append((f"{size_name(size)} {tr}: delivered ≥ 5× rosy", fr(r),
                                     verdict(r is not None and r >= 5)))
                 if size == 1_000_000:
                     if "rosy" in systems:
@@ -124,7 +130,7 @@ def render(bench: Any, noise: dict[str, Any]) -> str:
               "|---|---|" + "---:|" * len(systems)]
         for size in sorted({r["size"] for r in bench.records if r.get("section") == "throughput"}):
             for tr in transports:
-                L.append(f"| {SIZE_NAMES[size]} | {tr} | " + " | ".join(
+                L.append(f"| {size_name(size)} | {tr} | " + " | ".join(
                     fmt(d.m("throughput", s, tr, size, "client", "msgs_per_s")) for s in systems) + " |")
         L.append("")
 
