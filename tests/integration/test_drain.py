@@ -16,10 +16,7 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Iterator
 from typing import Any
-
-import pytest
 
 from easymesh.protocol.auth import ClientHandshake
 from easymesh.protocol.frames import HEADER, TOPIC, frame_bytes
@@ -29,14 +26,6 @@ from easymesh.transport.loop import IOLoop
 WAIT = 10.0
 COUNT = 120  # frames of ~1 kB: several reads (the session buffer starts at 16 KiB), and
 # less than the peer's socket buffer (sendall must not wait: we are its only reader)
-
-
-@pytest.fixture
-def loop() -> Iterator[IOLoop]:
-    lp = IOLoop("drain-test")
-    lp.start()
-    yield lp
-    lp.stop()
 
 
 def recv_frame(sock: socket.socket) -> bytes:

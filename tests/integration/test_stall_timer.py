@@ -19,9 +19,6 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Iterator
-
-import pytest
 
 from easymesh.protocol.auth import ClientHandshake
 from easymesh.protocol.frames import TOPIC, frame_bytes
@@ -30,14 +27,6 @@ from easymesh.transport.loop import IOLoop
 
 WAIT = 10.0
 STALL = 3600.0  # no timer runs by itself during the test: the test runs the checks
-
-
-@pytest.fixture
-def loop() -> Iterator[IOLoop]:
-    lp = IOLoop("stall-timer-test")
-    lp.start()
-    yield lp
-    lp.stop()
 
 
 def on_io_thread(loop: IOLoop, fn: object) -> None:
