@@ -149,9 +149,6 @@ class RequestTable:
                         out.append(p)
         return out
 
-    def has_deadlines(self) -> bool:
-        return bool(self._heap)
-
     @property
     def deadline_entries(self) -> int:
         """Entries in the deadline heap (answered requests' included until pruned)."""

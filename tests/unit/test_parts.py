@@ -71,7 +71,7 @@ def test_request_deadlines_expire_in_order() -> None:
     assert table.expired() == []
     assert a not in table and b not in table and c not in table
     assert len(table) == 2  # the two without a deadline wait forever
-    assert not table.has_deadlines()
+    assert table.deadline_entries == 0
 
 
 def test_request_pop_only_for_the_link_it_went_out_on() -> None:
