@@ -1,9 +1,11 @@
-"""Small helpers for integration tests: collecting callbacks with timeouts."""
+"""Small helpers for integration tests: collecting callbacks with timeouts, running a call
+on an I/O thread."""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 
@@ -44,3 +46,23 @@ def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.02) ->
             return True
         time.sleep(interval)
     return bool(predicate())
+
+
+def run_on_loop(loop: Any, fn: Callable[[], Any], timeout: float = 30.0) -> tuple[Any, float]:
+    """Run ``fn`` on ``loop``'s I/O thread (``loop.call_soon``) and wait for it: (its result
+    or the exception it raised, the seconds it took)."""
+    out: list[Any] = []
+    done = threading.Event()
+
+    def run() -> None:
+        start = time.monotonic()
+        try:
+            result: Any = fn()
+        except BaseException as exc:  # noqa: B036 - handed back to the test
+            result = exc
+        out.append((result, time.monotonic() - start))
+        done.set()
+
+    loop.call_soon(run)
+    assert done.wait(timeout), "the I/O thread never ran the call"
+    return out[0]

@@ -22,7 +22,7 @@ import pytest
 import easymesh
 from easymesh.errors import WouldDeadlock
 
-from .helpers import Collector, wait_until
+from .helpers import Collector, run_on_loop, wait_until
 
 WAIT = 30.0  # generous: the machine is shared by several agents
 
@@ -30,21 +30,7 @@ WAIT = 30.0  # generous: the machine is shared by several agents
 def on_io_thread(node: easymesh.Node, fn: Callable[[], Any]) -> tuple[Any, float]:
     """Run ``fn`` on ``node``'s I/O thread; (its result or the exception it raised,
     the seconds it took)."""
-    out: list[Any] = []
-    done = threading.Event()
-
-    def run() -> None:
-        start = time.monotonic()
-        try:
-            result: Any = fn()
-        except BaseException as exc:  # noqa: B036 - handed back to the test
-            result = exc
-        out.append((result, time.monotonic() - start))
-        done.set()
-
-    node._loop.call_soon(run)
-    assert done.wait(WAIT), "the I/O thread never ran the call"
-    return out[0]
+    return run_on_loop(node._loop, fn, WAIT)
 
 
 class RecordingCodec:

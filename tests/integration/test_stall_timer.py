@@ -19,33 +19,25 @@ from __future__ import annotations
 
 import socket
 import threading
+from collections.abc import Callable
+from typing import Any
 
 from easymesh.protocol.auth import ClientHandshake
 from easymesh.protocol.frames import TOPIC, frame_bytes
 from easymesh.transport.connection import CLOSED, OPEN, Connection
 from easymesh.transport.loop import IOLoop
 
+from .helpers import run_on_loop
+
 WAIT = 10.0
 STALL = 3600.0  # no timer runs by itself during the test: the test runs the checks
 
 
-def on_io_thread(loop: IOLoop, fn: object) -> None:
+def on_io_thread(loop: IOLoop, fn: Callable[[], Any]) -> None:
     """Run ``fn()`` on the I/O thread and wait for it; re-raise what it raised."""
-    done = threading.Event()
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            fn()  # type: ignore[operator]
-        except BaseException as exc:  # handed to the test thread
-            errors.append(exc)
-        finally:
-            done.set()
-
-    loop.call_soon(run)
-    assert done.wait(WAIT)
-    if errors:
-        raise errors[0]
+    result, _ = run_on_loop(loop, fn, WAIT)
+    if isinstance(result, BaseException):
+        raise result
 
 
 def live_stall_timers(loop: IOLoop, conn: Connection) -> int:
